@@ -1,0 +1,357 @@
+/**
+ * The dispatcher: runs one provider for calls from any package, with topic-filter enforcement,
+ * per-hook budgets under the call's deadline, fallbacks, middleware, and the loaded-state of
+ * every EMQX node. Transport-free: the standalone server and the Connect routes both use it.
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Message } from "@bufbuild/protobuf";
+import { toBinary } from "@bufbuild/protobuf";
+import * as v3 from "../gen/emqx/exhook/v3/exhook_pb.js";
+import { CallContext, type BrokerRef } from "./context.js";
+import type { HookDef, WirePackage } from "./hooks.js";
+import type {
+  FallbackReason,
+  HookCall,
+  HookMiddleware,
+  HookOutcome,
+  Logger,
+  Provider,
+  ProviderHook,
+} from "./provider.js";
+import { NEUTRAL_ACCESS, NEUTRAL_PUBLISH, type Decision } from "./responses.js";
+import { topicNameError } from "./topic.js";
+import {
+  decodeRequest,
+  EMPTY_SUCCESS,
+  isLegacyEnumBroker,
+  loadedResponse,
+  valuedResponse,
+  type RpcTarget,
+} from "./wire.js";
+
+/** Per-call facts from the transport. */
+export interface CallInfo {
+  /** The call's timeout from `grpc-timeout`, in ms; `undefined` when EMQX sent none. */
+  readonly timeoutMs?: number | undefined;
+  /** Aborted when the caller cancels the call. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** One EMQX node that has loaded the provider. */
+export interface LoadedNode {
+  readonly package: WirePackage;
+  readonly node: string;
+  readonly version: string;
+  readonly sysdescr: string;
+  readonly clusterName: string;
+  /** `Date.now()` of the latest `OnProviderLoaded`. */
+  readonly loadedAt: number;
+  /** How many times this node sent `OnProviderLoaded`. */
+  readonly loads: number;
+}
+
+/** Options of {@link createDispatcher}. */
+export interface DispatcherOptions {
+  /** Where handler failures are reported. Default: one JSON line on stderr per event. */
+  readonly logger?: Logger;
+  /** Middleware added outside the provider's own (metrics, logging of the server). */
+  readonly middleware?: readonly HookMiddleware[];
+}
+
+/** Counts of fallbacks taken, keyed `"<handler key>:<reason>"`. */
+export type FallbackCounts = Readonly<Record<string, number>>;
+
+/** Serves one provider to any package. */
+export interface Dispatcher {
+  readonly provider: Provider;
+  /** Answers `OnProviderLoaded`; the same answer every time for a package. */
+  loaded(pkg: WirePackage, req: v3.ProviderLoadedRequest): v3.LoadedResponse;
+  /** Answers `OnProviderUnloaded`. */
+  unloaded(pkg: WirePackage, req: v3.ProviderUnloadedRequest): v3.EmptySuccess;
+  /** Runs a hook; resolves to the v3 response. Rejects only with `ConnectError`. */
+  call(pkg: WirePackage, def: HookDef, req: Message, info: CallInfo): Promise<Message> | Message;
+  /** Decodes, dispatches and encodes one request body (the standalone server's path). */
+  handleBytes(pkg: WirePackage, target: RpcTarget, body: Uint8Array, info: CallInfo): Promise<Uint8Array> | Uint8Array;
+  /** The EMQX nodes that have loaded the provider and not unloaded it. */
+  loadedNodes(): LoadedNode[];
+  /** Fallbacks taken so far. */
+  fallbackCounts(): FallbackCounts;
+}
+
+const consoleLogger: Logger = {
+  debug: () => {},
+  info: () => {},
+  warn: (obj, msg) => console.error(JSON.stringify({ level: "warn", ...obj, msg })),
+  error: (obj, msg) => console.error(JSON.stringify({ level: "error", ...obj, msg })),
+};
+
+/** Creates a dispatcher for a provider. One per server; it holds the loaded state. */
+export function createDispatcher(provider: Provider, options: DispatcherOptions = {}): Dispatcher {
+  const logger = options.logger ?? consoleLogger;
+  const middleware = [...(options.middleware ?? []), ...(provider.options.middleware ?? [])];
+  const marginOpt = provider.options.marginMs;
+  const grpcErrors = provider.options.onError === "grpc-error";
+  const loadedAnswers = new Map<WirePackage, v3.LoadedResponse>();
+  const loadedAnswerBytes = new Map<WirePackage, Uint8Array>();
+  const nodes = new Map<string, LoadedNode>();
+  const fallbacks: Record<string, number> = {};
+  let v1LegacyEnum = false;
+  let v1Broker: BrokerRef | undefined;
+
+  function answerFor(pkg: WirePackage): v3.LoadedResponse {
+    let answer = loadedAnswers.get(pkg);
+    if (!answer) {
+      answer = loadedResponse(provider.hookSpecs(pkg));
+      loadedAnswers.set(pkg, answer);
+      loadedAnswerBytes.set(pkg, toBinary(v3.LoadedResponseSchema, answer));
+    }
+    return answer;
+  }
+
+  function loaded(pkg: WirePackage, req: v3.ProviderLoadedRequest): v3.LoadedResponse {
+    const version = req.broker?.version || req.meta?.version || "";
+    const node = req.meta?.node ?? "";
+    if (pkg === "v1") {
+      v1LegacyEnum = isLegacyEnumBroker(version);
+      v1Broker = { node, version, sysdescr: req.broker?.sysdescr ?? "", clusterName: req.meta?.clusterName ?? "" };
+    }
+    const key = `${pkg}|${node}`;
+    const prev = nodes.get(key);
+    const info: LoadedNode = {
+      package: pkg,
+      node,
+      version,
+      sysdescr: req.broker?.sysdescr || req.meta?.sysdescr || "",
+      clusterName: req.meta?.clusterName ?? "",
+      loadedAt: Date.now(),
+      loads: (prev?.loads ?? 0) + 1,
+    };
+    nodes.set(key, info);
+    logger.info({ package: pkg, node, version, loads: info.loads, hooks: provider.hooks.length }, "provider loaded by EMQX");
+    safeNotify(provider.options.onLoaded, info);
+    return answerFor(pkg);
+  }
+
+  function unloaded(pkg: WirePackage, req: v3.ProviderUnloadedRequest): v3.EmptySuccess {
+    const node = req.meta?.node ?? "";
+    const info = nodes.get(`${pkg}|${node}`);
+    nodes.delete(`${pkg}|${node}`);
+    logger.info({ package: pkg, node }, "provider unloaded by EMQX");
+    safeNotify(provider.options.onUnloaded, info ?? { package: pkg, node, version: req.meta?.version ?? "", clusterName: req.meta?.clusterName ?? "" });
+    return EMPTY_SUCCESS;
+  }
+
+  function safeNotify<T>(fn: ((info: T) => void) | undefined, info: T): void {
+    if (!fn) return;
+    try {
+      fn(info);
+    } catch (err) {
+      logger.error({ err: errorText(err) }, "onLoaded/onUnloaded callback threw");
+    }
+  }
+
+  function neutral(def: HookDef, legacy: boolean): Message {
+    if (def.kind === "notification") return EMPTY_SUCCESS;
+    return valuedResponse(def.kind === "access" ? NEUTRAL_ACCESS : NEUTRAL_PUBLISH, undefined, legacy);
+  }
+
+  function call(pkg: WirePackage, def: HookDef, req: Message, info: CallInfo): Promise<Message> | Message {
+    const legacy = pkg === "v1" && v1LegacyEnum;
+    const hook = provider.byKey.get(def.key);
+    if (!hook) return neutral(def, legacy);
+    const r = req as unknown as RequestFields;
+    const topic = topicOf(def, r);
+    if (hook.matcher && !hook.matcher(topic ?? "")) return neutral(def, legacy);
+
+    const callTimeout = info.timeoutMs;
+    let budget = hook.timeoutMs;
+    if (callTimeout !== undefined) {
+      const margin = marginOpt ?? Math.min(250, callTimeout * 0.1);
+      budget = Math.max(0, Math.min(budget, callTimeout - margin));
+    }
+    const clientId = r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "";
+    const meta = r.meta;
+    const broker = meta ? brokerFromMeta(meta) : pkg === "v1" ? v1Broker : undefined;
+    const ctx = new CallContext(def.key, def.name, pkg, broker, meta, clientId, Date.now() + budget, info.signal);
+
+    if (middleware.length === 0) {
+      const outcome = runHandler(hook, req, ctx, budget);
+      if (isPromise(outcome)) return outcome.then((o) => respond(def, hook, o, r, legacy));
+      return respond(def, hook, outcome, r, legacy);
+    }
+    const hc: HookCall = { key: def.key, hook: def.name, clientId, topic, request: req as never, ctx };
+    return compose(middleware, hc, () => Promise.resolve(runHandler(hook, req, ctx, budget))).then(
+      (o) => respond(def, hook, o, r, legacy),
+      (err) => respond(def, hook, fallbackOutcome(hook, "error", err), r, legacy),
+    );
+  }
+
+  function respond(def: HookDef, hook: ProviderHook, outcome: HookOutcome, r: RequestFields, legacy: boolean): Message {
+    if (outcome.fallback !== undefined) {
+      const reason = outcome.fallback;
+      const k = `${def.key}:${reason}`;
+      fallbacks[k] = (fallbacks[k] ?? 0) + 1;
+      logger.warn(
+        { hook: def.name, clientId: r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "", reason, fallback: hook.fallback ?? "empty", err: errorText(outcome.error) },
+        reason === "timeout" ? "handler ran out of time; answered with the fallback" : reason === "invalid" ? "handler returned an invalid answer; answered with the fallback" : "handler failed; answered with the fallback",
+      );
+      if (grpcErrors && reason === "error") throw new ConnectError("internal error", Code.Internal);
+    }
+    if (def.kind === "notification") return EMPTY_SUCCESS;
+    return valuedResponse(outcome.decision ?? (def.kind === "access" ? NEUTRAL_ACCESS : NEUTRAL_PUBLISH), r.message, legacy);
+  }
+
+  function handleBytes(pkg: WirePackage, target: RpcTarget, body: Uint8Array, info: CallInfo): Promise<Uint8Array> | Uint8Array {
+    if (target === "loaded") {
+      loaded(pkg, decodeRequest(pkg, target, body) as v3.ProviderLoadedRequest);
+      return loadedAnswerBytes.get(pkg) as Uint8Array;
+    }
+    if (target === "unloaded") {
+      unloaded(pkg, decodeRequest(pkg, target, body) as v3.ProviderUnloadedRequest);
+      return EMPTY_BYTES;
+    }
+    const req = decodeRequest(pkg, target, body);
+    const res = call(pkg, target, req, info);
+    if (isPromise(res)) return res.then(encodeResponse);
+    return encodeResponse(res);
+  }
+
+  return {
+    provider,
+    loaded,
+    unloaded,
+    call,
+    handleBytes,
+    loadedNodes: () => [...nodes.values()],
+    fallbackCounts: () => ({ ...fallbacks }),
+  };
+}
+
+const EMPTY_BYTES = new Uint8Array(0);
+
+function encodeResponse(msg: Message): Uint8Array {
+  if (msg === EMPTY_SUCCESS) return EMPTY_BYTES;
+  return toBinary(v3.ValuedResponseSchema, msg as v3.ValuedResponse);
+}
+
+interface RequestFields {
+  readonly clientinfo?: v3.ClientInfo | undefined;
+  readonly conninfo?: v3.ConnInfo | undefined;
+  readonly message?: v3.Message | undefined;
+  readonly meta?: v3.RequestMeta | undefined;
+  readonly topic?: string;
+}
+
+function topicOf(def: HookDef, r: RequestFields): string | undefined {
+  if (def.topics) return r.message?.topic ?? "";
+  return r.topic;
+}
+
+function brokerFromMeta(meta: v3.RequestMeta): BrokerRef {
+  return { node: meta.node, version: meta.version, sysdescr: meta.sysdescr, clusterName: meta.clusterName };
+}
+
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | null)?.then === "function";
+}
+
+/** Runs the handler under its budget; never throws. */
+function runHandler(hook: ProviderHook, req: Message, ctx: CallContext, budget: number): HookOutcome | Promise<HookOutcome> {
+  let result: unknown;
+  try {
+    result = hook.handler(req as never, ctx);
+  } catch (err) {
+    return fallbackOutcome(hook, "error", err);
+  }
+  if (!isPromise(result)) return check(hook, result);
+  return new Promise<HookOutcome>((resolve) => {
+    let done = false;
+    const timer = setTimeout(() => {
+      done = true;
+      const reason = new ConnectError(`handler ${hook.def.key} ran past its ${Math.round(budget)} ms budget`, Code.DeadlineExceeded);
+      ctx.abort(reason);
+      resolve(fallbackOutcome(hook, "timeout", reason));
+    }, budget);
+    result.then(
+      (value) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(check(hook, value));
+      },
+      (err: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(fallbackOutcome(hook, "error", err));
+      },
+    );
+  });
+}
+
+const ACCESS = new Set(["allow", "deny", "no-opinion"]);
+
+/** Validates what a handler returned against what its hook accepts. */
+function check(hook: ProviderHook, value: unknown): HookOutcome {
+  const kind = hook.def.kind;
+  if (kind === "notification") return NOTIFIED;
+  const d = value as Decision | undefined;
+  const k = typeof d === "object" && d !== null ? d.kind : undefined;
+  if (kind === "access") {
+    if (k !== undefined && ACCESS.has(k)) return { decision: d };
+    return fallbackOutcome(hook, "invalid", `expected allow(), deny() or noOpinion(), got ${describe(value)}`);
+  }
+  if (k === "keep" || k === "drop") return { decision: d };
+  if (k === "rewrite") {
+    const rw = d as Extract<Decision, { kind: "rewrite" }>;
+    const problem =
+      rw.topic !== undefined ? topicNameError(rw.topic) : undefined;
+    if (problem) return fallbackOutcome(hook, "invalid", `rewrite topic ${JSON.stringify(rw.topic)}: ${problem}`);
+    if (rw.qos !== undefined && rw.qos !== 0 && rw.qos !== 1 && rw.qos !== 2) {
+      return fallbackOutcome(hook, "invalid", `rewrite qos must be 0, 1 or 2, got ${describe(rw.qos)}`);
+    }
+    if (rw.payload !== undefined && typeof rw.payload !== "string" && !(rw.payload instanceof Uint8Array)) {
+      return fallbackOutcome(hook, "invalid", `rewrite payload must be a string or Uint8Array, got ${describe(rw.payload)}`);
+    }
+    if (rw.headers !== undefined && (typeof rw.headers !== "object" || Object.values(rw.headers).some((v) => typeof v !== "string"))) {
+      return fallbackOutcome(hook, "invalid", "rewrite headers must map strings to strings");
+    }
+    return { decision: d };
+  }
+  return fallbackOutcome(hook, "invalid", `expected keep(), rewrite({...}) or drop(), got ${describe(value)}`);
+}
+
+const NOTIFIED: HookOutcome = Object.freeze({ decision: undefined });
+
+function fallbackOutcome(hook: ProviderHook, reason: FallbackReason, error: unknown): HookOutcome {
+  const kind = hook.fallback;
+  const decision = kind === undefined ? undefined : ({ kind } as Decision);
+  return { decision, fallback: reason, error };
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return "undefined";
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+function errorText(err: unknown): string | undefined {
+  if (err === undefined) return undefined;
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+async function compose(mws: readonly HookMiddleware[], call: HookCall, inner: () => Promise<HookOutcome>): Promise<HookOutcome> {
+  let index = -1;
+  const run = (i: number): Promise<HookOutcome> => {
+    if (i <= index) return Promise.reject(new Error("hook middleware called next() more than once"));
+    index = i;
+    const mw = mws[i];
+    if (!mw) return inner();
+    return mw(call, () => run(i + 1));
+  };
+  return run(0);
+}
