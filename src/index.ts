@@ -38,7 +38,8 @@ export type { TopicMatcher } from "./topic.js";
 export { createDispatcher } from "./dispatch.js";
 export type { Dispatcher, DispatcherOptions, CallInfo, LoadedNode, FallbackCounts } from "./dispatch.js";
 export { exhookRoutes } from "./routes.js";
-export { createExHookServer, parseGrpcTimeout } from "./server.js";
+export { createExHookServer } from "./server.js";
+export { parseGrpcTimeout } from "./native-transport.js";
 export type { ExHookServer, ExHookServerOptions } from "./server.js";
 
 // Errors

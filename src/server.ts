@@ -11,12 +11,12 @@
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { ConnectError, Code } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import { createDispatcher, type Dispatcher } from "./dispatch.js";
 import { ExHookConfigError } from "./errors.js";
 import type { HookMiddleware, Logger, Provider } from "./provider.js";
 import { exhookRoutes } from "./routes.js";
-import { routeTable, type Route } from "./wire.js";
+import { nativeHandler } from "./native-transport.js";
 
 /** Options of {@link createExHookServer}. */
 export interface ExHookServerOptions {
@@ -58,17 +58,6 @@ export interface ExHookServer {
   readonly dispatcher: Dispatcher;
   /** The underlying `node:http2` server. */
   readonly http2: http2.Http2Server;
-}
-
-const GRPC_TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
-
-/** Parses a `grpc-timeout` header into ms; `undefined` when absent, `NaN` when invalid. */
-export function parseGrpcTimeout(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const unit = GRPC_TIMEOUT_UNITS[value.charAt(value.length - 1)];
-  const digits = value.slice(0, -1);
-  if (unit === undefined || digits.length === 0 || digits.length > 8 || !/^\d+$/.test(digits)) return NaN;
-  return Number(digits) * unit;
 }
 
 /** Creates a standalone ExHook server. Throws {@link ExHookConfigError} on bad options. */
@@ -165,123 +154,4 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
       });
     },
   };
-}
-
-type StreamHandler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
-
-/** The native unary-gRPC path: one request message in, one response message out. */
-function nativeHandler(dispatcher: Dispatcher, maxRequestBytes: number, logger: Logger | undefined): StreamHandler {
-  const routes = routeTable();
-  return (stream, headers) => {
-    const path = headers[":path"] ?? "";
-    const contentType = headers["content-type"];
-    if (contentType !== "application/grpc+proto" && contentType !== "application/grpc") {
-      stream.respond({ ":status": 415, "content-type": "text/plain" }, { endStream: true });
-      stream.resume();
-      return;
-    }
-    const route = routes.get(path);
-    if (route === undefined || headers[":method"] !== "POST") {
-      endWithStatus(stream, contentType, Code.Unimplemented, `unknown method ${path}`);
-      stream.resume();
-      return;
-    }
-    const timeoutMs = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
-    if (timeoutMs !== undefined && Number.isNaN(timeoutMs)) {
-      endWithStatus(stream, contentType, Code.InvalidArgument, "protocol error: invalid grpc timeout value");
-      stream.resume();
-      return;
-    }
-    let first: Buffer | undefined;
-    let chunks: Buffer[] | undefined;
-    let size = 0;
-    let tooLarge = false;
-    stream.on("data", (chunk: Buffer) => {
-      if (tooLarge) return;
-      size += chunk.length;
-      if (size > maxRequestBytes + 5) {
-        tooLarge = true;
-        return;
-      }
-      if (first === undefined) first = chunk;
-      else (chunks ??= [first]).push(chunk);
-    });
-    stream.on("end", () => {
-      if (tooLarge) {
-        endWithStatus(stream, contentType, Code.ResourceExhausted, `request larger than ${maxRequestBytes} bytes`);
-        return;
-      }
-      const body = chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY);
-      unary(stream, contentType, route, body, timeoutMs);
-    });
-  };
-
-  function unary(stream: http2.ServerHttp2Stream, contentType: string, route: Route, body: Buffer, timeoutMs: number | undefined): void {
-    if (body.length < 5) {
-      endWithStatus(stream, contentType, Code.InvalidArgument, "protocol error: incomplete envelope");
-      return;
-    }
-    const length = body.readUInt32BE(1);
-    if (body.length !== length + 5) {
-      endWithStatus(stream, contentType, Code.InvalidArgument, body.length < length + 5 ? "protocol error: incomplete envelope" : "protocol error: more than one message in a unary call");
-      return;
-    }
-    if ((body[0] as number) & 1) {
-      endWithStatus(stream, contentType, Code.Internal, "compressed messages are not supported (send grpc-encoding identity)");
-      return;
-    }
-    let signal: AbortSignal | undefined;
-    let result: Promise<Uint8Array> | Uint8Array;
-    try {
-      if (typeof route.target === "object") {
-        // Only created for hook calls, whose handlers may watch for EMQX giving up.
-        const controller = new AbortController();
-        stream.once("close", () => controller.abort(new ConnectError("the call was cancelled", Code.Canceled)));
-        signal = controller.signal;
-      }
-      result = dispatcher.handleBytes(route.pkg, route.target, body.subarray(5), { timeoutMs, signal });
-    } catch (err) {
-      fail(stream, contentType, err);
-      return;
-    }
-    if (result instanceof Uint8Array) send(stream, contentType, result);
-    else result.then((bytes) => send(stream, contentType, bytes), (err: unknown) => fail(stream, contentType, err));
-  }
-
-  function fail(stream: http2.ServerHttp2Stream, contentType: string, err: unknown): void {
-    if (err instanceof ConnectError) {
-      endWithStatus(stream, contentType, err.code, err.rawMessage);
-      return;
-    }
-    const msg = err instanceof Error ? err.message : String(err);
-    // Decoding errors from protobuf-es; anything else is ours and is not echoed.
-    if (/^(parse binary|premature EOF|invalid|cannot|illegal)/i.test(msg) || err instanceof RangeError) {
-      endWithStatus(stream, contentType, Code.Internal, `parse binary: ${msg.replace(/^parse binary: /, "")}`);
-      return;
-    }
-    logger?.error({ err: msg }, "internal error while serving a call");
-    endWithStatus(stream, contentType, Code.Internal, "internal error");
-  }
-}
-
-const EMPTY = Buffer.alloc(0);
-
-function send(stream: http2.ServerHttp2Stream, contentType: string, bytes: Uint8Array): void {
-  if (stream.destroyed || stream.closed) return;
-  const frame = Buffer.allocUnsafe(bytes.length + 5);
-  frame[0] = 0;
-  frame.writeUInt32BE(bytes.length, 1);
-  frame.set(bytes, 5);
-  stream.respond({ ":status": 200, "content-type": contentType }, { waitForTrailers: true });
-  stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-  stream.end(frame);
-}
-
-/** A Trailers-Only gRPC error: no message, so EMQX can never mistake it for an answer. */
-function endWithStatus(stream: http2.ServerHttp2Stream, contentType: string, code: Code, message: string): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
-  stream.respond(
-    { ":status": 200, "content-type": contentType, "grpc-status": String(code), "grpc-message": encodeURIComponent(message) },
-    { endStream: true },
-  );
 }
