@@ -42,6 +42,22 @@ export { createExHookServer } from "./server.js";
 export { parseGrpcTimeout } from "./native-transport.js";
 export type { ExHookServer, ExHookServerOptions } from "./server.js";
 
+// Operations: metrics, probes, health, TLS, logs
+export { createMetrics, DEFAULT_LATENCY_BUCKETS } from "./ops/metrics.js";
+export type { ExHookMetrics, MetricsOptions } from "./ops/metrics.js";
+export { createOpsServer } from "./ops/http-probes.js";
+export type { OpsServer, OpsServerOptions, ReadyWhen } from "./ops/http-probes.js";
+export { ServingStatus, HealthService } from "./ops/health.js";
+export type { TlsFiles } from "./ops/tls.js";
+export { createLogger, hookLogMiddleware } from "./ops/logger.js";
+export type { LoggerOptions } from "./ops/logger.js";
+
+// Per-client context and presence
+export { createClientContext, connectionKey } from "./client-context.js";
+export type { ClientContext, ClientContextOptions, ClientConnection, ClientLifecycleEvent, ConnIdentity, ConnectionState } from "./client-context.js";
+export { createPresence } from "./presence.js";
+export type { Presence, PresenceOptions, PresenceRecord, PresenceEvent, PresenceSink } from "./presence.js";
+
 // Errors
 export { ExHookConfigError, isExHookConfigError } from "./errors.js";
 

@@ -17,6 +17,10 @@ import { ExHookConfigError } from "./errors.js";
 import type { HookMiddleware, Logger, Provider } from "./provider.js";
 import { exhookRoutes } from "./routes.js";
 import { nativeHandler } from "./native-transport.js";
+import { HEALTH_PATH_PREFIX, healthRoutes, serveHealthStream, type HealthState } from "./ops/health.js";
+import { createOpsServer, type OpsServer, type ReadyWhen } from "./ops/http-probes.js";
+import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
+import { readTlsOptions, watchTls, type TlsFiles } from "./ops/tls.js";
 
 /** Options of {@link createExHookServer}. */
 export interface ExHookServerOptions {
@@ -39,8 +43,35 @@ export interface ExHookServerOptions {
   readonly maxRequestBytes?: number;
   /** HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection. Default 1000. */
   readonly maxConcurrentStreams?: number;
-  /** Use an existing dispatcher (to share loaded state), instead of creating one. */
+  /**
+   * Use an existing dispatcher (to share loaded state), instead of creating one. Its middleware is
+   * then its own: `middleware` and the per-hook part of `metrics` are not added to it.
+   */
   readonly dispatcher?: Dispatcher;
+  /**
+   * Serve TLS (EMQX `https://` URLs) with these PEM files; with `ca`, clients must present a
+   * certificate signed by it (mutual TLS). Files are re-read when they change. Default: h2c.
+   */
+  readonly tls?: TlsFiles;
+  /**
+   * Prometheus metrics to record into (see `createMetrics`). Default: created when `metricsPort`
+   * is set, else none (no per-call cost).
+   */
+  readonly metrics?: ExHookMetrics;
+  /**
+   * Port of the operations HTTP server (`/metrics`, `/healthz`, `/readyz`); 0 picks a free port.
+   * Default: no operations server.
+   */
+  readonly metricsPort?: number;
+  /** Interface of the operations server. Default: same as `host`. */
+  readonly metricsHost?: string;
+  /** When `/readyz` is ready: `"loaded"` (default, after an EMQX node's OnProviderLoaded) or `"listening"`. */
+  readonly readyWhen?: ReadyWhen;
+  /**
+   * Whether the gRPC health service reports `SERVING` only after an EMQX node loaded the provider.
+   * Default false: `SERVING` while listening and not draining.
+   */
+  readonly healthRequiresLoaded?: boolean;
 }
 
 /** A running (or ready to run) ExHook server. */
@@ -56,8 +87,16 @@ export interface ExHookServer {
   readonly address: AddressInfo | undefined;
   /** The dispatcher (loaded state, fallback counts). */
   readonly dispatcher: Dispatcher;
-  /** The underlying `node:http2` server. */
-  readonly http2: http2.Http2Server;
+  /** The underlying `node:http2` server (a secure one with `tls`). */
+  readonly http2: http2.Http2Server | http2.Http2SecureServer;
+  /** `"idle"` before listen, `"serving"`, `"draining"` during close, `"closed"`. */
+  readonly state: "idle" | "serving" | "draining" | "closed";
+  /** The metrics recorded, if any. */
+  readonly metrics: ExHookMetrics | undefined;
+  /** The operations server's address, once listening (only with `metricsPort`). */
+  readonly opsAddress: AddressInfo | undefined;
+  /** Re-reads the TLS files now; false (and the old certificate kept) when they do not load. */
+  reloadTls(): boolean;
 }
 
 /** Creates a standalone ExHook server. Throws {@link ExHookConfigError} on bad options. */
@@ -82,14 +121,41 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   if (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1) {
     throw new ExHookConfigError(`maxConcurrentStreams must be a positive integer, got ${JSON.stringify(options.maxConcurrentStreams)}`);
   }
+  const metrics = options.metrics ?? (options.metricsPort !== undefined ? createMetrics() : undefined);
+  // Metrics outermost, so their latency includes the user's middleware.
+  const middleware = [...(metrics ? [metrics.middleware] : []), ...(options.middleware ?? [])];
   const dispatcher =
     options.dispatcher ??
     createDispatcher(options.provider, {
       ...(options.logger ? { logger: options.logger } : {}),
-      ...(options.middleware ? { middleware: options.middleware } : {}),
+      ...(middleware.length > 0 ? { middleware } : {}),
     });
   const logger = options.logger;
-  const server = http2.createServer({ settings: { maxConcurrentStreams } });
+  let state: ExHookServer["state"] = "idle";
+  const health: HealthState = { serving: () => state === "serving", loaded: () => dispatcher.loadedNodes().length > 0 };
+  const healthRequiresLoaded = options.healthRequiresLoaded ?? false;
+  const server: http2.Http2Server | http2.Http2SecureServer = options.tls
+    ? http2.createSecureServer({ ...readTlsOptions(options.tls), settings: { maxConcurrentStreams } })
+    : http2.createServer({ settings: { maxConcurrentStreams } });
+  const tlsWatch = options.tls ? watchTls(server as http2.Http2SecureServer, options.tls, logger) : undefined;
+  if (options.tls) {
+    server.on("tlsClientError", (err: Error) => logger?.warn({ err: err.message }, "TLS handshake failed (client without a valid certificate?)"));
+  }
+  if (metrics) {
+    metrics.observeDispatcher(dispatcher);
+    metrics.observeServer(server);
+  }
+  let ops: OpsServer | undefined;
+  if (options.metricsPort !== undefined) {
+    ops = createOpsServer({
+      port: options.metricsPort,
+      host: options.metricsHost ?? host,
+      ...(metrics ? { metrics } : {}),
+      serving: health.serving,
+      loadedNodes: () => dispatcher.loadedNodes().length,
+      ...(options.readyWhen ? { readyWhen: options.readyWhen } : {}),
+    });
+  }
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
@@ -99,12 +165,19 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
 
   if (transport === "native") {
     const serve = nativeHandler(dispatcher, maxRequestBytes, logger);
-    server.on("stream", serve);
+    server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      // The health service is routed here so the native handler stays ExHook-only.
+      if (headers[":path"]?.startsWith(HEALTH_PATH_PREFIX)) serveHealthStream(health, healthRequiresLoaded, stream, headers);
+      else serve(stream, headers);
+    });
   } else {
     server.on(
       "request",
       connectNodeAdapter({
-        routes: exhookRoutes(dispatcher),
+        routes: (router) => {
+          exhookRoutes(dispatcher)(router);
+          healthRoutes(health, healthRequiresLoaded)(router);
+        },
         grpc: true,
         grpcWeb: false,
         connect: false,
@@ -123,21 +196,37 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     get address() {
       return address;
     },
+    get state() {
+      return state;
+    },
+    get opsAddress() {
+      return ops?.address;
+    },
     dispatcher,
+    metrics,
     http2: server,
-    listen() {
+    reloadTls: () => tlsWatch?.reload() ?? false,
+    async listen() {
+      // The probe port first: /healthz answers while the ExHook port binds.
+      await ops?.listen();
       return new Promise<AddressInfo>((resolve, reject) => {
         const onError = (err: Error) => reject(err);
         server.once("error", onError);
         server.listen(port, host, () => {
           server.off("error", onError);
           address = server.address() as AddressInfo;
+          state = "serving";
           resolve(address);
         });
       });
     },
     close(graceMs = 5000) {
-      return new Promise<void>((resolve) => {
+      // Drain: health turns NOT_SERVING and /readyz 503 at once; the listener stops accepting;
+      // every session gets GOAWAY (no new streams) but its open streams run to their answer;
+      // whatever is still open after graceMs is reset.
+      state = state === "closed" ? "closed" : "draining";
+      tlsWatch?.stop();
+      const drained = new Promise<void>((resolve) => {
         if (!server.listening) {
           resolve();
           return;
@@ -150,8 +239,40 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
           clearTimeout(timer);
           resolve();
         });
-        for (const s of sessions) s.close();
+        for (const s of sessions) drainSession(s, graceMs);
+      });
+      return drained.then(async () => {
+        state = "closed";
+        await ops?.close();
       });
     },
   };
+}
+
+/**
+ * Graceful HTTP/2 shutdown of one session (RFC 9113 §6.8): a first GOAWAY with the largest stream
+ * id tells the client to open no new streams while still accepting the ones already on the wire;
+ * a PING round trip proves the client has seen it; then `close()` sends the final GOAWAY with the
+ * real last stream id and lets open streams finish. A bare `close()` would refuse
+ * (REFUSED_STREAM) every call EMQX sent before it saw the GOAWAY, and EMQX would apply
+ * `failed_action` to each.
+ */
+function drainSession(session: http2.ServerHttp2Session, graceMs: number): void {
+  if (session.closed || session.destroyed) return;
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(guard);
+    if (!session.closed && !session.destroyed) session.close();
+  };
+  // A peer that never acks the PING must not hold the drain: close after at most 1 s.
+  const guard = setTimeout(finish, Math.min(1000, graceMs));
+  guard.unref();
+  try {
+    session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+    if (!session.ping(() => finish())) finish();
+  } catch {
+    finish();
+  }
 }
