@@ -280,7 +280,9 @@ function compileHook(def: HookDef, entry: unknown, defaultTimeout: number, optio
 function checkTimeout(value: unknown, where: string, allowZero = false): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
-    throw new ExHookConfigError(`${where} must be a ${allowZero ? "non-negative" : "positive"} number of milliseconds, got ${JSON.stringify(value)}`);
+    // String() for numbers: JSON.stringify shows NaN and Infinity as "null".
+    const shown = typeof value === "number" ? String(value) : JSON.stringify(value);
+    throw new ExHookConfigError(`${where} must be a ${allowZero ? "non-negative" : "positive"} number of milliseconds, got ${shown}`);
   }
   return value;
 }
