@@ -4,7 +4,7 @@ PORT ?= 9000
 HOST ?= 0.0.0.0
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install generate lint-proto drift breaking build start test typecheck bench soak clean
+.PHONY: install generate lint-proto drift breaking build start test typecheck bench soak clean docker-check test-postgres
 
 # Installs exactly what package-lock.json pins, once (re-run when the lock file changes).
 node_modules/.installed: package.json package-lock.json
@@ -33,15 +33,39 @@ breaking: install
 build: install
 	tsc -p tsconfig.build.json
 
-# Serves the bundled example provider (PORT/HOST env or `make start PORT=9100`).
+# Serves the use-case stack (examples/stack-provider.ts: auth, ACL, persistence, presence) with
+# its SQLite store in ./data (PORT/HOST env or `make start PORT=9100`).
 start: build
-	node dist/src/cli.js serve dist/examples/demo-provider.js --port $(PORT) --host $(HOST)
+	EXHOOK_DATA_DIR=$${EXHOOK_DATA_DIR:-./data} node dist/src/cli.js serve dist/examples/stack-provider.js --port $(PORT) --host $(HOST)
+
+# The whole test suite with a throwaway PostgreSQL (scripts/with-postgres.sh), so the use-case
+# storage tests also run against PostgreSQL.
+test-postgres: install
+	scripts/with-postgres.sh npm test
 
 typecheck: install
 	npm run typecheck
 
+# Everything CI runs: proto lint, gen/ drift, then type check + jest, with a throwaway PostgreSQL
+# (installed from Debian's postgresql package when missing) so the storage tests run on both backends.
 test: install lint-proto drift
-	npm test
+	scripts/with-postgres.sh npm test
+
+# Replays the Dockerfile without a Docker engine (npm ci, build, prune in a temp copy) and starts
+# the image's CMD: it must answer OnProviderLoaded, /healthz, /metrics and drain on SIGTERM.
+docker-check:
+	scripts/check-docker.sh
+
+# Benchmark (bench/README.md): every server pinned to CPU 0, load from CPU 1; prints the table and
+# writes bench/results/latest.json. Parameters: BENCH_* env vars (see bench/run.ts).
+bench: install
+	tsc -p bench/tsconfig.json
+	node dist/bench-build/bench/run.js
+
+# Memory soak: fixed rate for SOAK_SECONDS (default 600), RSS sampled every 10 s, must stay within ±10%.
+soak: install
+	tsc -p bench/tsconfig.json
+	node dist/bench-build/bench/soak.js
 
 clean:
 	rm -rf dist

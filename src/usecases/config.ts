@@ -1,0 +1,244 @@
+/**
+ * Configuration of the use-case stack: one YAML or JSON file plus environment variables, validated
+ * with zod at start. A wrong value fails with the key (and the file line), what was given and what
+ * is allowed. No file at all gives the defaults documented in docs/usecases.md.
+ *
+ * Environment (overrides the file): `EXHOOK_CONFIG` (the file, when `--config` is not given),
+ * `EXHOOK_DATA_DIR`, `EXHOOK_DB_URL` (a PostgreSQL URL: switches the store to PostgreSQL),
+ * `EXHOOK_HTTP_HOST`, `EXHOOK_HTTP_PORT` (the HTTP read path; `http.enabled: false` turns it off).
+ */
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { LineCounter, parseDocument } from "yaml";
+import { z } from "zod";
+import { ExHookConfigError } from "../errors.js";
+import { aclTopicError, type AclRule } from "./acl.js";
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
+
+const ruleSchema = z.strictObject({
+  permission: z.enum(["allow", "deny"]),
+  action: z.enum(["publish", "subscribe", "all"]).default("all"),
+  topic: z.string().superRefine((t, ctx) => {
+    const err = aclTopicError(t);
+    if (err) ctx.addIssue({ code: "custom", message: err });
+  }),
+  qos: z.array(z.union([z.literal(0), z.literal(1), z.literal(2)])).min(1).optional(),
+  retain: z.boolean().optional(),
+  username: z.string().min(1).optional(),
+  clientid: z.string().min(1).optional(),
+});
+
+/** The rules used when the config does not set `acl.rules`. */
+export const DEFAULT_ACL_RULES: readonly AclRule[] = Object.freeze([
+  { permission: "allow", action: "all", topic: "users/${username}/#" },
+  { permission: "allow", action: "subscribe", topic: "public/#" },
+  { permission: "allow", action: "publish", topic: "public/${username}/#" },
+]);
+
+/** The config schema (exported for tools that want to generate docs or a JSON schema). */
+export const configSchema = z.strictObject({
+  dataDir: z.string().min(1).default("./data"),
+  store: z
+    .strictObject({
+      kind: z.enum(["sqlite", "postgres"]).optional(),
+      /** SQLite file; default `<dataDir>/exhook.db`. */
+      file: z.string().min(1).optional(),
+      url: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL").optional(),
+      poolSize: int(1, 1000).default(10),
+    })
+    .prefault({}),
+  auth: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      unknownUser: z.enum(["deny", "no-opinion"]).default("deny"),
+      cacheTtlMs: int(0).default(10_000),
+      scrypt: z
+        .strictObject({
+          N: int(2, 2 ** 22).refine((n) => (n & (n - 1)) === 0, "must be a power of two").default(2 ** 15),
+          r: int(1, 64).default(8),
+          p: int(1, 16).default(1),
+          keylen: int(16, 128).default(32),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  acl: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      noMatch: z.enum(["allow", "deny", "no-opinion"]).default("deny"),
+      useStoreRules: z.boolean().default(true),
+      /** How often store rules are re-read, in ms (0 = only at start). */
+      storeRefreshMs: int(0).default(10_000),
+      rules: z.array(ruleSchema).optional(),
+    })
+    .prefault({}),
+  persistence: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      topics: z
+        .array(
+          z.string().superRefine((t, ctx) => {
+            const err = aclTopicError(t);
+            if (err || t.includes("${") || t.startsWith("eq ")) ctx.addIssue({ code: "custom", message: err ?? "must be a plain MQTT topic filter" });
+          }),
+        )
+        .min(1)
+        .default(["#"]),
+      maxQueue: int(1).default(10_000),
+      batchSize: int(1, 10_000).default(500),
+      flushMs: int(1).default(200),
+      overflow: z.enum(["drop-new", "drop-oldest"]).default("drop-new"),
+      retries: int(0, 100).default(3),
+    })
+    .prefault({}),
+  presence: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      reorderWindowMs: int(0).default(30_000),
+      webhook: z
+        .strictObject({
+          url: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL"),
+          timeoutMs: int(1).default(2000),
+          headers: z.record(z.string(), z.string()).optional(),
+        })
+        .optional(),
+    })
+    .prefault({}),
+  http: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      host: z.string().min(1).default("127.0.0.1"),
+      port: int(0, 65535).default(9010),
+    })
+    .prefault({}),
+});
+
+/** The validated configuration. */
+export type StackConfig = z.output<typeof configSchema>;
+/** What a config file may contain. */
+export type StackConfigInput = z.input<typeof configSchema>;
+
+const ENV_KEYS: ReadonlyArray<readonly [string, readonly string[], (v: string) => unknown]> = [
+  ["EXHOOK_DATA_DIR", ["dataDir"], (v) => v],
+  ["EXHOOK_DB_URL", ["store", "url"], (v) => v],
+  ["EXHOOK_HTTP_HOST", ["http", "host"], (v) => v],
+  ["EXHOOK_HTTP_PORT", ["http", "port"], (v) => (/^\d+$/.test(v) ? Number(v) : v)],
+];
+
+/**
+ * Loads and validates the configuration from `file` (YAML or JSON; default `EXHOOK_CONFIG`, else
+ * none) and the environment. Throws {@link ExHookConfigError} naming every wrong key.
+ */
+export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env): StackConfig {
+  const path = file ?? (env["EXHOOK_CONFIG"] || undefined);
+  let raw: unknown = {};
+  let lineOf: (p: readonly PropertyKey[]) => number | undefined = () => undefined;
+  if (path !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch (err) {
+      throw new ExHookConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
+    }
+    const lc = new LineCounter();
+    const doc = parseDocument(text, { lineCounter: lc, prettyErrors: true });
+    if (doc.errors.length > 0) {
+      const e = doc.errors[0] as { linePos?: Array<{ line: number }>; message: string };
+      throw new ExHookConfigError(`${path}:${e.linePos?.[0]?.line ?? "?"}: not valid YAML/JSON: ${e.message.split("\n")[0]}`);
+    }
+    raw = doc.toJS() ?? {};
+    lineOf = (p) => {
+      for (let n = p.length; n > 0; n--) {
+        const node = doc.getIn(p.slice(0, n) as unknown[], true) as { range?: [number, number, number] } | undefined;
+        if (node && node.range) return lc.linePos(node.range[0]).line;
+      }
+      return undefined;
+    };
+  }
+  return parseConfig(raw, env, path, lineOf);
+}
+
+/** Validates an already parsed config object (plus environment overrides). */
+export function parseConfig(
+  raw: unknown,
+  env: NodeJS.ProcessEnv = {},
+  source = "config",
+  lineOf: (p: readonly PropertyKey[]) => number | undefined = () => undefined,
+): StackConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ExHookConfigError(`${source}: the top level must be a mapping of settings`);
+  const obj = structuredClone(raw) as Record<string, unknown>;
+  const fromEnv = new Map<string, string>();
+  for (const [name, p, conv] of ENV_KEYS) {
+    const v = env[name];
+    if (v === undefined || v === "") continue;
+    let o = obj;
+    for (const k of p.slice(0, -1)) {
+      if (typeof o[k] !== "object" || o[k] === null) o[k] = {};
+      o = o[k] as Record<string, unknown>;
+    }
+    o[p[p.length - 1] as string] = conv(v);
+    fromEnv.set(p.join("."), name);
+  }
+  const r = configSchema.safeParse(obj);
+  if (!r.success) {
+    const lines = r.error.issues.map((issue) => {
+      const p = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0] as string] : issue.path;
+      const key = formatPath(p);
+      const envName = fromEnv.get(p.join("."));
+      const line = envName ? undefined : lineOf(p);
+      const where = envName ? `${key} (from ${envName})` : `${source}${line !== undefined ? `:${line}` : ""}: ${key || "(top level)"}`;
+      const given = valueAt(obj, p);
+      const msg = issue.code === "unrecognized_keys" ? `unknown setting (allowed here: ${allowedKeys(issue.path)})` : issue.message;
+      return `  ${where}: ${msg}${given !== undefined && issue.code !== "unrecognized_keys" ? ` (got ${JSON.stringify(given)})` : ""}`;
+    });
+    throw new ExHookConfigError(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  const cfg = r.data;
+  if (cfg.store.kind === "postgres" && !cfg.store.url) throw new ExHookConfigError(`${source}: store.url: required when store.kind is "postgres" (or set EXHOOK_DB_URL)`);
+  return cfg;
+}
+
+/** The settings with paths resolved: the store kind implied by a URL, the SQLite file under dataDir. */
+export function resolvedStore(cfg: StackConfig): { kind: "sqlite"; file: string } | { kind: "postgres"; url: string; poolSize: number } {
+  const kind = cfg.store.kind ?? (cfg.store.url ? "postgres" : "sqlite");
+  if (kind === "postgres") return { kind, url: cfg.store.url as string, poolSize: cfg.store.poolSize };
+  return { kind, file: cfg.store.file ?? resolve(cfg.dataDir, "exhook.db") };
+}
+
+function formatPath(p: readonly PropertyKey[]): string {
+  let s = "";
+  for (const k of p) s += typeof k === "number" ? `[${k}]` : s ? `.${String(k)}` : String(k);
+  return s;
+}
+
+function valueAt(obj: unknown, p: readonly PropertyKey[]): unknown {
+  let o = obj;
+  for (const k of p) {
+    if (typeof o !== "object" || o === null) return undefined;
+    o = (o as Record<PropertyKey, unknown>)[k];
+  }
+  return o;
+}
+
+function allowedKeys(p: readonly PropertyKey[]): string {
+  let s: z.ZodType = configSchema;
+  for (const k of p) {
+    let inner: z.ZodType = s;
+    // Unwrap defaults/optionals to reach the object or array.
+    for (let i = 0; i < 5; i++) {
+      const def = (inner as unknown as { def: { innerType?: z.ZodType } }).def;
+      if (def.innerType) inner = def.innerType;
+      else break;
+    }
+    if (typeof k === "number" && inner instanceof z.ZodArray) s = inner.element as z.ZodType;
+    else if (inner instanceof z.ZodObject) s = (inner.shape as Record<string, z.ZodType>)[String(k)] as z.ZodType;
+    else return "?";
+  }
+  for (let i = 0; i < 5; i++) {
+    const def = (s as unknown as { def: { innerType?: z.ZodType } }).def;
+    if (def.innerType) s = def.innerType;
+    else break;
+  }
+  return s instanceof z.ZodObject ? Object.keys(s.shape).join(", ") : "?";
+}

@@ -1,0 +1,26 @@
+/**
+ * Ready-to-use ExHook use cases: authentication, authorization, message persistence and presence
+ * on one store (SQLite embedded, or PostgreSQL shared by several instances). Import from
+ * `emqx-exhook/usecases`, or run them all with `emqx-exhook serve examples/stack-provider.js`.
+ */
+export { createStack, openStore, loadAcl } from "./stack.js";
+export type { Stack, StackOptions, ClosableProvider } from "./stack.js";
+export { loadConfig, parseConfig, resolvedStore, configSchema, DEFAULT_ACL_RULES } from "./config.js";
+export type { StackConfig, StackConfigInput } from "./config.js";
+export { createAuthenticator, addUser, usernameError, compileClientIdPatterns } from "./auth.js";
+export type { Authenticator, AuthenticatorOptions, AuthOutcome } from "./auth.js";
+export { hashPassword, verifyPassword, needsRehash, parseHash, DEFAULT_SCRYPT } from "./password.js";
+export type { ScryptParams } from "./password.js";
+export { compileAcl, aclTopicError } from "./acl.js";
+export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
+export { createPersistence, createMessageWriter } from "./persistence.js";
+export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats } from "./persistence.js";
+export { createPresence, connectionOf, presenceStoreSink } from "./presence.js";
+export type { Presence, PresenceOptions, PresenceEvent, PresenceStats } from "./presence.js";
+export { createReadServer, messageJson, messageQueryFrom, parseTime } from "./http.js";
+export type { ReadServer, ReadServerOptions, MessageJson } from "./http.js";
+export { openSqliteStore } from "./sqlite-store.js";
+export type { SqliteStoreOptions } from "./sqlite-store.js";
+export { openPostgresStore } from "./pg-store.js";
+export type { PostgresStoreOptions } from "./pg-store.js";
+export type { Store, UserRecord, StoredMessage, MessageQuery, ConnectionInfo, PresenceState, PresenceChange } from "./store.js";

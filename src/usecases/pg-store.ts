@@ -1,0 +1,310 @@
+/**
+ * The PostgreSQL backend: one database shared by several ExHook server instances (one EMQX cluster,
+ * several ExHook servers). Schema creation runs under an advisory lock so instances starting
+ * together do not race; presence changes take a per-client-id transaction lock so two instances
+ * handling the two connections of a takeover still agree.
+ */
+import pg from "pg";
+import {
+  derivePresence,
+  groupPresence,
+  pagedQuery,
+  type ConnectionInfo,
+  type MessageQuery,
+  type PresenceChange,
+  type PresenceRow,
+  type PresenceState,
+  type Store,
+  type StoredMessage,
+  type UserRecord,
+} from "./store.js";
+
+/** Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one. */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE exhook_users (
+     username TEXT PRIMARY KEY,
+     password_hash TEXT NOT NULL,
+     client_ids JSONB NOT NULL DEFAULT '[]',
+     created_at BIGINT NOT NULL,
+     updated_at BIGINT NOT NULL
+   );
+   CREATE TABLE exhook_acl_rules (position INTEGER PRIMARY KEY, rule JSONB NOT NULL);
+   CREATE TABLE exhook_messages (
+     seq BIGSERIAL PRIMARY KEY,
+     id TEXT NOT NULL UNIQUE,
+     topic TEXT NOT NULL,
+     payload BYTEA NOT NULL,
+     qos SMALLINT NOT NULL,
+     publisher TEXT NOT NULL,
+     username TEXT NOT NULL,
+     node TEXT NOT NULL,
+     ts BIGINT NOT NULL,
+     stored_at BIGINT NOT NULL,
+     headers JSONB NOT NULL
+   );
+   CREATE INDEX exhook_messages_ts ON exhook_messages (ts, seq);
+   CREATE TABLE exhook_presence (
+     clientid TEXT NOT NULL,
+     conn_key TEXT NOT NULL,
+     node TEXT NOT NULL,
+     username TEXT NOT NULL,
+     peerhost TEXT NOT NULL,
+     peerport INTEGER NOT NULL,
+     sockport INTEGER NOT NULL,
+     protocol TEXT NOT NULL,
+     connected_at BIGINT,
+     disconnected_at BIGINT,
+     reason TEXT NOT NULL DEFAULT '',
+     PRIMARY KEY (clientid, conn_key)
+   );`,
+];
+
+/** Advisory lock key serializing schema migrations across instances ("exhook" in ASCII). */
+const MIGRATION_LOCK = 0x657868_6f6f6b;
+
+/** Options of {@link openPostgresStore}. */
+export interface PostgresStoreOptions {
+  /** Connection URL, e.g. `postgres://user:pass@db:5432/exhook`. */
+  readonly url: string;
+  /** Pool size. Default 10. */
+  readonly poolSize?: number;
+}
+
+const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+
+function toMessage(r: Record<string, unknown>): StoredMessage & { seq: number } {
+  const payload = r["payload"] as Buffer;
+  return {
+    seq: num(r["seq"]),
+    id: r["id"] as string,
+    topic: r["topic"] as string,
+    payload: new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength),
+    qos: num(r["qos"]),
+    publisher: r["publisher"] as string,
+    username: r["username"] as string,
+    node: r["node"] as string,
+    timestamp: num(r["ts"]),
+    storedAt: num(r["stored_at"]),
+    headers: (r["headers"] ?? {}) as Record<string, string>,
+  };
+}
+
+function toPresenceRow(r: Record<string, unknown>): PresenceRow {
+  return {
+    clientId: r["clientid"] as string,
+    connKey: r["conn_key"] as string,
+    node: r["node"] as string,
+    username: r["username"] as string,
+    peerhost: r["peerhost"] as string,
+    peerport: num(r["peerport"]),
+    sockport: num(r["sockport"]),
+    protocol: r["protocol"] as string,
+    connectedAt: numOrNull(r["connected_at"]),
+    disconnectedAt: numOrNull(r["disconnected_at"]),
+    reason: r["reason"] as string,
+  };
+}
+
+function toUser(r: Record<string, unknown>): UserRecord {
+  return {
+    username: r["username"] as string,
+    passwordHash: r["password_hash"] as string,
+    clientIds: r["client_ids"] as string[],
+    createdAt: num(r["created_at"]),
+    updatedAt: num(r["updated_at"]),
+  };
+}
+
+/** Opens a PostgreSQL store, creating or migrating its tables (prefixed `exhook_`). */
+export async function openPostgresStore(options: PostgresStoreOptions): Promise<Store> {
+  const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
+  // An idle client losing its connection must not crash the process; the next query reconnects.
+  pool.on("error", () => {});
+  try {
+    await migrate(pool);
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
+  let location = options.url;
+  try {
+    const u = new URL(options.url);
+    if (u.password) u.password = "***";
+    location = u.toString();
+  } catch {
+    location = "postgres";
+  }
+
+  const rowsOf = async (q: pg.Pool | pg.PoolClient, clientId: string): Promise<PresenceRow[]> =>
+    (await q.query("SELECT * FROM exhook_presence WHERE clientid = $1", [clientId])).rows.map(toPresenceRow);
+
+  async function change(clientId: string, write: (c: pg.PoolClient) => Promise<unknown>): Promise<PresenceChange> {
+    const c = await pool.connect();
+    try {
+      await c.query("BEGIN");
+      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [clientId]);
+      const wasOnline = derivePresence(await rowsOf(c, clientId))?.online ?? false;
+      await write(c);
+      const state = derivePresence(await rowsOf(c, clientId)) as PresenceState;
+      await c.query("COMMIT");
+      return { wasOnline, state };
+    } catch (err) {
+      await c.query("ROLLBACK").catch(() => {});
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+
+  const connParams = (conn: ConnectionInfo) => [conn.clientId, conn.connKey, conn.node, conn.username, conn.peerhost, conn.peerport, conn.sockport, conn.protocol];
+
+  let closed = false;
+  return {
+    kind: "postgres",
+    location,
+    async getUser(username) {
+      const r = await pool.query("SELECT * FROM exhook_users WHERE username = $1", [username]);
+      return r.rows[0] ? toUser(r.rows[0]) : undefined;
+    },
+    async putUser(u) {
+      await pool.query(
+        `INSERT INTO exhook_users (username, password_hash, client_ids, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, client_ids = excluded.client_ids, updated_at = excluded.updated_at`,
+        [u.username, u.passwordHash, JSON.stringify(u.clientIds), u.createdAt, u.updatedAt],
+      );
+    },
+    async listUsers() {
+      return (await pool.query("SELECT * FROM exhook_users ORDER BY username COLLATE \"C\"")).rows.map(toUser);
+    },
+    async removeUser(username) {
+      return ((await pool.query("DELETE FROM exhook_users WHERE username = $1", [username])).rowCount ?? 0) > 0;
+    },
+    async listAclRules() {
+      return (await pool.query("SELECT rule FROM exhook_acl_rules ORDER BY position")).rows.map((r) => r["rule"] as unknown);
+    },
+    async replaceAclRules(rules) {
+      const c = await pool.connect();
+      try {
+        await c.query("BEGIN");
+        await c.query("DELETE FROM exhook_acl_rules");
+        for (let i = 0; i < rules.length; i++) await c.query("INSERT INTO exhook_acl_rules (position, rule) VALUES ($1, $2)", [i + 1, JSON.stringify(rules[i])]);
+        await c.query("COMMIT");
+      } catch (err) {
+        await c.query("ROLLBACK").catch(() => {});
+        throw err;
+      } finally {
+        c.release();
+      }
+    },
+    async insertMessages(batch) {
+      if (batch.length === 0) return 0;
+      // One multi-row INSERT per batch: one round trip, one transaction.
+      const values: string[] = [];
+      const params: unknown[] = [];
+      for (const m of batch) {
+        const b = params.length;
+        values.push(`($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, $${b + 10})`);
+        params.push(m.id, m.topic, Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength), m.qos, m.publisher, m.username, m.node, m.timestamp, m.storedAt, JSON.stringify(m.headers));
+      }
+      const r = await pool.query(
+        `INSERT INTO exhook_messages (id, topic, payload, qos, publisher, username, node, ts, stored_at, headers)
+         VALUES ${values.join(", ")} ON CONFLICT (id) DO NOTHING`,
+        params,
+      );
+      return r.rowCount ?? 0;
+    },
+    queryMessages(query: MessageQuery) {
+      const desc = query.order !== "asc";
+      return pagedQuery(query, async (prefix, exact, cursor, pageSize) => {
+        const where: string[] = [];
+        const params: unknown[] = [];
+        const p = (v: unknown) => (params.push(v), `$${params.length}`);
+        if (exact) where.push(`topic = ${p(prefix)}`);
+        else if (prefix !== "") where.push(`left(topic, ${p(prefix.length)}) = ${p(prefix)}`);
+        if (query.since !== undefined) where.push(`ts >= ${p(query.since)}`);
+        if (query.until !== undefined) where.push(`ts < ${p(query.until)}`);
+        if (cursor) {
+          const ts = p(cursor.ts);
+          where.push(desc ? `(ts < ${ts} OR (ts = ${ts} AND seq < ${p(cursor.seq)}))` : `(ts > ${ts} OR (ts = ${ts} AND seq > ${p(cursor.seq)}))`);
+        }
+        const dir = desc ? "DESC" : "ASC";
+        const sql = `SELECT * FROM exhook_messages ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY ts ${dir}, seq ${dir} LIMIT ${p(pageSize)}`;
+        return (await pool.query(sql, params)).rows.map(toMessage);
+      });
+    },
+    presenceConnected(conn, at, reorderWindowMs) {
+      return change(conn.clientId, (c) =>
+        c.query(
+          `INSERT INTO exhook_presence AS p (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, '')
+           ON CONFLICT (clientid, conn_key) DO UPDATE SET
+             connected_at = CASE WHEN p.disconnected_at IS NOT NULL AND p.disconnected_at < $10 THEN $9 ELSE coalesce(p.connected_at, $9) END,
+             disconnected_at = CASE WHEN p.disconnected_at IS NOT NULL AND p.disconnected_at < $10 THEN NULL ELSE p.disconnected_at END,
+             node = excluded.node, username = excluded.username, protocol = excluded.protocol, sockport = excluded.sockport`,
+          [...connParams(conn), at, at - reorderWindowMs],
+        ),
+      );
+    },
+    presenceDisconnected(conn, at, reason) {
+      return change(conn.clientId, (c) =>
+        c.query(
+          `INSERT INTO exhook_presence AS p (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10)
+           ON CONFLICT (clientid, conn_key) DO UPDATE SET disconnected_at = $9, reason = $10 WHERE p.disconnected_at IS NULL`,
+          [...connParams(conn), at, reason],
+        ),
+      );
+    },
+    async getPresence(clientId) {
+      return derivePresence(await rowsOf(pool, clientId));
+    },
+    async listPresence(opts = {}) {
+      const rows = (await pool.query('SELECT * FROM exhook_presence ORDER BY clientid COLLATE "C"')).rows.map(toPresenceRow);
+      return groupPresence(rows, opts.online, opts.limit ?? Number.MAX_SAFE_INTEGER);
+    },
+    async prunePresence(before) {
+      const r = await pool.query(
+        `DELETE FROM exhook_presence p WHERE disconnected_at IS NOT NULL AND disconnected_at < $1 AND EXISTS (
+           SELECT 1 FROM exhook_presence p2 WHERE p2.clientid = p.clientid AND p2.conn_key <> p.conn_key
+             AND (p2.disconnected_at IS NULL OR p2.disconnected_at > p.disconnected_at))`,
+        [before],
+      );
+      return r.rowCount ?? 0;
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await pool.end();
+    },
+  };
+}
+
+async function migrate(pool: pg.Pool): Promise<void> {
+  const c = await pool.connect();
+  try {
+    await c.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
+    try {
+      await c.query("CREATE TABLE IF NOT EXISTS exhook_schema_version (version INTEGER NOT NULL)");
+      const r = await c.query("SELECT version FROM exhook_schema_version");
+      const current = r.rows[0] ? Number(r.rows[0]["version"]) : 0;
+      if (current > MIGRATIONS.length) {
+        throw new Error(`the database schema is version ${current}, newer than this emqx-exhook knows (${MIGRATIONS.length}); upgrade emqx-exhook`);
+      }
+      if (current < MIGRATIONS.length) {
+        await c.query("BEGIN");
+        for (let v = current; v < MIGRATIONS.length; v++) await c.query(MIGRATIONS[v] as string);
+        if (r.rows[0]) await c.query("UPDATE exhook_schema_version SET version = $1", [MIGRATIONS.length]);
+        else await c.query("INSERT INTO exhook_schema_version (version) VALUES ($1)", [MIGRATIONS.length]);
+        await c.query("COMMIT");
+      }
+    } catch (err) {
+      await c.query("ROLLBACK").catch(() => {});
+      throw err;
+    } finally {
+      await c.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => {});
+    }
+  } finally {
+    c.release();
+  }
+}

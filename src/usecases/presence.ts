@@ -1,0 +1,183 @@
+/**
+ * The presence use case: online/offline per client id, from `client.connected` and
+ * `client.disconnected`, kept in the store so every instance sharing it agrees.
+ *
+ * A connection is identified by client id + node + peerhost:peerport. The store keeps one row per
+ * connection; a client is online while any of its connections has connected and not disconnected,
+ * and the newest such connection is shown. This makes the outcome independent of arrival order:
+ * - takeover: the old connection's `disconnected` (reason `takenover` or `discarded`) arriving after
+ *   the new connection's `connected` leaves the client online with the new connection;
+ * - a `disconnected` that arrives before its own `connected` leaves a tombstone, so the late
+ *   `connected` does not mark an ended connection online. A tombstone older than `reorderWindowMs`
+ *   no longer blocks, because the same peer address and port may be reused by a new connection.
+ * Limits (documented): before EMQX 5.4 `peerport` is not sent, so two connections from one host to
+ * one node look the same; a disconnect missed while this server was down leaves the client shown
+ * online until its next connect/disconnect.
+ *
+ * Change events: optional webhook (HTTP POST of JSON) on every online/offline transition. Publishing
+ * to an MQTT topic instead would need an MQTT client, which this package does not include; point the
+ * webhook at EMQX's HTTP publish API if you want the event on a topic.
+ */
+import type { ClientInfo } from "../../gen/emqx/exhook/v3/exhook_pb.js";
+import type { HookHandler, Logger } from "../provider.js";
+import type { ConnectionInfo, PresenceState, Store } from "./store.js";
+
+/** What a webhook receives (JSON body of a POST). */
+export interface PresenceEvent {
+  readonly event: "online" | "offline";
+  readonly clientId: string;
+  readonly at: string;
+  readonly state: PresenceState;
+}
+
+/** Options of {@link createPresence}. */
+export interface PresenceOptions {
+  readonly store: Store;
+  /** How long an out-of-order disconnect blocks its own late connect, in ms. Default 30000. */
+  readonly reorderWindowMs?: number;
+  /** Webhook for change events. Default: none. */
+  readonly webhook?: {
+    readonly url: string;
+    /** Per-request timeout in ms. Default 2000. */
+    readonly timeoutMs?: number;
+    /** Extra headers (e.g. an authorization header). */
+    readonly headers?: Readonly<Record<string, string>> | undefined;
+  };
+  /** Called on every transition (in addition to the webhook). */
+  readonly onChange?: (event: PresenceEvent) => void;
+  /** How often ended connection rows are pruned, in ms (0 = never). Default 60000. */
+  readonly pruneEveryMs?: number;
+  readonly logger?: Logger;
+  /** Clock, for tests. Default `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** Counters of the presence use case. */
+export interface PresenceStats {
+  readonly connected: number;
+  readonly disconnected: number;
+  readonly transitions: number;
+  readonly webhookSent: number;
+  readonly webhookFailed: number;
+}
+
+/** The presence use case. */
+export interface Presence {
+  readonly onClientConnected: HookHandler<"onClientConnected">;
+  readonly onClientDisconnected: HookHandler<"onClientDisconnected">;
+  /** Waits for webhook requests in flight and stops pruning. */
+  close(): Promise<void>;
+  stats(): PresenceStats;
+}
+
+/** The connection identity and details of a `ClientInfo`. */
+export function connectionOf(ci: ClientInfo | undefined, metaNode = ""): ConnectionInfo {
+  const node = ci?.node || metaNode;
+  const peerhost = ci?.peerhost ?? "";
+  const peerport = ci?.peerport ?? 0;
+  return {
+    clientId: ci?.clientid ?? "",
+    connKey: `${node}|${peerhost}:${peerport}`,
+    node,
+    username: ci?.username ?? "",
+    peerhost,
+    peerport,
+    sockport: ci?.sockport ?? 0,
+    protocol: ci?.protocol ?? "",
+  };
+}
+
+/** Creates the presence use case. */
+export function createPresence(options: PresenceOptions): Presence {
+  const { store, logger, webhook } = options;
+  const now = options.now ?? Date.now;
+  const window = options.reorderWindowMs ?? 30_000;
+  const s = { connected: 0, disconnected: 0, transitions: 0, webhookSent: 0, webhookFailed: 0 };
+  const inflight = new Set<Promise<void>>();
+
+  function emit(event: PresenceEvent): void {
+    s.transitions++;
+    try {
+      options.onChange?.(event);
+    } catch (err) {
+      logger?.warn({ err: (err as Error).message }, "presence onChange threw");
+    }
+    if (!webhook) return;
+    const p = fetch(webhook.url, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...webhook.headers },
+      body: JSON.stringify(event),
+      signal: AbortSignal.timeout(webhook.timeoutMs ?? 2000),
+    })
+      .then(async (res) => {
+        await res.arrayBuffer().catch(() => undefined);
+        if (res.ok) s.webhookSent++;
+        else {
+          s.webhookFailed++;
+          logger?.warn({ status: res.status, clientId: event.clientId }, "presence webhook answered an error");
+        }
+      })
+      .catch((err: unknown) => {
+        s.webhookFailed++;
+        logger?.warn({ err: (err as Error).message, clientId: event.clientId }, "presence webhook failed");
+      })
+      .finally(() => inflight.delete(p));
+    inflight.add(p);
+  }
+
+  const pruneEvery = options.pruneEveryMs ?? 60_000;
+  const pruner =
+    pruneEvery > 0
+      ? setInterval(() => {
+          store.prunePresence(now() - Math.max(window * 2, 60_000)).catch((err: unknown) => logger?.warn({ err: (err as Error).message }, "presence prune failed"));
+        }, pruneEvery)
+      : undefined;
+  pruner?.unref();
+
+  return {
+    async onClientConnected({ clientinfo }, ctx) {
+      const conn = connectionOf(clientinfo, ctx.broker?.node);
+      if (conn.clientId === "") return;
+      s.connected++;
+      const at = now();
+      const { wasOnline, state } = await store.presenceConnected(conn, at, window);
+      if (!wasOnline && state.online) emit({ event: "online", clientId: conn.clientId, at: new Date(at).toISOString(), state });
+    },
+    async onClientDisconnected({ clientinfo, reason }, ctx) {
+      const conn = connectionOf(clientinfo, ctx.broker?.node);
+      if (conn.clientId === "") return;
+      s.disconnected++;
+      const at = now();
+      const { wasOnline, state } = await store.presenceDisconnected(conn, at, reason);
+      if (wasOnline && !state.online) emit({ event: "offline", clientId: conn.clientId, at: new Date(at).toISOString(), state });
+    },
+    async close() {
+      if (pruner) clearInterval(pruner);
+      await Promise.allSettled([...inflight]);
+    },
+    stats: () => ({ ...s }),
+  };
+}
+
+/**
+ * A sink for the in-memory presence tracker of `src/presence.ts` (`createPresence({ sinks: [...] })`
+ * from the main entry) that records its transitions in a store. Use it when you run that tracker
+ * anyway and one ExHook instance sees every event; for several instances behind one URL use
+ * {@link createPresence} above, which writes every event (not only transitions) so instances agree.
+ */
+export function presenceStoreSink(store: Store, reorderWindowMs = 30_000): import("../presence.js").PresenceSink {
+  const conn = (r: import("../presence.js").PresenceRecord): ConnectionInfo => ({
+    clientId: r.clientId,
+    connKey: `${r.node}|${r.peerhost}:${r.peerport}`,
+    node: r.node,
+    username: r.username,
+    peerhost: r.peerhost,
+    peerport: r.peerport,
+    sockport: r.sockport,
+    protocol: r.protocol,
+  });
+  return {
+    online: async (r) => void (await store.presenceConnected(conn(r), r.connectedAt, reorderWindowMs)),
+    offline: async (r, reason) => void (await store.presenceDisconnected(conn(r), Date.now(), reason)),
+  };
+}

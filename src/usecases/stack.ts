@@ -1,0 +1,179 @@
+/**
+ * The use-case stack: authentication, authorization, message persistence and presence on one store,
+ * assembled from a validated configuration into one provider (what `make start` serves).
+ */
+import { defineProvider, type HookHandlers, type Logger, type Provider } from "../provider.js";
+import { compileAcl, type Acl, type AclRule } from "./acl.js";
+import { createAuthenticator, type Authenticator } from "./auth.js";
+import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from "./config.js";
+import { createReadServer, type ReadServer } from "./http.js";
+import { createPersistence, type Persistence } from "./persistence.js";
+import { openPostgresStore } from "./pg-store.js";
+import { createPresence, type Presence } from "./presence.js";
+import { openSqliteStore } from "./sqlite-store.js";
+import type { Store } from "./store.js";
+import { ExHookConfigError } from "../errors.js";
+
+/** Opens the store the configuration names (creating the schema on first start). */
+export async function openStore(cfg: StackConfig): Promise<Store> {
+  const s = resolvedStore(cfg);
+  if (s.kind === "sqlite") return openSqliteStore({ file: s.file });
+  return openPostgresStore({ url: s.url, poolSize: s.poolSize });
+}
+
+/** A provider that also owns resources; the CLI calls `close()` after the server stopped. */
+export type ClosableProvider = Provider & { close(): Promise<void> };
+
+/** The assembled stack. */
+export interface Stack {
+  readonly provider: ClosableProvider;
+  readonly store: Store;
+  readonly config: StackConfig;
+  readonly auth: Authenticator | undefined;
+  /** The rule set in use (config rules, then store rules); changes when store rules are re-read. */
+  acl(): Acl | undefined;
+  readonly persistence: Persistence | undefined;
+  readonly presence: Presence | undefined;
+  /** The HTTP read server, listening, when enabled. */
+  readonly http: ReadServer | undefined;
+  /** Counters of every use case. */
+  stats(): Record<string, unknown>;
+  /** Flushes queued messages, stops the HTTP server and timers, closes the store. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link createStack}. */
+export interface StackOptions {
+  readonly logger?: Logger;
+  /** Use this store instead of opening the configured one (closed with the stack unless `ownStore` is false). */
+  readonly store?: Store;
+  readonly ownStore?: boolean;
+}
+
+/** Compiles config rules followed by store rules; errors name the file rule or store rule. */
+export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
+  const fileRules: AclRule[] = (cfg.acl.rules ?? DEFAULT_ACL_RULES) as AclRule[];
+  const storeRaw = cfg.acl.useStoreRules ? await store.listAclRules() : [];
+  const storeRules = storeRaw.map((r, i) => {
+    const parsed = configSchema.shape.acl.unwrap().shape.rules.unwrap().element.safeParse(r);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new ExHookConfigError(`store ACL rule #${i + 1}: ${issue?.path.join(".") || "(rule)"}: ${issue?.message}`);
+    }
+    return parsed.data as AclRule;
+  });
+  const all = [...fileRules, ...storeRules];
+  try {
+    return compileAcl(all, cfg.acl.noMatch, (i) => (i < fileRules.length ? `acl.rules[${i}]` : `store ACL rule #${i - fileRules.length + 1}`));
+  } catch (err) {
+    throw new ExHookConfigError((err as Error).message);
+  }
+}
+
+/** Builds the stack from a configuration (see `loadConfig`). Starts the HTTP read server when enabled. */
+export async function createStack(cfg: StackConfig, options: StackOptions = {}): Promise<Stack> {
+  const { logger } = options;
+  const store = options.store ?? (await openStore(cfg));
+  const ownStore = options.store === undefined || options.ownStore !== false;
+  const handlers: { -readonly [K in keyof HookHandlers]: HookHandlers[K] } = {};
+  let auth: Authenticator | undefined;
+  let acl: Acl | undefined;
+  let persistence: Persistence | undefined;
+  let presence: Presence | undefined;
+  let http: ReadServer | undefined;
+  let refresh: ReturnType<typeof setInterval> | undefined;
+  try {
+    if (cfg.auth.enabled) {
+      auth = createAuthenticator({
+        store,
+        unknownUser: cfg.auth.unknownUser,
+        cacheTtlMs: cfg.auth.cacheTtlMs,
+        scrypt: cfg.auth.scrypt,
+        ...(logger ? { logger } : {}),
+      });
+      handlers.onClientAuthenticate = auth.handler;
+    }
+    if (cfg.acl.enabled) {
+      acl = await loadAcl(cfg, store);
+      handlers.onClientAuthorize = (req, ctx) => (acl as Acl).handler(req, ctx);
+      if (cfg.acl.useStoreRules && cfg.acl.storeRefreshMs > 0) {
+        refresh = setInterval(() => {
+          loadAcl(cfg, store).then(
+            (a) => (acl = a),
+            (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded; keeping the previous rules"),
+          );
+        }, cfg.acl.storeRefreshMs);
+        refresh.unref();
+      }
+    }
+    if (cfg.persistence.enabled) {
+      const { enabled: _e, ...p } = cfg.persistence;
+      persistence = createPersistence({ store, ...p, ...(logger ? { logger } : {}) });
+      handlers.onMessagePublish = persistence.hook;
+    }
+    if (cfg.presence.enabled) {
+      presence = createPresence({
+        store,
+        reorderWindowMs: cfg.presence.reorderWindowMs,
+        ...(cfg.presence.webhook ? { webhook: cfg.presence.webhook } : {}),
+        ...(logger ? { logger } : {}),
+      });
+      handlers.onClientConnected = presence.onClientConnected;
+      handlers.onClientDisconnected = presence.onClientDisconnected;
+    }
+  } catch (err) {
+    if (refresh) clearInterval(refresh);
+    if (ownStore) await store.close();
+    throw err;
+  }
+
+  const stats = (): Record<string, unknown> => ({
+    store: { kind: store.kind },
+    ...(auth ? { auth: auth.stats() } : {}),
+    ...(acl ? { acl: { rules: acl.size } } : {}),
+    ...(persistence ? { persistence: persistence.writer.stats() } : {}),
+    ...(presence ? { presence: presence.stats() } : {}),
+  });
+
+  if (cfg.http.enabled) {
+    http = createReadServer({
+      store,
+      host: cfg.http.host,
+      port: cfg.http.port,
+      stats,
+      // Make messages accepted so far visible to the reader that asks.
+      ...(persistence ? { beforeQuery: () => (persistence as Persistence).writer.flush() } : {}),
+    });
+    try {
+      await http.listen();
+    } catch (err) {
+      if (refresh) clearInterval(refresh);
+      if (ownStore) await store.close();
+      throw new ExHookConfigError(`cannot start the HTTP read path on ${cfg.http.host}:${cfg.http.port}: ${(err as Error).message} (set http.port / EXHOOK_HTTP_PORT, or http.enabled: false)`);
+    }
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      if (refresh) clearInterval(refresh);
+      await http?.close();
+      await persistence?.writer.close();
+      await presence?.close();
+      if (ownStore) await store.close();
+    })());
+
+  const provider = defineProvider(handlers, { name: "emqx-exhook-stack" });
+  return {
+    provider: Object.freeze({ ...provider, close }),
+    store,
+    config: cfg,
+    auth,
+    acl: () => acl,
+    persistence,
+    presence,
+    http,
+    stats,
+    close,
+  };
+}

@@ -1,0 +1,254 @@
+/**
+ * The storage interface of the use cases: users, ACL rules, stored messages and presence, with two
+ * backends (`openSqliteStore`, `openPostgresStore`). Everything a backend must agree on (row shapes,
+ * how presence is derived from connection rows, message-query paging) lives here so the two
+ * backends cannot drift.
+ */
+import { matchTopic, stripShare } from "../topic.js";
+
+/** One user of the authentication use case. */
+export interface UserRecord {
+  readonly username: string;
+  /** PHC-style scrypt hash (`$scrypt$ln=15,r=8,p=1,k=32$<salt>$<hash>`), never the password. */
+  readonly passwordHash: string;
+  /** Client-id patterns this user may connect with (`*` matches any run of characters); empty = any. */
+  readonly clientIds: readonly string[];
+  /** `Date.now()` when created. */
+  readonly createdAt: number;
+  /** `Date.now()` when last changed. */
+  readonly updatedAt: number;
+}
+
+/** One stored MQTT message. */
+export interface StoredMessage {
+  /** EMQX message id (32 hex characters); unique, so a message stored twice is kept once. */
+  readonly id: string;
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly qos: number;
+  /** Publisher client id (`Message.from`). */
+  readonly publisher: string;
+  /** `headers.username` when EMQX sent it, else "". */
+  readonly username: string;
+  /** EMQX node that received the message. */
+  readonly node: string;
+  /** When EMQX received it (ms since epoch, `Message.timestamp`). */
+  readonly timestamp: number;
+  /** When this server queued it for storage (ms since epoch). */
+  readonly storedAt: number;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** A query over stored messages. */
+export interface MessageQuery {
+  /** MQTT topic filter the topic must match. Default `#` (everything not starting with `$`). */
+  readonly filter?: string;
+  /** Only messages with `timestamp >= since` (ms). */
+  readonly since?: number;
+  /** Only messages with `timestamp < until` (ms). */
+  readonly until?: number;
+  /** At most this many. */
+  readonly limit: number;
+  /** `"asc"` (oldest first) or `"desc"` (newest first, the default). */
+  readonly order?: "asc" | "desc";
+}
+
+/**
+ * One MQTT connection as presence sees it. A connection is identified by client id + node +
+ * peerhost:peerport (`connKey`), because that is all EMQX sends that tells two connections apart.
+ */
+export interface ConnectionInfo {
+  readonly clientId: string;
+  /** `node|peerhost:peerport`. */
+  readonly connKey: string;
+  readonly node: string;
+  readonly username: string;
+  readonly peerhost: string;
+  readonly peerport: number;
+  readonly sockport: number;
+  readonly protocol: string;
+}
+
+/** Presence of one client id. */
+export interface PresenceState {
+  readonly clientId: string;
+  readonly online: boolean;
+  /** Online: when the current connection was seen connecting; offline: when it was seen ending (ms). */
+  readonly since: number;
+  readonly node: string;
+  readonly username: string;
+  readonly peerhost: string;
+  readonly peerport: number;
+  readonly sockport: number;
+  readonly protocol: string;
+  /** Live connections known for this client id (more than 1 only transiently, during a takeover). */
+  readonly connections: number;
+  /** Offline: the disconnect reason EMQX gave. */
+  readonly reason?: string;
+}
+
+/** What a presence event changed. */
+export interface PresenceChange {
+  /** Whether the client was online before the event. */
+  readonly wasOnline: boolean;
+  /** The state after the event. */
+  readonly state: PresenceState;
+}
+
+/** The storage the use cases need. Both backends implement it; methods never block on each other's I/O. */
+export interface Store {
+  readonly kind: "sqlite" | "postgres";
+  /** Where the data is (file path or URL without password), for logs. */
+  readonly location: string;
+
+  getUser(username: string): Promise<UserRecord | undefined>;
+  /** Creates or replaces a user. */
+  putUser(user: UserRecord): Promise<void>;
+  listUsers(): Promise<UserRecord[]>;
+  /** Whether a user was removed. */
+  removeUser(username: string): Promise<boolean>;
+
+  /** ACL rules kept in the store, in order (plain objects, validated by the ACL use case). */
+  listAclRules(): Promise<unknown[]>;
+  replaceAclRules(rules: readonly unknown[]): Promise<void>;
+
+  /** Writes a batch in one transaction; resolves with how many were new (duplicate ids are skipped). */
+  insertMessages(batch: readonly StoredMessage[]): Promise<number>;
+  queryMessages(query: MessageQuery): Promise<StoredMessage[]>;
+
+  /** Records a `client.connected`. Atomic per client id, whatever the arrival order. */
+  presenceConnected(conn: ConnectionInfo, at: number, reorderWindowMs: number): Promise<PresenceChange>;
+  /** Records a `client.disconnected`. Atomic per client id, whatever the arrival order. */
+  presenceDisconnected(conn: ConnectionInfo, at: number, reason: string): Promise<PresenceChange>;
+  getPresence(clientId: string): Promise<PresenceState | undefined>;
+  listPresence(options?: { readonly online?: boolean; readonly limit?: number }): Promise<PresenceState[]>;
+  /** Deletes ended connections older than `before` (ms) except each client's latest one. */
+  prunePresence(before: number): Promise<number>;
+
+  /** Closes the store (waits for nothing queued: the use cases flush before calling this). */
+  close(): Promise<void>;
+}
+
+/** @internal One row of the presence table (one connection of one client id). */
+export interface PresenceRow {
+  readonly clientId: string;
+  readonly connKey: string;
+  readonly node: string;
+  readonly username: string;
+  readonly peerhost: string;
+  readonly peerport: number;
+  readonly sockport: number;
+  readonly protocol: string;
+  /** null when the disconnect arrived before the connect (out of order). */
+  readonly connectedAt: number | null;
+  readonly disconnectedAt: number | null;
+  readonly reason: string;
+}
+
+/**
+ * @internal Derives a client's presence from its connection rows: online while any connection has
+ * connected and not disconnected (so a late disconnect of a taken-over connection does not hide the
+ * new one); the newest live connection is the current one.
+ */
+export function derivePresence(rows: readonly PresenceRow[]): PresenceState | undefined {
+  let live: PresenceRow | undefined;
+  let liveCount = 0;
+  let last: PresenceRow | undefined;
+  for (const r of rows) {
+    if (r.disconnectedAt === null && r.connectedAt !== null) {
+      liveCount++;
+      if (!live || (r.connectedAt as number) > (live.connectedAt as number) || (r.connectedAt === live.connectedAt && r.connKey > live.connKey)) live = r;
+    } else if (r.disconnectedAt !== null) {
+      if (!last || r.disconnectedAt > (last.disconnectedAt as number)) last = r;
+    }
+  }
+  const row = live ?? last;
+  if (!row) return undefined;
+  const base = {
+    clientId: row.clientId,
+    online: live !== undefined,
+    since: live ? (live.connectedAt as number) : (row.disconnectedAt as number),
+    node: row.node,
+    username: row.username,
+    peerhost: row.peerhost,
+    peerport: row.peerport,
+    sockport: row.sockport,
+    protocol: row.protocol,
+    connections: liveCount,
+  };
+  return live ? base : { ...base, reason: row.reason };
+}
+
+/** @internal Groups presence rows (sorted by client id) into states. */
+export function groupPresence(rows: readonly PresenceRow[], online: boolean | undefined, limit: number): PresenceState[] {
+  const out: PresenceState[] = [];
+  let i = 0;
+  while (i < rows.length && out.length < limit) {
+    const id = (rows[i] as PresenceRow).clientId;
+    let j = i;
+    while (j < rows.length && (rows[j] as PresenceRow).clientId === id) j++;
+    const state = derivePresence(rows.slice(i, j));
+    if (state && (online === undefined || state.online === online)) out.push(state);
+    i = j;
+  }
+  return out;
+}
+
+/**
+ * @internal The literal topic prefix of a filter (levels before the first wildcard), used to
+ * narrow the SQL scan before the exact MQTT match in JS.
+ */
+export function literalPrefix(filter: string): string {
+  const levels = stripShare(filter).split("/");
+  const lit: string[] = [];
+  for (const l of levels) {
+    // No trailing "/": `a/#` also matches `a` itself; the exact match in JS sorts out `ab/...`.
+    if (l === "+" || l === "#") return lit.join("/");
+    lit.push(l);
+  }
+  return lit.join("/");
+}
+
+/** @internal A page of raw rows for {@link pagedQuery}, after the cursor `(ts, seq)`. */
+export type MessagePageFetch = (
+  prefix: string,
+  exact: boolean,
+  cursor: { ts: number; seq: number } | undefined,
+  pageSize: number,
+) => Promise<Array<StoredMessage & { seq: number }>>;
+
+/**
+ * @internal Runs a message query as keyset-paged scans narrowed by the filter's literal prefix,
+ * keeping the rows the filter matches until `limit` is reached.
+ */
+export async function pagedQuery(query: MessageQuery, fetch: MessagePageFetch): Promise<StoredMessage[]> {
+  const filter = query.filter ?? "#";
+  const prefix = literalPrefix(filter);
+  const exact = !/(^|\/)[+#](\/|$)/.test(stripShare(filter));
+  const out: StoredMessage[] = [];
+  let cursor: { ts: number; seq: number } | undefined;
+  const pageSize = Math.min(Math.max(query.limit * 2, 100), 5000);
+  for (;;) {
+    const page = await fetch(prefix, exact, cursor, pageSize);
+    for (const m of page) {
+      if (matchTopic(filter, m.topic)) {
+        const { seq: _seq, ...msg } = m;
+        out.push(msg);
+        if (out.length >= query.limit) return out;
+      }
+    }
+    if (page.length < pageSize) return out;
+    const lastRow = page[page.length - 1] as StoredMessage & { seq: number };
+    cursor = { ts: lastRow.timestamp, seq: lastRow.seq };
+  }
+}
+
+/** @internal Parses a JSON column that must hold an object of strings. */
+export function parseHeaders(text: string): Record<string, string> {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === "object" ? (v as Record<string, string>) : {};
+  } catch {
+    return {};
+  }
+}

@@ -1,0 +1,159 @@
+/** Authorization rules: semantics, validation with the failing line, the config loader. */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { compileAcl, loadConfig, parseConfig, type AclRequest, type AclRule } from "../src/usecases/index";
+
+const req = (action: "publish" | "subscribe", topic: string, username = "alice", clientid = "alice-1", extra: Partial<AclRequest> = {}): AclRequest => ({
+  action,
+  topic,
+  username,
+  clientid,
+  ...extra,
+});
+
+describe("rule semantics", () => {
+  const rules: AclRule[] = [
+    { permission: "deny", action: "all", topic: "users/${username}/secret/#" },
+    { permission: "allow", action: "all", topic: "users/${username}/#" },
+    { permission: "allow", action: "subscribe", topic: "eq sensors/#" },
+    { permission: "allow", action: "publish", topic: "devices/${clientid}/+/state" },
+    { permission: "allow", action: "publish", topic: "telemetry/#", qos: [0, 1] },
+    { permission: "deny", action: "publish", topic: "alerts/#", retain: true },
+    { permission: "allow", action: "publish", topic: "alerts/#" },
+    { permission: "allow", action: "all", topic: "#", username: "admin" },
+    { permission: "allow", action: "subscribe", topic: "+/broadcast" },
+  ];
+  const acl = compileAcl(rules, "deny");
+  const check = (r: AclRequest) => [acl.check(r).decision.kind, acl.check(r).rule];
+
+  test("first match wins, placeholders take the client's own values", () => {
+    expect(check(req("publish", "users/alice/secret/x"))).toEqual(["deny", 0]);
+    expect(check(req("publish", "users/alice/x"))).toEqual(["allow", 1]);
+    expect(check(req("subscribe", "users/alice"))).toEqual(["allow", 1]);
+    expect(check(req("publish", "users/bob/x"))).toEqual(["deny", undefined]);
+    expect(check(req("publish", "devices/alice-1/lamp/state"))).toEqual(["allow", 3]);
+    expect(check(req("publish", "devices/alice-2/lamp/state"))).toEqual(["deny", undefined]);
+    expect(check(req("subscribe", "devices/alice-1/lamp/state"))).toEqual(["deny", undefined]);
+  });
+
+  test("placeholder values cannot widen a rule; an empty one never matches", () => {
+    expect(check(req("subscribe", "users/+/#", "+"))).toEqual(["deny", undefined]);
+    expect(check(req("publish", "users/a/b/x", "a/b"))).toEqual(["deny", undefined]);
+    expect(check(req("publish", "users//x", ""))).toEqual(["deny", undefined]);
+  });
+
+  test("wildcard subscriptions: eq matches literally, # is covered only by #", () => {
+    expect(check(req("subscribe", "sensors/#"))).toEqual(["allow", 2]);
+    expect(check(req("subscribe", "sensors/1"))).toEqual(["deny", undefined]);
+    expect(check(req("subscribe", "users/alice/+/x"))).toEqual(["allow", 1]);
+    expect(check(req("subscribe", "x/broadcast"))).toEqual(["allow", 8]);
+    expect(check(req("subscribe", "+/broadcast"))).toEqual(["allow", 8]);
+    expect(check(req("subscribe", "#"))).toEqual(["deny", undefined]);
+  });
+
+  test("qos/retain conditions: checked when known, read strictly when not", () => {
+    expect(check(req("publish", "telemetry/a", "alice", "c", { qos: 1 }))).toEqual(["allow", 4]);
+    expect(check(req("publish", "telemetry/a", "alice", "c", { qos: 2 }))).toEqual(["deny", undefined]);
+    // client.authorize does not carry QoS: the allow rule with a QoS condition does not match.
+    expect(check(req("publish", "telemetry/a"))).toEqual(["deny", undefined]);
+    // ... and a deny rule with a retain condition does.
+    expect(check(req("publish", "alerts/x"))).toEqual(["deny", 5]);
+    expect(check(req("publish", "alerts/x", "alice", "c", { retain: false }))).toEqual(["allow", 6]);
+  });
+
+  test("username/clientid conditions and $ topics", () => {
+    expect(check(req("publish", "anything/at/all", "admin"))).toEqual(["allow", 7]);
+    expect(check(req("subscribe", "$SYS/brokers", "admin"))).toEqual(["deny", undefined]);
+    expect(check(req("subscribe", "$share/g/users/alice/x"))).toEqual(["allow", 1]);
+  });
+
+  test("no-match result is configurable", () => {
+    expect(compileAcl([], "allow").check(req("publish", "x")).decision.kind).toBe("allow");
+    expect(compileAcl([], "no-opinion").check(req("publish", "x")).decision.kind).toBe("no-opinion");
+  });
+
+  test("the index gives the same answers as a linear scan", () => {
+    const many: AclRule[] = [];
+    for (let i = 0; i < 500; i++) {
+      many.push({ permission: i % 3 ? "allow" : "deny", action: i % 2 ? "publish" : "all", topic: i % 7 === 0 ? `+/t${i % 5}/#` : `top${i % 20}/${i % 5 === 0 ? "${username}" : "+"}/t${i % 5}` });
+    }
+    const indexed = compileAcl(many, "no-opinion");
+    const linear = (r: AclRequest) => {
+      for (let i = 0; i < many.length; i++) {
+        const single = compileAcl([many[i] as AclRule], "no-opinion").check(r);
+        if (single.rule !== undefined) return [single.decision.kind, i];
+      }
+      return ["no-opinion", undefined];
+    };
+    for (let k = 0; k < 300; k++) {
+      const r = req(k % 2 ? "publish" : "subscribe", `top${k % 23}/${k % 3 ? "alice" : "x"}/t${k % 6}`);
+      const got = indexed.check(r);
+      expect([got.decision.kind, got.rule]).toEqual(linear(r));
+    }
+  });
+});
+
+describe("validation", () => {
+  test("a bad topic fails naming the rule", () => {
+    expect(() => compileAcl([{ permission: "allow", topic: "a/#/b" }])).toThrow('rule #1: "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one');
+    expect(() => compileAcl([{ permission: "allow", topic: "ok" }, { permission: "allow", topic: "u/${user}" }])).toThrow("rule #2: unknown placeholder ${user} (allowed: ${username}, ${clientid})");
+  });
+
+  test("config file: a wrong rule fails with file, line, key and what is allowed", () => {
+    const dir = mkdtempSync(join(tmpdir(), "exhook-cfg-"));
+    try {
+      const file = join(dir, "exhook.yaml");
+      writeFileSync(
+        file,
+        [
+          "acl:",
+          "  noMatch: deny",
+          "  rules:",
+          "    - permission: allow",
+          "      topic: users/${username}/#",
+          "    - permission: allow",
+          "      topic: sensors/+x",
+          "    - permission: maybe",
+          "      topic: a",
+          "persistence:",
+          "  overflow: drop-everything",
+          "  colour: blue",
+        ].join("\n"),
+      );
+      let message = "";
+      try {
+        loadConfig(file, {});
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message.split("\n")).toEqual([
+        "invalid configuration:",
+        `  ${file}:7: acl.rules[1].topic: "sensors/+x" is not a valid MQTT topic filter: + must be a whole level (got "sensors/+x")`,
+        `  ${file}:8: acl.rules[2].permission: Invalid option: expected one of "allow"|"deny" (got "maybe")`,
+        `  ${file}:11: persistence.overflow: Invalid option: expected one of "drop-new"|"drop-oldest" (got "drop-everything")`,
+        `  ${file}:12: persistence.colour: unknown setting (allowed here: enabled, topics, maxQueue, batchSize, flushMs, overflow, retries)`,
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("environment overrides are validated and named", () => {
+    expect(() => parseConfig({}, { EXHOOK_HTTP_PORT: "70000" })).toThrow("http.port (from EXHOOK_HTTP_PORT): Too big: expected number to be <=65535 (got 70000)");
+    expect(() => parseConfig({}, { EXHOOK_DB_URL: "mysql://x" })).toThrow("store.url (from EXHOOK_DB_URL): must be a postgres:// or postgresql:// URL");
+  });
+
+  test("no config at all gives the documented defaults", () => {
+    const cfg = parseConfig({}, {});
+    expect(cfg).toEqual({
+      dataDir: "./data",
+      store: { poolSize: 10 },
+      auth: { enabled: true, unknownUser: "deny", cacheTtlMs: 10000, scrypt: { N: 32768, r: 8, p: 1, keylen: 32 } },
+      acl: { enabled: true, noMatch: "deny", useStoreRules: true, storeRefreshMs: 10000 },
+      persistence: { enabled: true, topics: ["#"], maxQueue: 10000, batchSize: 500, flushMs: 200, overflow: "drop-new", retries: 3 },
+      presence: { enabled: true, reorderWindowMs: 30000 },
+      http: { enabled: true, host: "127.0.0.1", port: 9010 },
+    });
+  });
+});

@@ -1,0 +1,193 @@
+/**
+ * The storage contract, run against both backends: SQLite always, PostgreSQL when
+ * EXHOOK_TEST_PG_URL is set (scripts/with-postgres.sh sets it; without it the PostgreSQL half is
+ * skipped with a message saying so).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { openPostgresStore, openSqliteStore, type ConnectionInfo, type Store, type StoredMessage } from "../src/usecases/index";
+
+const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
+if (!PG_URL) {
+  console.warn("usecases-store: PostgreSQL backend tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh to include them)");
+}
+
+interface Backend {
+  open(): Promise<Store>;
+  cleanup(): Promise<void>;
+}
+
+function sqliteBackend(): Backend {
+  const dir = mkdtempSync(join(tmpdir(), "exhook-store-"));
+  return { open: async () => openSqliteStore({ file: join(dir, "sub", "exhook.db") }), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function pgBackend(): Backend {
+  const name = `exhook_test_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const admin = () => new pg.Client({ connectionString: PG_URL });
+  let created = false;
+  const url = () => {
+    const u = new URL(PG_URL as string);
+    u.pathname = `/${name}`;
+    return u.toString();
+  };
+  return {
+    async open() {
+      if (!created) {
+        const c = admin();
+        await c.connect();
+        await c.query(`CREATE DATABASE ${name}`);
+        await c.end();
+        created = true;
+      }
+      return openPostgresStore({ url: url(), poolSize: 4 });
+    },
+    async cleanup() {
+      if (!created) return;
+      const c = admin();
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+const conn = (clientId: string, peerport: number, node = "emqx@n1"): ConnectionInfo => ({
+  clientId,
+  connKey: `${node}|10.0.0.9:${peerport}`,
+  node,
+  username: "u",
+  peerhost: "10.0.0.9",
+  peerport,
+  sockport: 1883,
+  protocol: "mqtt",
+});
+
+const msg = (i: number, topic: string, extra: Partial<StoredMessage> = {}): StoredMessage => ({
+  id: `ID${String(i).padStart(30, "0")}`,
+  topic,
+  payload: new Uint8Array([i & 255, 0, 255]),
+  qos: i % 3,
+  publisher: `c${i}`,
+  username: "u",
+  node: "emqx@n1",
+  timestamp: 1_700_000_000_000 + i,
+  storedAt: 1_700_000_000_500 + i,
+  headers: { username: "u" },
+  ...extra,
+});
+
+const contract = (label: string, make: () => Backend) =>
+  describe(`store contract: ${label}`, () => {
+    let backend: Backend;
+    let store: Store;
+    beforeAll(async () => {
+      backend = make();
+      store = await backend.open();
+    });
+    afterAll(async () => {
+      await store.close();
+      await backend.cleanup();
+    });
+
+    test("users: create, replace, list, remove", async () => {
+      await store.putUser({ username: "zed", passwordHash: "$h1", clientIds: [], createdAt: 1, updatedAt: 1 });
+      await store.putUser({ username: "amy", passwordHash: "$h2", clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 });
+      await store.putUser({ username: "zed", passwordHash: "$h3", clientIds: ["z"], createdAt: 9, updatedAt: 3 });
+      expect(await store.listUsers()).toEqual([
+        { username: "amy", passwordHash: "$h2", clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 },
+        { username: "zed", passwordHash: "$h3", clientIds: ["z"], createdAt: 1, updatedAt: 3 },
+      ]);
+      expect(await store.removeUser("zed")).toBe(true);
+      expect(await store.removeUser("zed")).toBe(false);
+      expect(await store.getUser("zed")).toBeUndefined();
+      expect((await store.getUser("amy"))?.passwordHash).toBe("$h2");
+    });
+
+    test("ACL rules keep their order", async () => {
+      const rules = [{ permission: "deny", topic: "a/#" }, { permission: "allow", action: "publish", topic: "b/${username}" }];
+      await store.replaceAclRules(rules);
+      expect(await store.listAclRules()).toEqual(rules);
+      await store.replaceAclRules([rules[1]]);
+      expect(await store.listAclRules()).toEqual([rules[1]]);
+    });
+
+    test("messages: batch insert skips duplicate ids; query by filter, time range, order, limit, across pages", async () => {
+      const batch: StoredMessage[] = [];
+      for (let i = 0; i < 300; i++) batch.push(msg(i, i % 2 === 0 ? `s/${i % 10}/t` : `other/${i}`));
+      batch.push(msg(1000, "$SYS/x"), msg(1001, "s"), msg(1002, "sx/1/t"));
+      expect(await store.insertMessages(batch)).toBe(303);
+      expect(await store.insertMessages([msg(0, "s/0/t"), msg(5000, "s/new/t")])).toBe(1);
+      const even = await store.queryMessages({ filter: "s/+/t", limit: 1000, order: "asc" });
+      expect(even.length).toBe(151);
+      expect(even.slice(0, 2).map((m) => m.id)).toEqual([msg(0, "").id, msg(2, "").id]);
+      expect(even[0]).toEqual(msg(0, "s/0/t"));
+      const newest = await store.queryMessages({ filter: "s/#", limit: 3 });
+      expect(newest.map((m) => m.topic)).toEqual(["s/new/t", "s", "s/8/t"]);
+      const range = await store.queryMessages({ filter: "s/4/t", since: 1_700_000_000_100, until: 1_700_000_000_200, limit: 100, order: "asc" });
+      expect(range.map((m) => m.timestamp - 1_700_000_000_000)).toEqual([104, 114, 124, 134, 144, 154, 164, 174, 184, 194]);
+      const all = await store.queryMessages({ limit: 10_000 });
+      expect(all.length).toBe(304 - 1);
+      expect(all.some((m) => m.topic.startsWith("$"))).toBe(false);
+      expect((await store.queryMessages({ filter: "$SYS/#", limit: 5 })).map((m) => m.topic)).toEqual(["$SYS/x"]);
+      // Paged scan: 150 matches of an exact topic wanted from interleaved rows.
+      const paged = await store.queryMessages({ filter: "#", limit: 250, order: "asc" });
+      expect(paged.length).toBe(250);
+      expect(new Set(paged.map((m) => m.id)).size).toBe(250);
+    });
+
+    test("presence: takeover in either order stays online; disconnect before its own connect stays offline", async () => {
+      let r = await store.presenceConnected(conn("c1", 1), 1000, 30_000);
+      expect([r.wasOnline, r.state.online, r.state.peerport, r.state.since]).toEqual([false, true, 1, 1000]);
+      r = await store.presenceConnected(conn("c1", 2), 2000, 30_000);
+      expect([r.wasOnline, r.state.online, r.state.peerport, r.state.connections]).toEqual([true, true, 2, 2]);
+      r = await store.presenceDisconnected(conn("c1", 1), 2001, "takenover");
+      expect([r.wasOnline, r.state.online, r.state.peerport, r.state.connections]).toEqual([true, true, 2, 1]);
+      // Duplicate disconnect of the old connection changes nothing.
+      r = await store.presenceDisconnected(conn("c1", 1), 2500, "again");
+      expect([r.state.online, r.state.peerport]).toEqual([true, 2]);
+      r = await store.presenceDisconnected(conn("c1", 2), 3000, "normal");
+      expect(r.state).toEqual({ clientId: "c1", online: false, since: 3000, node: "emqx@n1", username: "u", peerhost: "10.0.0.9", peerport: 2, sockport: 1883, protocol: "mqtt", connections: 0, reason: "normal" });
+      expect(r.wasOnline).toBe(true);
+
+      // Out of order: the disconnect of connection 3 arrives before its connect.
+      r = await store.presenceDisconnected(conn("c2", 3), 5000, "tcp_closed");
+      expect([r.wasOnline, r.state.online]).toEqual([false, false]);
+      r = await store.presenceConnected(conn("c2", 3), 5001, 30_000);
+      expect([r.wasOnline, r.state.online]).toEqual([false, false]);
+      // The same address reused after the reorder window is a new connection.
+      r = await store.presenceConnected(conn("c2", 3), 40_000, 30_000);
+      expect([r.wasOnline, r.state.online, r.state.since]).toEqual([false, true, 40_000]);
+
+      expect((await store.listPresence()).map((p) => [p.clientId, p.online])).toEqual([["c1", false], ["c2", true]]);
+      expect((await store.listPresence({ online: true })).map((p) => p.clientId)).toEqual(["c2"]);
+      expect(await store.getPresence("nobody")).toBeUndefined();
+      // Pruning keeps each client's latest row, so offline clients still say since when.
+      expect(await store.prunePresence(10_000)).toBe(1);
+      expect((await store.getPresence("c1"))?.since).toBe(3000);
+    });
+
+    test("presence events of one takeover written concurrently through two store handles end online", async () => {
+      const other = await backend.open();
+      try {
+        await store.presenceConnected(conn("c3", 1), 1000, 30_000);
+        await Promise.all([store.presenceDisconnected(conn("c3", 1), 2000, "takenover"), other.presenceConnected(conn("c3", 2, "emqx@n2"), 2000, 30_000)]);
+        expect(await other.getPresence("c3")).toMatchObject({ online: true, node: "emqx@n2", peerport: 2, connections: 1 });
+      } finally {
+        await other.close();
+      }
+    });
+
+    test("reopening the store keeps users and messages", async () => {
+      await store.close();
+      store = await backend.open();
+      expect((await store.getUser("amy"))?.clientIds).toEqual(["amy-*", "x"]);
+      expect((await store.queryMessages({ filter: "s/new/t", limit: 5 })).map((m) => m.publisher)).toEqual(["c5000"]);
+    });
+  });
+
+contract("SQLite", sqliteBackend);
+if (PG_URL) contract("PostgreSQL", pgBackend);
+else describe.skip("store contract: PostgreSQL (EXHOOK_TEST_PG_URL not set)", () => test.skip("skipped", () => undefined));
