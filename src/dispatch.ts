@@ -35,6 +35,13 @@ export interface CallInfo {
   readonly timeoutMs?: number | undefined;
   /** Aborted when the caller cancels the call. */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Alternative to `signal` for transports that learn of cancellation by callback (the native
+   * transport): called once per hook call with the call's abort target, which the transport
+   * aborts when the caller cancels. Saves an `AbortController` per call: the handler's
+   * `ctx.signal` is then only created if the handler reads it.
+   */
+  readonly bindAbort?: ((target: { abort(reason: unknown): void }) => void) | undefined;
 }
 
 /** One EMQX node that has loaded the provider. */
@@ -173,6 +180,7 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     const meta = r.meta;
     const broker = meta ? brokerFromMeta(meta) : pkg === "v1" ? v1Broker : undefined;
     const ctx = new CallContext(def.key, def.name, pkg, broker, meta, clientId, Date.now() + budget, info.signal);
+    if (info.bindAbort !== undefined) info.bindAbort(ctx);
 
     if (middleware.length === 0) {
       const outcome = runHandler(hook, req, ctx, budget);

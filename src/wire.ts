@@ -114,10 +114,14 @@ function liftRetiredFields(def: HookDef, msg: Message): void {
   if (def.key === "onClientSubscribe" || def.key === "onClientUnsubscribe") {
     for (const tf of (msg as v3.ClientSubscribeRequest).topicFilters) {
       const qos = takeUnknown(tf, 2, WireType.Varint);
-      if (qos !== undefined) {
-        const q = new BinaryReader(qos).uint32();
-        if (tf.subopts) tf.subopts.qos = q;
-        else tf.subopts = create(v3.SubOptsSchema, { qos: q });
+      const q = qos === undefined ? 0 : new BinaryReader(qos).uint32();
+      if (tf.subopts) {
+        if (qos !== undefined) tf.subopts.qos = q;
+      } else {
+        // Always give v1/V2-a filters their subopts, also for QoS 0, which a sender may or may not
+        // put on the wire: otherwise handlers would see `subopts` present or absent for the same
+        // subscription depending on the encoder (and on the transport, since Connect re-encodes).
+        tf.subopts = create(v3.SubOptsSchema, { qos: q });
       }
     }
   } else if (def.key === "onSessionSubscribed") {

@@ -1,0 +1,234 @@
+/**
+ * `emqx-exhook serve --workers N`: the CLI as a real process tree (node:cluster primary + workers)
+ * on one port, called like EMQX with a pool of 8 connections, then stopped with SIGTERM. Also the
+ * native transport's cancellation path, which the performance work changed.
+ * The sources are compiled with swc into a temporary directory first (fast; no `dist` needed).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import * as http2 from "node:http2";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { transformFileSync } from "@swc/core";
+import { parseArgs } from "../src/cli.js";
+import { isExHookConfigError } from "../src/errors.js";
+import { allow, defineProvider } from "../src/index.js";
+import { createExHookServer } from "../src/server.js";
+import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
+import { decode, encode, servicePath } from "./helpers/proto.js";
+
+const ROOT = path.join(__dirname, "..");
+
+/** Compiles every .ts file under `dir` (relative to the repo) into `out` with the same layout. */
+function compileTree(dir: string, out: string): void {
+  for (const name of readdirSync(path.join(ROOT, dir))) {
+    const rel = path.join(dir, name);
+    if (statSync(path.join(ROOT, rel)).isDirectory()) {
+      compileTree(rel, out);
+    } else if (name.endsWith(".ts") && !name.endsWith(".d.ts")) {
+      const { code } = transformFileSync(path.join(ROOT, rel), {
+        jsc: { parser: { syntax: "typescript" }, target: "es2022" },
+        // Keep import() as is (like tsc's NodeNext output): the CLI imports the provider by file URL.
+        module: { type: "commonjs", ignoreDynamic: true },
+        sourceMaps: false,
+      });
+      mkdirSync(path.join(out, dir), { recursive: true });
+      writeFileSync(path.join(out, rel.replace(/\.ts$/, ".js")), code);
+    }
+  }
+}
+
+describe("parseArgs --workers", () => {
+  test("absent means no cluster; a count is parsed", () => {
+    expect(parseArgs(["serve", "p.js"], {}).workers).toBeUndefined();
+    expect(parseArgs(["serve", "p.js", "--workers", "4"], {}).workers).toBe(4);
+    expect(parseArgs(["serve", "p.js", "--workers=1"], {}).workers).toBe(1);
+  });
+
+  test.each(["0", "-2", "1.5", "many", "", "257"])("a bad --workers %j is an ExHookConfigError naming --workers", (bad) => {
+    let err: unknown;
+    try {
+      parseArgs(["serve", "p.js", `--workers=${bad}`], {});
+    } catch (e) {
+      err = e;
+    }
+    expect(isExHookConfigError(err)).toBe(true);
+    expect((err as Error).message).toBe(`--workers must be an integer from 1 to 256, got ${JSON.stringify(bad)}`);
+  });
+});
+
+describe("serve --workers 2", () => {
+  let dir: string;
+  let child: ChildProcess;
+  let port: number;
+  let stdout = "";
+  let stderr = "";
+  let workerPids: number[] = [];
+  let exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "exhook-workers-"));
+    compileTree("src", dir);
+    compileTree("gen", dir);
+    // Each worker stamps its pid on the answer, so the test sees which process served a call.
+    writeFileSync(
+      path.join(dir, "pid-provider.js"),
+      `const { defineProvider, rewrite } = require("./src/index.js");\n` +
+        `module.exports = defineProvider({ onMessagePublish: () => rewrite({ headers: { worker: String(process.pid) } }) });\n`,
+    );
+    child = spawn(process.execPath, [path.join(dir, "src", "cli.js"), "serve", path.join(dir, "pid-provider.js"), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent"], {
+      cwd: dir,
+      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    exit = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+    child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+    port = await new Promise<number>((resolve, reject) => {
+      const guard = setTimeout(() => reject(new Error(`workers did not both listen; stdout:\n${stdout}\nstderr:\n${stderr}`)), 15_000);
+      child.stdout?.on("data", (c: Buffer) => {
+        stdout += c.toString();
+        const ports = [...stdout.matchAll(/listening on 127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1]));
+        if (ports.length === 2) {
+          clearTimeout(guard);
+          resolve(ports[0] as number);
+        }
+      });
+      child.on("exit", (code) => {
+        clearTimeout(guard);
+        reject(new Error(`cli exited with ${code} before listening; stderr:\n${stderr}`));
+      });
+    });
+  }, 20_000);
+
+  afterAll(() => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the primary announces itself and both workers listen on the same port", () => {
+    expect(stdout).toContain(`emqx-exhook: primary ${child.pid} starting 2 workers`);
+    const ports = [...stdout.matchAll(/listening on 127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1]));
+    expect(ports).toEqual([port, port]);
+  });
+
+  test("8 EMQX-like connections: every call answered, by both worker processes", async () => {
+    const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
+    try {
+      const body = encode("v3", "MessagePublishRequest", { message: { topic: "t/1", payload: Buffer.from("x"), qos: 1, from: "c1" } });
+      const replies = await Promise.all(Array.from({ length: 32 }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i % 8)));
+      expect(replies.map((r) => r.grpcStatus)).toEqual(Array(32).fill(0));
+      const pids = new Set<string>();
+      for (const r of replies) {
+        const res = decode("v3", "ValuedResponse", r.messages[0] as Uint8Array);
+        expect(res["type"]).toBe("CONTINUE");
+        expect(res["message"]["topic"]).toBe("t/1");
+        pids.add(res["message"]["headers"]["worker"]);
+      }
+      // The cluster hands connections out round-robin: 8 connections land on both workers.
+      expect(pids.size).toBe(2);
+      expect(pids.has(String(child.pid))).toBe(false);
+      workerPids = [...pids].map(Number);
+    } finally {
+      await client.close();
+    }
+  }, 15_000);
+
+  test("a worker that dies is replaced, and the port keeps answering", async () => {
+    expect(workerPids).toHaveLength(2);
+    const victim = workerPids[0] as number;
+    process.kill(victim, "SIGKILL");
+    await new Promise<void>((resolve, reject) => {
+      const guard = setTimeout(() => reject(new Error(`no replacement worker; stdout:\n${stdout}\nstderr:\n${stderr}`)), 10_000);
+      const poll = setInterval(() => {
+        if ([...stdout.matchAll(/listening on 127\.0\.0\.1:(\d+)/g)].length === 3) {
+          clearInterval(poll);
+          clearTimeout(guard);
+          resolve();
+        }
+      }, 20);
+    });
+    expect(stderr).toContain(`emqx-exhook: worker ${victim} died (SIGKILL); starting a new one`);
+    const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
+    try {
+      const body = encode("v3", "MessagePublishRequest", { message: { topic: "t/2", payload: Buffer.from("y"), from: "c2" } });
+      const replies = await Promise.all(Array.from({ length: 16 }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i % 8)));
+      expect(replies.map((r) => r.grpcStatus)).toEqual(Array(16).fill(0));
+      const pids = new Set(replies.map((r) => decode("v3", "ValuedResponse", r.messages[0] as Uint8Array)["message"]["headers"]["worker"]));
+      expect(pids.has(String(victim))).toBe(false);
+      expect(pids.size).toBe(2);
+    } finally {
+      await client.close();
+    }
+  }, 20_000);
+
+  test("SIGTERM to the primary: workers drain and the primary exits 0", async () => {
+    child.kill("SIGTERM");
+    let guard: NodeJS.Timeout | undefined;
+    const result = await Promise.race([exit, new Promise<never>((_, reject) => (guard = setTimeout(() => reject(new Error(`no exit after SIGTERM; stderr:\n${stderr}`)), 15_000)))]);
+    clearTimeout(guard);
+    expect(result).toEqual({ code: 0, signal: null });
+  }, 20_000);
+});
+
+/**
+ * The native transport's cancellation path (changed for speed: no AbortController per call, the
+ * handler's signal is created lazily from the call's CallContext).
+ */
+describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
+  let started!: () => void;
+  const handlerStarted = new Promise<void>((r) => (started = r));
+  let aborted!: (reason: unknown) => void;
+  const abortReason = new Promise<unknown>((r) => (aborted = r));
+  let answeredCtx: { signal: AbortSignal } | undefined;
+  const provider = defineProvider(
+    {
+      onClientAuthenticate: (req, ctx) => {
+        if (req.clientinfo?.clientid === "quick") {
+          answeredCtx = ctx;
+          return allow();
+        }
+        started();
+        return new Promise((resolve) => ctx.signal.addEventListener("abort", () => (aborted(ctx.signal.reason), resolve(allow()))));
+      },
+    },
+    { timeoutMs: 10_000 },
+  );
+  const server = createExHookServer({ provider, port: 0, host: "127.0.0.1", logger: { debug() {}, info() {}, warn() {}, error() {} } });
+  let url = "";
+  beforeAll(async () => {
+    url = `http://127.0.0.1:${(await server.listen()).port}`;
+  });
+  afterAll(() => server.close(100));
+
+  const frame = (clientid: string) => {
+    const body = encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid, username: "u" } });
+    const f = Buffer.alloc(5 + body.length);
+    f.writeUInt32BE(body.length, 1);
+    f.set(body, 5);
+    return f;
+  };
+
+  test("a stream reset before the answer aborts the handler's signal with CANCELED", async () => {
+    const session = http2.connect(url);
+    session.on("error", () => {});
+    const req = session.request({ ":method": "POST", ":path": servicePath("v3", "OnClientAuthenticate"), "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": "5S" });
+    req.on("error", () => {});
+    req.end(frame("slow"));
+    await handlerStarted;
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    const reason = await abortReason;
+    expect(reason).toBeInstanceOf(ConnectError);
+    expect((reason as ConnectError).code).toBe(Code.Canceled);
+    expect((reason as Error).message).toBe("[canceled] the call was cancelled");
+    session.destroy();
+  }, 10_000);
+
+  test("an answered call's signal is not aborted when its stream closes", async () => {
+    const client = createEmqxLikeClient(url, 1);
+    const reply = await client.call(servicePath("v3", "OnClientAuthenticate"), frame("quick").subarray(5));
+    await client.close();
+    expect(reply.grpcStatus).toBe(0);
+    expect(answeredCtx?.signal.aborted).toBe(false);
+  });
+});
