@@ -130,15 +130,7 @@ export interface Store {
 }
 
 /** @internal One row of the presence table (one connection of one client id). */
-export interface PresenceRow {
-  readonly clientId: string;
-  readonly connKey: string;
-  readonly node: string;
-  readonly username: string;
-  readonly peerhost: string;
-  readonly peerport: number;
-  readonly sockport: number;
-  readonly protocol: string;
+export interface PresenceRow extends ConnectionInfo {
   /** null when the disconnect arrived before the connect (out of order). */
   readonly connectedAt: number | null;
   readonly disconnectedAt: number | null;
