@@ -239,7 +239,10 @@ async function main(): Promise<void> {
         () => process.exit(1),
       );
     };
-    process.on("SIGINT", () => stop("SIGINT"));
+    // Under --workers, Ctrl-C reaches the whole process group: the primary turns it into one
+    // SIGTERM per worker, so a worker ignores SIGINT itself (else it would see two signals and
+    // take the second as "exit now").
+    process.on("SIGINT", () => (cluster.isWorker ? undefined : stop("SIGINT")));
     process.on("SIGTERM", () => stop("SIGTERM"));
   } catch (err) {
     const msg = isExHookConfigError(err) || (err as NodeJS.ErrnoException).code ? (err as Error).message : String((err as Error).stack ?? err);
@@ -252,8 +255,9 @@ async function main(): Promise<void> {
  * `--workers N`: the primary forks N workers that each run the normal `serve` path on the same
  * port (node:cluster hands out connections round-robin, so EMQX's pool of 8 connections spreads
  * over the workers). A worker that dies after it was listening is replaced; one that dies before
- * (bad module, port in use) stops everything with exit code 1. SIGTERM/SIGINT are forwarded; each
- * worker drains, and the primary exits 0 once all have exited cleanly.
+ * (bad module, port in use) stops everything with exit code 1. SIGTERM or SIGINT (Ctrl-C) to the
+ * primary sends each worker one SIGTERM; each worker drains, and the primary exits 0 once all have
+ * exited cleanly.
  */
 function runPrimary(workers: number): void {
   let stopping = false;
@@ -276,13 +280,15 @@ function runPrimary(workers: number): void {
     }
     if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(failed ? 1 : 0);
   });
-  const stop = (signal: NodeJS.Signals) => {
+  // Either signal drains every worker once, with SIGTERM (workers ignore SIGINT, which Ctrl-C
+  // also delivers to them directly).
+  const stop = () => {
     if (stopping) return;
     stopping = true;
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
   };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
   for (let i = 0; i < workers; i++) cluster.fork();
 }
 

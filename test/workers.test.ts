@@ -171,6 +171,60 @@ describe("serve --workers 2", () => {
   }, 20_000);
 });
 
+describe("serve --workers 2, stopped with Ctrl-C (SIGINT to the whole process group)", () => {
+  test("calls in flight are answered, workers drain once and the primary exits 0", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "exhook-ctrlc-"));
+    compileTree("src", dir);
+    compileTree("gen", dir);
+    // A slow handler keeps the workers draining while the signals arrive.
+    writeFileSync(
+      path.join(dir, "p.js"),
+      `const { defineProvider, allow } = require("./src/index.js");\n` +
+        `module.exports = defineProvider({ onClientAuthenticate: () => new Promise((r) => setTimeout(() => r(allow()), 400)) });\n`,
+    );
+    // detached: the CLI leads its own process group, like a shell job that Ctrl-C signals as a whole.
+    const child = spawn(process.execPath, [path.join(dir, "src", "cli.js"), "serve", path.join(dir, "p.js"), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent"], {
+      cwd: dir,
+      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
+    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const guard = setTimeout(() => reject(new Error(`workers did not both listen; stderr:\n${stderr}`)), 15_000);
+        child.stdout?.on("data", (c: Buffer) => {
+          stdout += c.toString();
+          if ([...stdout.matchAll(/listening on 127\.0\.0\.1:\d+/g)].length === 2) {
+            clearTimeout(guard);
+            resolve();
+          }
+        });
+      });
+      const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]);
+      const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
+      const body = encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c", username: "u" } });
+      const inFlight = Array.from({ length: 8 }, (_, i) => client.call(servicePath("v3", "OnClientAuthenticate"), body, {}, i));
+      await new Promise((r) => setTimeout(r, 100));
+      process.kill(-(child.pid as number), "SIGINT");
+      const replies = await Promise.all(inFlight);
+      await client.close();
+      expect(replies.map((r) => r.grpcStatus)).toEqual(Array(8).fill(0));
+      let guard: NodeJS.Timeout | undefined;
+      const result = await Promise.race([exit, new Promise<never>((_, reject) => (guard = setTimeout(() => reject(new Error(`no exit after Ctrl-C; stderr:\n${stderr}`)), 15_000)))]);
+      clearTimeout(guard);
+      expect(result).toEqual({ code: 0, signal: null });
+      expect(stderr).toBe("");
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) process.kill(-(child.pid as number), "SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
+
 /**
  * The native transport's cancellation path (changed for speed: no AbortController per call, the
  * handler's signal is created lazily from the call's CallContext).
@@ -181,12 +235,23 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
   let aborted!: (reason: unknown) => void;
   const abortReason = new Promise<unknown>((r) => (aborted = r));
   let answeredCtx: { signal: AbortSignal } | undefined;
+  let lateStarted!: () => void;
+  const lateHandlerStarted = new Promise<void>((r) => (lateStarted = r));
+  let goOn!: () => void;
+  const proceed = new Promise<void>((r) => (goOn = r));
+  let lateSeen!: (v: unknown) => void;
+  const lateReason = new Promise<unknown>((r) => (lateSeen = r));
   const provider = defineProvider(
     {
       onClientAuthenticate: (req, ctx) => {
         if (req.clientinfo?.clientid === "quick") {
           answeredCtx = ctx;
           return allow();
+        }
+        if (req.clientinfo?.clientid === "late-reader") {
+          // Reads ctx.signal only after EMQX has reset the stream: the signal is created aborted.
+          lateStarted();
+          return proceed.then(() => (lateSeen(ctx.signal.aborted ? ctx.signal.reason : "not aborted"), allow()));
         }
         started();
         return new Promise((resolve) => ctx.signal.addEventListener("abort", () => (aborted(ctx.signal.reason), resolve(allow()))));
@@ -221,6 +286,23 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
     expect(reason).toBeInstanceOf(ConnectError);
     expect((reason as ConnectError).code).toBe(Code.Canceled);
     expect((reason as Error).message).toBe("[canceled] the call was cancelled");
+    session.destroy();
+  }, 10_000);
+
+  test("a handler that first reads ctx.signal after the reset finds it already aborted", async () => {
+    const session = http2.connect(url);
+    session.on("error", () => {});
+    const req = session.request({ ":method": "POST", ":path": servicePath("v3", "OnClientAuthenticate"), "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": "5S" });
+    req.on("error", () => {});
+    req.end(frame("late-reader"));
+    await lateHandlerStarted;
+    req.close(http2.constants.NGHTTP2_CANCEL);
+    // Give the RST_STREAM time to reach the server (loopback) before the handler reads its signal.
+    await new Promise((r) => setTimeout(r, 200));
+    goOn();
+    const reason = await lateReason;
+    expect(reason).toBeInstanceOf(ConnectError);
+    expect((reason as ConnectError).code).toBe(Code.Canceled);
     session.destroy();
   }, 10_000);
 
