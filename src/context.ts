@@ -58,6 +58,8 @@ export class CallContext implements HookContext {
     readonly clientId: string,
     readonly deadline: number,
     private readonly callSignal: AbortSignal | undefined,
+    /** The transport's cancellation hook (`CallInfo.bindAbort`), bound when the signal is first read. */
+    private readonly bindCancel?: ((target: CallContext) => void) | undefined,
   ) {}
 
   get package(): WirePackage {
@@ -74,6 +76,7 @@ export class CallContext implements HookContext {
         if (parent.aborted) controller.abort(parent.reason);
         else parent.addEventListener("abort", () => controller.abort(parent.reason), { once: true });
       }
+      if (this.aborted === undefined) this.bindCancel?.(this);
     }
     return this.controller.signal;
   }

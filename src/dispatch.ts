@@ -23,6 +23,7 @@ import { topicNameError } from "./topic.js";
 import {
   decodeRequest,
   EMPTY_SUCCESS,
+  encodeValuedResponse,
   isLegacyEnumBroker,
   loadedResponse,
   valuedResponse,
@@ -37,9 +38,10 @@ export interface CallInfo {
   readonly signal?: AbortSignal | undefined;
   /**
    * Alternative to `signal` for transports that learn of cancellation by callback (the native
-   * transport): called once per hook call with the call's abort target, which the transport
-   * aborts when the caller cancels. Saves an `AbortController` per call: the handler's
-   * `ctx.signal` is then only created if the handler reads it.
+   * transport): called at most once per hook call, when the handler first reads `ctx.signal`,
+   * with the call's abort target, which the transport aborts when the caller cancels (also right
+   * away if the call is already cancelled). Calls whose handler never reads the signal cost no
+   * `AbortController` and no listener.
    */
   readonly bindAbort?: ((target: { abort(reason: unknown): void }) => void) | undefined;
 }
@@ -163,12 +165,17 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
   }
 
   function call(pkg: WirePackage, def: HookDef, req: Message, info: CallInfo): Promise<Message> | Message {
+    return run(pkg, def, req, info, asMessage);
+  }
+
+  /** Runs a hook and hands its response to `finish` (in the same microtask, no extra promise). */
+  function run<T>(pkg: WirePackage, def: HookDef, req: Message, info: CallInfo, finish: (res: Message) => T): Promise<T> | T {
     const legacy = pkg === "v1" && v1LegacyEnum;
     const hook = provider.byKey.get(def.key);
-    if (!hook) return neutral(def, legacy);
+    if (!hook) return finish(neutral(def, legacy));
     const r = req as unknown as RequestFields;
     const topic = topicOf(def, r);
-    if (hook.matcher && !hook.matcher(topic ?? "")) return neutral(def, legacy);
+    if (hook.matcher && !hook.matcher(topic ?? "")) return finish(neutral(def, legacy));
 
     const callTimeout = info.timeoutMs;
     let budget = hook.timeoutMs;
@@ -179,18 +186,17 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     const clientId = r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "";
     const meta = r.meta;
     const broker = meta ? brokerFromMeta(meta) : pkg === "v1" ? v1Broker : undefined;
-    const ctx = new CallContext(def.key, def.name, pkg, broker, meta, clientId, Date.now() + budget, info.signal);
-    if (info.bindAbort !== undefined) info.bindAbort(ctx);
+    const ctx = new CallContext(def.key, def.name, pkg, broker, meta, clientId, Date.now() + budget, info.signal, info.bindAbort);
 
     if (middleware.length === 0) {
       const outcome = runHandler(hook, req, ctx, budget);
-      if (isPromise(outcome)) return outcome.then((o) => respond(def, hook, o, r, legacy));
-      return respond(def, hook, outcome, r, legacy);
+      if (isPromise(outcome)) return outcome.then((o) => finish(respond(def, hook, o, r, legacy)));
+      return finish(respond(def, hook, outcome, r, legacy));
     }
     const hc: HookCall = { key: def.key, hook: def.name, clientId, topic, request: req as never, ctx };
     return compose(middleware, hc, () => Promise.resolve(runHandler(hook, req, ctx, budget))).then(
-      (o) => respond(def, hook, o, r, legacy),
-      (err) => respond(def, hook, fallbackOutcome(hook, "error", err), r, legacy),
+      (o) => finish(respond(def, hook, o instanceof Outcome ? o : fromMiddleware(hook, o), r, legacy)),
+      (err: unknown) => finish(respond(def, hook, fallbackOutcome(hook, "error", err), r, legacy)),
     );
   }
 
@@ -218,10 +224,7 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
       unloaded(pkg, decodeRequest(pkg, target, body) as v3.ProviderUnloadedRequest);
       return EMPTY_BYTES;
     }
-    const req = decodeRequest(pkg, target, body);
-    const res = call(pkg, target, req, info);
-    if (isPromise(res)) return res.then(encodeResponse);
-    return encodeResponse(res);
+    return run(pkg, target, decodeRequest(pkg, target, body), info, encodeResponse);
   }
 
   return {
@@ -237,9 +240,11 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
 
 const EMPTY_BYTES = new Uint8Array(0);
 
+const asMessage = (res: Message): Message => res;
+
 function encodeResponse(msg: Message): Uint8Array {
   if (msg === EMPTY_SUCCESS) return EMPTY_BYTES;
-  return toBinary(v3.ValuedResponseSchema, msg as v3.ValuedResponse);
+  return encodeValuedResponse(msg as v3.ValuedResponse);
 }
 
 interface RequestFields {
@@ -297,6 +302,29 @@ function runHandler(hook: ProviderHook, req: Message, ctx: CallContext, budget: 
   });
 }
 
+/** An outcome the framework made (validated handler answer or fallback): trusted as is. */
+class Outcome implements HookOutcome {
+  constructor(
+    readonly decision: Decision | undefined,
+    readonly fallback?: FallbackReason,
+    readonly error?: unknown,
+  ) {}
+}
+
+/**
+ * An outcome a middleware made itself instead of passing on `next()`'s: its decision is checked
+ * like a handler's answer, so a middleware cannot send EMQX an answer the hook does not accept.
+ */
+function fromMiddleware(hook: ProviderHook, o: unknown): HookOutcome {
+  if (typeof o !== "object" || o === null || !("decision" in o)) {
+    return fallbackOutcome(hook, "invalid", `a middleware returned ${describe(o)} instead of an outcome ({ decision })`);
+  }
+  const out = o as HookOutcome;
+  const checked = check(hook, out.decision);
+  if (checked.fallback !== undefined) return fallbackOutcome(hook, "invalid", `a middleware's ${String(checked.error)}`);
+  return out.fallback === undefined ? checked : new Outcome(checked.decision, out.fallback, out.error);
+}
+
 const ACCESS = new Set(["allow", "deny", "no-opinion"]);
 
 /** Validates what a handler returned against what its hook accepts. */
@@ -306,10 +334,10 @@ function check(hook: ProviderHook, value: unknown): HookOutcome {
   const d = value as Decision | undefined;
   const k = typeof d === "object" && d !== null ? d.kind : undefined;
   if (kind === "access") {
-    if (k !== undefined && ACCESS.has(k)) return { decision: d };
+    if (k !== undefined && ACCESS.has(k)) return new Outcome(d);
     return fallbackOutcome(hook, "invalid", `expected allow(), deny() or noOpinion(), got ${describe(value)}`);
   }
-  if (k === "keep" || k === "drop") return { decision: d };
+  if (k === "keep" || k === "drop") return new Outcome(d);
   if (k === "rewrite") {
     const rw = d as Extract<Decision, { kind: "rewrite" }>;
     const problem =
@@ -324,17 +352,17 @@ function check(hook: ProviderHook, value: unknown): HookOutcome {
     if (rw.headers !== undefined && (typeof rw.headers !== "object" || Object.values(rw.headers).some((v) => typeof v !== "string"))) {
       return fallbackOutcome(hook, "invalid", "rewrite headers must map strings to strings");
     }
-    return { decision: d };
+    return new Outcome(d);
   }
   return fallbackOutcome(hook, "invalid", `expected keep(), rewrite({...}) or drop(), got ${describe(value)}`);
 }
 
-const NOTIFIED: HookOutcome = Object.freeze({ decision: undefined });
+const NOTIFIED: HookOutcome = Object.freeze(new Outcome(undefined));
 
 function fallbackOutcome(hook: ProviderHook, reason: FallbackReason, error: unknown): HookOutcome {
   const kind = hook.fallback;
   const decision = kind === undefined ? undefined : ({ kind } as Decision);
-  return { decision, fallback: reason, error };
+  return new Outcome(decision, reason, error);
 }
 
 function describe(v: unknown): string {
@@ -352,14 +380,19 @@ function errorText(err: unknown): string | undefined {
   return String(err);
 }
 
-async function compose(mws: readonly HookMiddleware[], call: HookCall, inner: () => Promise<HookOutcome>): Promise<HookOutcome> {
+/** Runs the middleware chain (Koa-style); a middleware that throws synchronously rejects. */
+function compose(mws: readonly HookMiddleware[], call: HookCall, inner: () => Promise<HookOutcome>): Promise<HookOutcome> {
   let index = -1;
   const run = (i: number): Promise<HookOutcome> => {
     if (i <= index) return Promise.reject(new Error("hook middleware called next() more than once"));
     index = i;
     const mw = mws[i];
     if (!mw) return inner();
-    return mw(call, () => run(i + 1));
+    try {
+      return Promise.resolve(mw(call, () => run(i + 1)));
+    } catch (err) {
+      return Promise.reject(err);
+    }
   };
   return run(0);
 }

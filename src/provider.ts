@@ -82,7 +82,7 @@ export interface HookOutcome {
   /** The decision sent (decision hooks), `undefined` for notification hooks. */
   readonly decision: Decision | undefined;
   /** Set when the handler did not produce the answer. */
-  readonly fallback?: FallbackReason;
+  readonly fallback?: FallbackReason | undefined;
   /** The handler's error or a description of the invalid answer, for logs. */
   readonly error?: unknown;
 }

@@ -173,9 +173,9 @@ const encoder = new TextEncoder();
 export function valuedResponse(decision: Decision, message: v3.Message | undefined, legacyEnum = false): v3.ValuedResponse {
   switch (decision.kind) {
     case "allow":
-      return boolResponse(STOP_AND_RETURN, true, legacyEnum);
+      return ALLOW_RESPONSE;
     case "deny":
-      return boolResponse(STOP_AND_RETURN, false, legacyEnum);
+      return DENY_RESPONSE;
     case "no-opinion":
     case "keep":
       return legacyEnum ? IGNORE_LEGACY : IGNORE_RESPONSE;
@@ -197,16 +197,25 @@ export function valuedResponse(decision: Decision, message: v3.Message | undefin
   }
 }
 
-function boolResponse(type: ResponsedType, value: boolean, legacyEnum: boolean): v3.ValuedResponse {
-  return create(v3.ValuedResponseSchema, { type: wireType(type, legacyEnum), value: { case: "boolResult", value } });
-}
 
 function messageResponse(type: ResponsedType, message: v3.Message, legacyEnum: boolean): v3.ValuedResponse {
   return create(v3.ValuedResponseSchema, { type: wireType(type, legacyEnum), value: { case: "message", value: message } });
 }
 
+// The answers that never depend on the request (STOP_AND_RETURN is 2 in both numberings), made
+// and encoded once: authenticate/authorize answers and `keep` cost no encoding per call.
 const IGNORE_RESPONSE = Object.freeze(create(v3.ValuedResponseSchema, { type: IGNORE }));
 const IGNORE_LEGACY = Object.freeze(create(v3.ValuedResponseSchema, { type: 0 as ResponsedType }));
+const ALLOW_RESPONSE = Object.freeze(create(v3.ValuedResponseSchema, { type: STOP_AND_RETURN, value: { case: "boolResult", value: true } }));
+const DENY_RESPONSE = Object.freeze(create(v3.ValuedResponseSchema, { type: STOP_AND_RETURN, value: { case: "boolResult", value: false } }));
+const CONSTANT_BYTES = new Map<v3.ValuedResponse, Uint8Array>(
+  [IGNORE_RESPONSE, IGNORE_LEGACY, ALLOW_RESPONSE, DENY_RESPONSE].map((m) => [m, toBinary(v3.ValuedResponseSchema, m)]),
+);
+
+/** Encodes a response made by {@link valuedResponse}; the constant ones were encoded once. */
+export function encodeValuedResponse(msg: v3.ValuedResponse): Uint8Array {
+  return CONSTANT_BYTES.get(msg) ?? toBinary(v3.ValuedResponseSchema, msg);
+}
 
 /** The one `EmptySuccess`. */
 export const EMPTY_SUCCESS: v3.EmptySuccess = Object.freeze(create(v3.EmptySuccessSchema));

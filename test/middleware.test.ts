@@ -1,6 +1,7 @@
 // Hook middleware: the documented order (server middleware outermost, then the provider's, in
 // array order), what each sees (hook, clientId, topic, outcome incl. fallbacks), and misuse.
 import { allow, defineProvider, deny, keep, rewrite, type HookMiddleware, type Logger } from "../src/index";
+import { ValuedResponse_ResponsedType } from "../gen/emqx/exhook/v3/exhook_pb";
 import { createMemoryClient, fakeAuthenticateRequest, fakeAuthorizeRequest, fakeClientInfo, fakePublishRequest } from "../src/testing/index";
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
@@ -113,4 +114,38 @@ test("a middleware may answer without calling the handler (a cache), and a throw
   expect(await ask("other")).toEqual({ case: "boolResult", value: false });
   expect(runs).toBe(1);
   expect(client.dispatcher.fallbackCounts()).toEqual({ "onClientAuthenticate:error": 1 });
+});
+
+test("an answer a middleware makes itself is checked like a handler's: invalid ones get the fallback", async () => {
+  const warnings: string[] = [];
+  const logger: Logger = { ...quiet, warn: (obj) => void warnings.push(String((obj as { err?: string }).err)) };
+  const forge: HookMiddleware = async (call, next) => {
+    if (call.clientId === "keep") return { decision: keep() } as never; // a publish decision on an access hook
+    if (call.clientId === "nothing") return undefined as never;
+    if (call.clientId === "ok") return { decision: allow() };
+    return next();
+  };
+  const provider = defineProvider({ onClientAuthenticate: () => allow() }, { middleware: [forge], fallback: { onClientAuthenticate: "deny" } });
+  const client = createMemoryClient(provider, { logger });
+  const ask = async (clientid: string) => (await client.valued("onClientAuthenticate", fakeAuthenticateRequest({ clientid }))).response?.value;
+  expect(await ask("keep")).toEqual({ case: "boolResult", value: false });
+  expect(await ask("nothing")).toEqual({ case: "boolResult", value: false });
+  expect(await ask("ok")).toEqual({ case: "boolResult", value: true });
+  expect(await ask("other")).toEqual({ case: "boolResult", value: true });
+  expect(client.dispatcher.fallbackCounts()).toEqual({ "onClientAuthenticate:invalid": 2 });
+  expect(warnings).toEqual([
+    'a middleware\'s expected allow(), deny() or noOpinion(), got {"kind":"keep"}',
+    "a middleware returned undefined instead of an outcome ({ decision })",
+  ]);
+});
+
+test("a middleware's rewrite is checked too: an invalid topic is not sent to EMQX", async () => {
+  const forge: HookMiddleware = async () => ({ decision: rewrite({ topic: "bad/#" }) });
+  const provider = defineProvider({ onMessagePublish: () => keep() }, { middleware: [forge] });
+  const client = createMemoryClient(provider, { logger: quiet });
+  const reply = await client.valued("onMessagePublish", fakePublishRequest({ topic: "a/b" }));
+  // The publish fallback (keep): IGNORE, no message, so EMQX publishes the original unchanged.
+  expect(reply.response?.type).toBe(ValuedResponse_ResponsedType.IGNORE);
+  expect(reply.response?.value.case).toBeUndefined();
+  expect(client.dispatcher.fallbackCounts()).toEqual({ "onMessagePublish:invalid": 1 });
 });
