@@ -4,7 +4,7 @@ PORT ?= 9000
 HOST ?= 0.0.0.0
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install generate lint-proto drift breaking build start test typecheck bench soak clean docker-check test-postgres
+.PHONY: install generate lint-proto drift breaking build start test typecheck bench bench-workers soak clean docker-check test-postgres
 
 # Installs exactly what package-lock.json pins, once (re-run when the lock file changes).
 node_modules/.installed: package.json package-lock.json
@@ -61,6 +61,11 @@ docker-check:
 bench: install
 	tsc -p bench/tsconfig.json
 	node dist/bench-build/bench/run.js
+
+# --workers scaling on this machine (1 vs 2 workers, nothing pinned): bench/results/workers-latest.json.
+bench-workers: install
+	tsc -p bench/tsconfig.json
+	node dist/bench-build/bench/workers.js
 
 # Memory soak: fixed rate for SOAK_SECONDS (default 600), RSS sampled every 10 s, must stay within ±10%.
 soak: install
