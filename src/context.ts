@@ -47,13 +47,15 @@ export interface HookContext {
 export class CallContext implements HookContext {
   private controller: AbortController | undefined;
   private valuesStore: ContextValues | undefined;
+  private brokerFromMeta: BrokerRef | undefined;
   private aborted: unknown = undefined;
 
   constructor(
     readonly key: HookKey,
     readonly hook: string,
     readonly package_: WirePackage,
-    readonly broker: BrokerRef | undefined,
+    /** The broker when the request has no `meta` (v1: from `OnProviderLoaded`). */
+    private readonly knownBroker: BrokerRef | undefined,
     readonly meta: RequestMeta | undefined,
     readonly clientId: string,
     readonly deadline: number,
@@ -64,6 +66,12 @@ export class CallContext implements HookContext {
 
   get package(): WirePackage {
     return this.package_;
+  }
+
+  get broker(): BrokerRef | undefined {
+    const meta = this.meta;
+    if (meta === undefined) return this.knownBroker;
+    return (this.brokerFromMeta ??= { node: meta.node, version: meta.version, sysdescr: meta.sysdescr, clusterName: meta.clusterName });
   }
 
   get signal(): AbortSignal {

@@ -184,9 +184,7 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
       budget = Math.max(0, Math.min(budget, callTimeout - margin));
     }
     const clientId = r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "";
-    const meta = r.meta;
-    const broker = meta ? brokerFromMeta(meta) : pkg === "v1" ? v1Broker : undefined;
-    const ctx = new CallContext(def.key, def.name, pkg, broker, meta, clientId, Date.now() + budget, info.signal, info.bindAbort);
+    const ctx = new CallContext(def.key, def.name, pkg, pkg === "v1" ? v1Broker : undefined, r.meta, clientId, Date.now() + budget, info.signal, info.bindAbort);
 
     if (middleware.length === 0) {
       const outcome = runHandler(hook, req, ctx, budget);
@@ -258,10 +256,6 @@ interface RequestFields {
 function topicOf(def: HookDef, r: RequestFields): string | undefined {
   if (def.topics) return r.message?.topic ?? "";
   return r.topic;
-}
-
-function brokerFromMeta(meta: v3.RequestMeta): BrokerRef {
-  return { node: meta.node, version: meta.version, sysdescr: meta.sysdescr, clusterName: meta.clusterName };
 }
 
 function isPromise<T>(v: T | Promise<T>): v is Promise<T> {

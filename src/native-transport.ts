@@ -20,6 +20,19 @@ export function parseGrpcTimeout(value: string | undefined): number | undefined 
   return Number(digits) * unit;
 }
 
+// EMQX sends the same `grpc-timeout` on every call (its request_timeout), so parsed values are
+// kept; the cache stops growing at 64 distinct values.
+const timeoutCache = new Map<string, number>();
+function grpcTimeoutMs(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  let ms = timeoutCache.get(value);
+  if (ms === undefined) {
+    ms = parseGrpcTimeout(value) as number;
+    if (timeoutCache.size < 64) timeoutCache.set(value, ms);
+  }
+  return ms;
+}
+
 /** A `node:http2` `stream` event listener. */
 export type StreamHandler = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void;
 
@@ -40,7 +53,7 @@ export function nativeHandler(dispatcher: Dispatcher, maxRequestBytes: number, l
       stream.resume();
       return;
     }
-    const timeoutMs = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
+    const timeoutMs = grpcTimeoutMs(headers["grpc-timeout"] as string | undefined);
     if (timeoutMs !== undefined && Number.isNaN(timeoutMs)) {
       endWithStatus(stream, contentType, Code.InvalidArgument, "protocol error: invalid grpc timeout value");
       stream.resume();

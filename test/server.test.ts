@@ -341,6 +341,17 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       expect(next.messages.map((m) => decode("v3", "ValuedResponse", m))).toEqual([STOP_FALSE]);
     });
 
+    test("an invalid grpc-timeout: INVALID_ARGUMENT, every time (also when the value was seen before); valid units are accepted", async () => {
+      for (const timeout of ["5X", "5X", "S", "123456789S", "5000000000n"]) {
+        const reply = await emqx.call(servicePath("v3", "OnClientAuthenticate"), authBody("v3", "alice"), { timeout }, 5);
+        expect({ timeout, grpcStatus: reply.grpcStatus, messages: reply.messages.length }).toEqual({ timeout, grpcStatus: 3, messages: 0 });
+      }
+      for (const timeout of ["15000m", "15000m", "1M", "5000000u", "90000000n", "1H"]) {
+        const reply = await emqx.call(servicePath("v3", "OnClientAuthenticate"), authBody("v3", "alice"), { timeout }, 5);
+        expect({ timeout, grpcStatus: reply.grpcStatus, messages: reply.messages.map((m) => decode("v3", "ValuedResponse", m)) }).toEqual({ timeout, grpcStatus: 0, messages: [STOP_TRUE] });
+      }
+    });
+
     test("a handler that throws: grpc-status 0 with the fallback, no grpc-message", async () => {
       const reply = await emqx.call(servicePath("v2", "OnClientAuthenticate"), authBody("v2", "boom"));
       expect({ grpcStatus: reply.grpcStatus, grpcMessage: reply.grpcMessage, messages: reply.messages.map((m) => decode("v2", "ValuedResponse", m)) }).toEqual({

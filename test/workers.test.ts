@@ -274,14 +274,20 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
     return f;
   };
 
-  test("a stream reset before the answer aborts the handler's signal with CANCELED", async () => {
+  /** Sends an authenticate call like EMQX, waits until its handler runs, then resets the stream. */
+  async function callThenReset(clientid: string, running: Promise<void>): Promise<http2.ClientHttp2Session> {
     const session = http2.connect(url);
     session.on("error", () => {});
     const req = session.request({ ":method": "POST", ":path": servicePath("v3", "OnClientAuthenticate"), "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": "5S" });
     req.on("error", () => {});
-    req.end(frame("slow"));
-    await handlerStarted;
+    req.end(frame(clientid));
+    await running;
     req.close(http2.constants.NGHTTP2_CANCEL);
+    return session;
+  }
+
+  test("a stream reset before the answer aborts the handler's signal with CANCELED", async () => {
+    const session = await callThenReset("slow", handlerStarted);
     const reason = await abortReason;
     expect(reason).toBeInstanceOf(ConnectError);
     expect((reason as ConnectError).code).toBe(Code.Canceled);
@@ -290,13 +296,7 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
   }, 10_000);
 
   test("a handler that first reads ctx.signal after the reset finds it already aborted", async () => {
-    const session = http2.connect(url);
-    session.on("error", () => {});
-    const req = session.request({ ":method": "POST", ":path": servicePath("v3", "OnClientAuthenticate"), "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": "5S" });
-    req.on("error", () => {});
-    req.end(frame("late-reader"));
-    await lateHandlerStarted;
-    req.close(http2.constants.NGHTTP2_CANCEL);
+    const session = await callThenReset("late-reader", lateHandlerStarted);
     // Give the RST_STREAM time to reach the server (loopback) before the handler reads its signal.
     await new Promise((r) => setTimeout(r, 200));
     goOn();
