@@ -64,7 +64,7 @@ export function authenticateV3(req: v3.ClientAuthenticateRequest): v3.ValuedResp
   return create(v3.ValuedResponseSchema, { type: STOP_AND_RETURN, value: { case: "boolResult", value: ok } });
 }
 
-function bareRoutes(router: ConnectRouter): void {
+export function bareRoutes(router: ConnectRouter): void {
   router.service(v3.HookProvider, {
     onMessagePublish: publishV3,
     onClientAuthenticate: authenticateV3,

@@ -89,7 +89,9 @@ export interface HookOutcome {
 
 /**
  * Hook middleware, Koa-style: runs around every handler call, outermost first, and sees the
- * outcome including fallbacks. Calling `next` twice throws.
+ * outcome including fallbacks. Calling `next` twice throws. A middleware may answer without
+ * calling `next` (`return { decision: allow() }`, a cache); that decision is checked like a
+ * handler's, and an invalid one gets the hook's fallback (reason `invalid`).
  */
 export type HookMiddleware = (call: HookCall, next: () => Promise<HookOutcome>) => Promise<HookOutcome>;
 
