@@ -132,11 +132,22 @@ describe("validation", () => {
         `  ${file}:7: acl.rules[1].topic: "sensors/+x" is not a valid MQTT topic filter: + must be a whole level (got "sensors/+x")`,
         `  ${file}:8: acl.rules[2].permission: Invalid option: expected one of "allow"|"deny" (got "maybe")`,
         `  ${file}:11: persistence.overflow: Invalid option: expected one of "drop-new"|"drop-oldest" (got "drop-everything")`,
-        `  ${file}:12: persistence.colour: unknown setting (allowed here: enabled, topics, maxQueue, batchSize, flushMs, overflow, retries)`,
+        `  ${file}:12: persistence.colour: unknown setting (allowed here: enabled, topics, maxQueue, batchSize, flushMs, overflow, retries, retention, retentionSweep)`,
       ]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test("persistence.retention: a duration (\"7d\", \"12h\", ms); anything else names the key and the accepted forms", () => {
+    expect(parseConfig({ persistence: { retention: "7d", retentionSweep: "15m" } }, {}).persistence).toMatchObject({ retention: 604_800_000, retentionSweep: 900_000 });
+    expect(parseConfig({ persistence: { retention: 1500 } }, {}).persistence.retention).toBe(1500);
+    expect(parseConfig({ persistence: { retention: "36h" } }, {}).persistence.retention).toBe(129_600_000);
+    expect(parseConfig({}, {}).persistence.retention).toBeUndefined();
+    expect(() => parseConfig({ persistence: { retention: "7 days" } }, {})).toThrow(
+      'persistence.retention: "7 days" is not a duration: use a positive number of ms or e.g. "7d", "12h", "30m", "45s", "500ms"',
+    );
+    expect(() => parseConfig({ persistence: { retention: 0 } }, {})).toThrow("persistence.retention");
   });
 
   test("environment overrides are validated and named", () => {
@@ -151,7 +162,7 @@ describe("validation", () => {
       store: { poolSize: 10 },
       auth: { enabled: true, unknownUser: "deny", cacheTtlMs: 10000, scrypt: { N: 32768, r: 8, p: 1, keylen: 32 } },
       acl: { enabled: true, noMatch: "deny", useStoreRules: true, storeRefreshMs: 10000 },
-      persistence: { enabled: true, topics: ["#"], maxQueue: 10000, batchSize: 500, flushMs: 200, overflow: "drop-new", retries: 3 },
+      persistence: { enabled: true, topics: ["#"], maxQueue: 10000, batchSize: 500, flushMs: 200, overflow: "drop-new", retries: 3, retentionSweep: 600000 },
       presence: { enabled: true, reorderWindowMs: 30000 },
       http: { enabled: true, host: "127.0.0.1", port: 9010 },
     });

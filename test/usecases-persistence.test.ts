@@ -1,5 +1,5 @@
 /** The batching message writer: batches, bounded queue, both overflow policies, retries, flush on close. */
-import { createMessageWriter, type Store, type StoredMessage } from "../src/usecases/index";
+import { createMessageRetention, createMessageWriter, RETENTION_CHUNK, type Store, type StoredMessage } from "../src/usecases/index";
 
 const msg = (i: number): StoredMessage => ({
   id: `m${i}`,
@@ -101,4 +101,64 @@ test("a failing batch is retried, then counted as failed; later batches still go
   expect(w.stats()).toMatchObject({ enqueued: 5, written: 3, failed: 2, queued: 0 });
   await w.close();
   expect(w.push(msg(9))).toBe(false);
+});
+
+/** A store whose deleteMessagesBefore removes up to `limit` of `rows` timestamps below `before`. */
+function retentionStore(rows: number[], failures = 0) {
+  const calls: Array<[number, number]> = [];
+  let fail = failures;
+  const store = {
+    async deleteMessagesBefore(before: number, limit: number) {
+      calls.push([before, limit]);
+      if (fail > 0) {
+        fail--;
+        throw new Error("database is locked");
+      }
+      const doomed = rows.filter((t) => t < before).slice(0, limit);
+      for (const t of doomed) rows.splice(rows.indexOf(t), 1);
+      return doomed.length;
+    },
+  } as unknown as Store;
+  return { store, calls };
+}
+
+test("retention deletes everything older than maxAgeMs, chunk by chunk, and counts it", async () => {
+  const rows = [...Array.from({ length: RETENTION_CHUNK * 2 + 3 }, (_, i) => i), 10_000_000, 10_000_001];
+  const { store, calls } = retentionStore(rows);
+  const r = createMessageRetention({ store, maxAgeMs: 1000, everyMs: 0, now: () => 10_001_000 });
+  expect(await r.sweep()).toBe(RETENTION_CHUNK * 2 + 3);
+  // Three statements: two full chunks, then the rest; the cut-off is now - maxAgeMs.
+  expect(calls).toEqual([
+    [10_000_000, RETENTION_CHUNK],
+    [10_000_000, RETENTION_CHUNK],
+    [10_000_000, RETENTION_CHUNK],
+  ]);
+  expect(rows).toEqual([10_000_000, 10_000_001]);
+  expect(await r.sweep()).toBe(0);
+  expect(r.stats()).toEqual({ expired: RETENTION_CHUNK * 2 + 3, sweeps: 2, failedSweeps: 0 });
+  await r.stop();
+});
+
+test("two sweeps asked at once run once; a bad maxAgeMs is refused", async () => {
+  const { store, calls } = retentionStore([1, 2, 3]);
+  const r = createMessageRetention({ store, maxAgeMs: 10, everyMs: 0, now: () => 100 });
+  const [a, b] = await Promise.all([r.sweep(), r.sweep()]);
+  expect([a, b]).toEqual([3, 3]);
+  expect(calls.length).toBe(1);
+  expect(() => createMessageRetention({ store, maxAgeMs: 0 })).toThrow("retention maxAgeMs must be a positive integer, got 0");
+});
+
+test("the timer sweeps in the background; a failed sweep is logged and counted, the next one runs", async () => {
+  const errors: string[] = [];
+  const logger = { debug() {}, info() {}, warn() {}, error: (o: object) => void errors.push((o as { err: string }).err) };
+  const rows = [1, 2];
+  const { store } = retentionStore(rows, 1);
+  const r = createMessageRetention({ store, maxAgeMs: 10, everyMs: 20, now: () => 100, logger });
+  const deadline = Date.now() + 5000;
+  while (r.stats().sweeps < 1 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 10));
+  await r.stop();
+  expect(r.stats()).toMatchObject({ failedSweeps: 1, expired: 2 });
+  expect(r.stats().sweeps).toBeGreaterThanOrEqual(1);
+  expect(errors).toEqual(["database is locked"]);
+  expect(rows).toEqual([]);
 });

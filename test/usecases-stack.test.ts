@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createExHookServer, type ExHookServer } from "../src/index";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client";
-import { runCommand } from "../src/commands/index";
+import { COMMANDS_USAGE, runCommand } from "../src/commands/index";
 import { addUser, createStack, parseConfig, type Stack } from "../src/usecases/index";
 import { decode, encode, servicePath } from "./helpers/proto";
 
@@ -192,4 +192,18 @@ test("restart on the same data directory loses no user and no message", async ()
   expect(await login("alice", "alice-secret")).toMatchObject({ bool_result: true });
   expect((await httpGet("/messages")).body.messages.map((m: { id: string }) => m.id)).toEqual(["0005F3A1B2C3D4E5F60718293A4B5C6D"]);
   expect((await httpGet("/presence?clientid=alice-1")).body.clients).toMatchObject([{ online: false }]);
+});
+
+test("messages prune: the CLI deletes messages older than --older-than; a bad duration is a usage error", async () => {
+  // The stored message is from 2024-05-01: older than 1 day, not older than 100000 days.
+  const prune = async (...args: string[]) => {
+    const lines: string[] = [];
+    const exit = await runCommand(["messages", "prune", ...args], { stdout: (t) => lines.push(t), stderr: (t) => lines.push(`ERR ${t}`), readStdin: async () => "", env: { EXHOOK_DATA_DIR: dir } });
+    return { exit, lines };
+  };
+  expect((await prune("--older-than", "100000d")).lines[0]).toMatch(/^deleted 0 messages older than 17\d\d-/);
+  expect((await prune("--older-than", "soon")).lines[0]).toBe('ERR emqx-exhook: --older-than "soon" is not a duration: use e.g. 7d, 12h, 30m, 45s\n\n' + COMMANDS_USAGE);
+  expect((await prune()).exit).toBe(2);
+  expect(await prune("--older-than", "1d")).toEqual({ exit: 0, lines: [expect.stringMatching(/^deleted 1 message older than 20\d\d-/)] });
+  expect((await httpGet("/messages?topic=users/%23")).body.messages).toEqual([]);
 });

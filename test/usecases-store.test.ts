@@ -180,6 +180,20 @@ const contract = (label: string, make: () => Backend) =>
       }
     });
 
+    test("messages: deleteMessagesBefore removes the oldest first, at most `limit` per call, nothing at or after `before`", async () => {
+      const old = [0, 1, 2, 3].map((i) => msg(90_000 + i, "old/t", { timestamp: 1_000 + i }));
+      expect(await store.insertMessages(old)).toBe(4);
+      const countAll = async () => (await store.queryMessages({ limit: 100_000 })).length;
+      const before = await countAll();
+      expect(await store.deleteMessagesBefore(1_003, 2)).toBe(2);
+      expect((await store.queryMessages({ filter: "old/t", limit: 10, order: "asc" })).map((m) => m.timestamp)).toEqual([1_002, 1_003]);
+      expect(await store.deleteMessagesBefore(1_003, 100)).toBe(1);
+      expect(await store.deleteMessagesBefore(1_003, 100)).toBe(0);
+      expect((await store.queryMessages({ filter: "old/t", limit: 10 })).map((m) => m.timestamp)).toEqual([1_003]);
+      expect(await countAll()).toBe(before - 3);
+      expect(await store.deleteMessagesBefore(1_004, 100)).toBe(1);
+    });
+
     test("reopening the store keeps users and messages", async () => {
       await store.close();
       store = await backend.open();

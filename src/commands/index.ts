@@ -6,6 +6,7 @@
  *   emqx-exhook users list
  *   emqx-exhook users remove <name>
  *   emqx-exhook messages query [--topic FILTER] [--since ISO] [--until ISO] [--limit N] [--order asc|desc]
+ *   emqx-exhook messages prune --older-than DURATION
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
  *
  * Every command takes `--config FILE` (default `EXHOOK_CONFIG`). Messages and presence are printed as
@@ -13,7 +14,8 @@
  * up in shell history and `ps`).
  */
 import { addUser, usernameError } from "../usecases/auth.js";
-import { loadConfig } from "../usecases/config.js";
+import { loadConfig, parseDuration } from "../usecases/config.js";
+import { createMessageRetention } from "../usecases/persistence.js";
 import { messageJson, messageQueryFrom, presenceJson } from "../usecases/http.js";
 import { openStore } from "../usecases/stack.js";
 import type { Store } from "../usecases/store.js";
@@ -35,10 +37,13 @@ export const COMMANDS_USAGE = `usage:
   emqx-exhook users list [--config FILE]
   emqx-exhook users remove <name> [--config FILE]
   emqx-exhook messages query [--topic FILTER] [--since ISO] [--until ISO] [--limit N] [--order asc|desc] [--config FILE]
+  emqx-exhook messages prune --older-than DURATION [--config FILE]
   emqx-exhook presence list [--online | --offline] [--clientid ID] [--config FILE]
 
   --clientid PATTERN  (users add; repeatable) client ids the user may connect with, * = any run of
                       characters; none = any client id
+  --older-than D      (messages prune) delete messages whose EMQX timestamp is older than D:
+                      e.g. 7d, 12h, 30m, 45s (persistence.retention does this on a timer)
   --config FILE       YAML/JSON config (env EXHOOK_CONFIG); EXHOOK_DATA_DIR / EXHOOK_DB_URL also apply
 `;
 
@@ -49,7 +54,7 @@ interface Parsed {
   readonly flags: Map<string, string[]>;
 }
 
-const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order"]);
+const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than"]);
 const BOOL_FLAGS = new Set(["--password-stdin", "--online", "--offline"]);
 
 function parse(argv: readonly string[]): Parsed {
@@ -82,7 +87,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     const one = (f: string) => flags.get(f)?.at(-1);
     const [group, action, ...rest] = positional;
     const key = `${group} ${action}`;
-    const known = ["users add", "users list", "users remove", "messages query", "presence list"];
+    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list"];
     if (!known.includes(key)) throw new UsageError(`unknown command ${JSON.stringify(positional.slice(0, 2).join(" "))}`);
     const cfg = loadConfig(one("--config"), io.env);
     if (key === "users add") {
@@ -126,6 +131,16 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       }
       store = await openStore(cfg);
       for (const m of await store.queryMessages(query)) io.stdout(JSON.stringify(messageJson(m)) + "\n");
+    } else if (key === "messages prune") {
+      if (rest.length) throw new UsageError("messages prune takes no positional arguments");
+      const given = one("--older-than");
+      if (given === undefined) throw new UsageError("messages prune needs --older-than DURATION (e.g. 7d)");
+      const maxAgeMs = parseDuration(given);
+      if (maxAgeMs === undefined) throw new UsageError(`--older-than ${JSON.stringify(given)} is not a duration: use e.g. 7d, 12h, 30m, 45s`);
+      store = await openStore(cfg);
+      const retention = createMessageRetention({ store, maxAgeMs, everyMs: 0 });
+      const deleted = await retention.sweep();
+      io.stdout(`deleted ${deleted} message${deleted === 1 ? "" : "s"} older than ${new Date(Date.now() - maxAgeMs).toISOString()}\n`);
     } else {
       if (rest.length) throw new UsageError("presence list takes no positional arguments");
       if (flags.has("--online") && flags.has("--offline")) throw new UsageError("give --online or --offline, not both");

@@ -16,6 +16,27 @@ import { aclTopicError, type AclRule } from "./acl.js";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
 
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `"500ms"`, `"30s"`, `"15m"`, `"12h"`, `"7d"` into ms; `undefined` when it is not one. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+)\s*(ms|s|m|h|d)$/.exec(text.trim());
+  if (!m) return undefined;
+  const ms = Number(m[1]) * (DURATION_UNITS[m[2] as string] as number);
+  return Number.isSafeInteger(ms) && ms > 0 ? ms : undefined;
+}
+
+/** A duration: a positive number of ms, or a string such as "7d", "12h", "30m", "45s", "500ms". */
+const duration = z.union([int(1), z.string()]).transform((v, ctx) => {
+  if (typeof v === "number") return v;
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a duration: use a positive number of ms or e.g. "7d", "12h", "30m", "45s", "500ms"` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
 const ruleSchema = z.strictObject({
   permission: z.enum(["allow", "deny"]),
   action: z.enum(["publish", "subscribe", "all"]).default("all"),
@@ -90,6 +111,10 @@ export const configSchema = z.strictObject({
       flushMs: int(1).default(200),
       overflow: z.enum(["drop-new", "drop-oldest"]).default("drop-new"),
       retries: int(0, 100).default(3),
+      /** Delete stored messages older than this (by EMQX timestamp). Absent: keep them forever. */
+      retention: duration.optional(),
+      /** How often retention runs. */
+      retentionSweep: duration.default(600_000),
     })
     .prefault({}),
   presence: z

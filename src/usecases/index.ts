@@ -5,7 +5,7 @@
  */
 export { createStack, openStore, loadAcl } from "./stack.js";
 export type { Stack, StackOptions, ClosableProvider } from "./stack.js";
-export { loadConfig, parseConfig, resolvedStore, configSchema, DEFAULT_ACL_RULES } from "./config.js";
+export { loadConfig, parseConfig, parseDuration, resolvedStore, configSchema, DEFAULT_ACL_RULES } from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
 export { createAuthenticator, addUser, usernameError, compileClientIdPatterns } from "./auth.js";
 export type { Authenticator, AuthenticatorOptions, AuthOutcome } from "./auth.js";
@@ -13,8 +13,8 @@ export { hashPassword, verifyPassword, needsRehash, parseHash, DEFAULT_SCRYPT } 
 export type { ScryptParams } from "./password.js";
 export { compileAcl, aclTopicError } from "./acl.js";
 export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
-export { createPersistence, createMessageWriter } from "./persistence.js";
-export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats } from "./persistence.js";
+export { createPersistence, createMessageWriter, createMessageRetention, RETENTION_CHUNK } from "./persistence.js";
+export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats, MessageRetention, MessageRetentionOptions } from "./persistence.js";
 export { createPresence, connectionOf, presenceStoreSink } from "./presence.js";
 export type { Presence, PresenceOptions, PresenceEvent, PresenceStats } from "./presence.js";
 export { createReadServer, messageJson, messageQueryFrom, parseTime } from "./http.js";

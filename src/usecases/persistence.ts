@@ -13,6 +13,10 @@
  * (`stats().written`). A kill (SIGKILL, crash, power loss) loses what is queued and not yet
  * committed: at most `maxQueue` messages, normally less than one `flushMs` worth. `close()`
  * (SIGINT/SIGTERM with the bundled CLI) flushes everything queued first.
+ *
+ * Retention (`retentionMs`, off by default): every `retentionSweepMs` (and once shortly after the
+ * start) messages whose EMQX timestamp is older than `retentionMs` are deleted, in chunks of
+ * `RETENTION_CHUNK` rows, so a large backlog never holds a long lock.
  */
 import type { HookHandler, Logger } from "../provider.js";
 import { keep } from "../responses.js";
@@ -182,18 +186,96 @@ export function createMessageWriter(options: MessageWriterOptions): MessageWrite
   };
 }
 
+/** Rows deleted per statement by retention. */
+export const RETENTION_CHUNK = 5000;
+
+/** Options of {@link createMessageRetention}. */
+export interface MessageRetentionOptions {
+  readonly store: Store;
+  /** Messages with an EMQX timestamp older than this many ms are deleted. */
+  readonly maxAgeMs: number;
+  /** How often to sweep, in ms; 0 = only when `sweep()` is called. Default 600000 (10 minutes). */
+  readonly everyMs?: number;
+  readonly logger?: Logger;
+  /** Clock, for tests. Default `Date.now`. */
+  readonly now?: () => number;
+}
+
+/** Deletes stored messages past their age. */
+export interface MessageRetention {
+  /** Deletes every message older than `maxAgeMs` now (chunk by chunk); resolves with how many. A sweep already running is joined. */
+  sweep(): Promise<number>;
+  /** Stops the timer (a sweep in progress finishes its current chunk and stops). */
+  stop(): Promise<void>;
+  stats(): { readonly expired: number; readonly sweeps: number; readonly failedSweeps: number };
+}
+
+/** Creates the retention job; its timer (if any) starts at once and does not keep the process alive. */
+export function createMessageRetention(options: MessageRetentionOptions): MessageRetention {
+  const { store, maxAgeMs, logger } = options;
+  if (!Number.isInteger(maxAgeMs) || maxAgeMs < 1) throw new RangeError(`retention maxAgeMs must be a positive integer, got ${maxAgeMs}`);
+  const now = options.now ?? Date.now;
+  const everyMs = options.everyMs ?? 600_000;
+  const s = { expired: 0, sweeps: 0, failedSweeps: 0 };
+  let running: Promise<number> | undefined;
+  let stopped = false;
+
+  async function run(): Promise<number> {
+    const before = now() - maxAgeMs;
+    let total = 0;
+    for (;;) {
+      const n = await store.deleteMessagesBefore(before, RETENTION_CHUNK);
+      total += n;
+      s.expired += n;
+      if (n < RETENTION_CHUNK || stopped) break;
+    }
+    s.sweeps++;
+    if (total > 0) logger?.info({ deleted: total, olderThan: new Date(before).toISOString() }, "retention: deleted old messages");
+    return total;
+  }
+
+  const sweep = () => (running ??= run().finally(() => (running = undefined)));
+  const background = () =>
+    void sweep().catch((err: unknown) => {
+      s.failedSweeps++;
+      logger?.error({ err: (err as Error).message }, "retention sweep failed; retrying at the next one");
+    });
+  const first = everyMs > 0 ? setTimeout(background, Math.min(everyMs, 1000)) : undefined;
+  const timer = everyMs > 0 ? setInterval(background, everyMs) : undefined;
+  first?.unref?.();
+  timer?.unref?.();
+  return {
+    sweep,
+    async stop() {
+      stopped = true;
+      if (first) clearTimeout(first);
+      if (timer) clearInterval(timer);
+      await running?.catch(() => undefined);
+    },
+    stats: () => ({ ...s }),
+  };
+}
+
 /** Options of {@link createPersistence}. */
 export interface PersistenceOptions extends MessageWriterOptions {
   /** Topic filters of the messages to store. Default `["#"]`. Also announced to EMQX as the hook's filters. */
   readonly topics?: readonly string[];
+  /** Delete messages older than this many ms (by EMQX timestamp). Default: keep them forever. */
+  readonly retentionMs?: number;
+  /** How often retention sweeps, in ms. Default 600000. */
+  readonly retentionSweepMs?: number;
 }
 
 /** The persistence use case: the writer plus the `onMessagePublish` hook config. */
 export interface Persistence {
   readonly writer: MessageWriter;
+  /** The retention job, when `retentionMs` was given. */
+  readonly retention: MessageRetention | undefined;
   readonly topics: readonly string[];
   /** The hook config for `onMessagePublish` (with `topics`), answering `keep()` at once. */
   readonly hook: { readonly topics: readonly string[]; readonly handler: HookHandler<"onMessagePublish"> };
+  /** Flushes the writer and stops retention. */
+  close(): Promise<void>;
 }
 
 /** Creates the persistence use case. */
@@ -201,6 +283,15 @@ export function createPersistence(options: PersistenceOptions): Persistence {
   const topics = options.topics ?? ["#"];
   const match = compileTopicFilters(topics);
   const writer = createMessageWriter(options);
+  const retention =
+    options.retentionMs === undefined
+      ? undefined
+      : createMessageRetention({
+          store: options.store,
+          maxAgeMs: options.retentionMs,
+          ...(options.retentionSweepMs !== undefined ? { everyMs: options.retentionSweepMs } : {}),
+          ...(options.logger ? { logger: options.logger } : {}),
+        });
   const handler: HookHandler<"onMessagePublish"> = ({ message }) => {
     if (message && match(message.topic)) {
       const headers = { ...message.headers };
@@ -220,5 +311,14 @@ export function createPersistence(options: PersistenceOptions): Persistence {
     }
     return keep();
   };
-  return { writer, topics, hook: { topics, handler } };
+  return {
+    writer,
+    retention,
+    topics,
+    hook: { topics, handler },
+    async close() {
+      await retention?.stop();
+      await writer.close();
+    },
+  };
 }

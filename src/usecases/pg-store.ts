@@ -214,6 +214,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       );
       return r.rowCount ?? 0;
     },
+    async deleteMessagesBefore(before, limit) {
+      const r = await pool.query("DELETE FROM exhook_messages WHERE seq IN (SELECT seq FROM exhook_messages WHERE ts < $1 ORDER BY ts, seq LIMIT $2)", [before, limit]);
+      return r.rowCount ?? 0;
+    },
     queryMessages(query: MessageQuery) {
       const desc = query.order !== "asc";
       return pagedQuery(query, async (prefix, exact, cursor, pageSize) => {

@@ -220,6 +220,9 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     async insertMessages(batch) {
       return insertBatch(batch);
     },
+    async deleteMessagesBefore(before, limit) {
+      return db.prepare("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE ts < ? ORDER BY ts, seq LIMIT ?)").run(before, limit).changes;
+    },
     queryMessages(query: MessageQuery) {
       const desc = query.order !== "asc";
       return pagedQuery(query, async (prefix, exact, cursor, pageSize) => {

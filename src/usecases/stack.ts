@@ -107,8 +107,13 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       }
     }
     if (cfg.persistence.enabled) {
-      const { enabled: _e, ...p } = cfg.persistence;
-      persistence = createPersistence({ store, ...p, ...(logger ? { logger } : {}) });
+      const { enabled: _e, retention, retentionSweep, ...p } = cfg.persistence;
+      persistence = createPersistence({
+        store,
+        ...p,
+        ...(retention !== undefined ? { retentionMs: retention, retentionSweepMs: retentionSweep } : {}),
+        ...(logger ? { logger } : {}),
+      });
       handlers.onMessagePublish = persistence.hook;
     }
     if (cfg.presence.enabled) {
@@ -131,7 +136,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     store: { kind: store.kind },
     ...(auth ? { auth: auth.stats() } : {}),
     ...(acl ? { acl: { rules: acl.size } } : {}),
-    ...(persistence ? { persistence: persistence.writer.stats() } : {}),
+    ...(persistence ? { persistence: { ...persistence.writer.stats(), ...(persistence.retention ? { retention: persistence.retention.stats() } : {}) } } : {}),
     ...(presence ? { presence: presence.stats() } : {}),
   });
 
@@ -158,7 +163,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     (closing ??= (async () => {
       if (refresh) clearInterval(refresh);
       await http?.close();
-      await persistence?.writer.close();
+      await persistence?.close();
       await presence?.close();
       if (ownStore) await store.close();
     })());

@@ -115,6 +115,12 @@ export interface Store {
   /** Writes a batch in one transaction; resolves with how many were new (duplicate ids are skipped). */
   insertMessages(batch: readonly StoredMessage[]): Promise<number>;
   queryMessages(query: MessageQuery): Promise<StoredMessage[]>;
+  /**
+   * Deletes up to `limit` of the oldest messages with `timestamp < before` (ms), in one statement;
+   * resolves with how many were deleted. Retention calls it repeatedly in chunks, so a large
+   * backlog never holds a long lock.
+   */
+  deleteMessagesBefore(before: number, limit: number): Promise<number>;
 
   /** Records a `client.connected`. Atomic per client id, whatever the arrival order. */
   presenceConnected(conn: ConnectionInfo, at: number, reorderWindowMs: number): Promise<PresenceChange>;
