@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { runCommand } from "../src/commands/index";
 import { compileAcl, loadConfig, parseConfig, type AclRequest, type AclRule } from "../src/usecases/index";
 
 const req = (action: "publish" | "subscribe", topic: string, username = "alice", clientid = "alice-1", extra: Partial<AclRequest> = {}): AclRequest => ({
@@ -166,5 +167,60 @@ describe("validation", () => {
       presence: { enabled: true, reorderWindowMs: 30000 },
       http: { enabled: true, host: "127.0.0.1", port: 9010 },
     });
+  });
+});
+
+describe("acl CLI: list, set (validated), check", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "exhook-acl-cli-"));
+    writeFileSync(
+      join(dir, "exhook.yaml"),
+      ["dataDir: " + JSON.stringify(join(dir, "data")), "acl:", "  noMatch: deny", "  rules:", '    - { permission: allow, action: all, topic: "#", username: admin }', '    - { permission: deny, topic: "users/${username}/secret/#" }'].join("\n") + "\n",
+    );
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const run = async (args: string[], stdin = "") => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runCommand(["acl", ...args, "--config", join(dir, "exhook.yaml")], { stdout: (t) => out.push(t), stderr: (t) => err.push(t), readStdin: async () => stdin, env: {} });
+    return { code, out: out.join(""), err: err.join("") };
+  };
+
+  test("set rejects a bad rule by number and field, stores nothing; a good list is stored and listed after the config rules", async () => {
+    const bad = await run(["set", "--file", "-"], '- { permission: allow, topic: "devices/#" }\n- { permission: allow, topic: "a/#/b" }\n');
+    expect(bad).toEqual({ code: 1, out: "", err: 'emqx-exhook: -: rule #2: topic: "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one\n' });
+    const typo = await run(["set", "--file", "-"], '[{ "permission": "alow", "topic": "x" }]');
+    expect(typo.err).toBe('emqx-exhook: -: rule #1: permission: Invalid option: expected one of "allow"|"deny"\n');
+    expect(await run(["set", "--file", "-"], "permission: allow\n")).toEqual({ code: 1, out: "", err: "emqx-exhook: -: expected a list of rules, as in acl.rules\n" });
+    writeFileSync(join(dir, "rules.yaml"), '- { permission: allow, action: publish, topic: "devices/${clientid}/#" }\n- { permission: allow, action: subscribe, topic: "eq sensors/#" }\n');
+    expect(await run(["set", "--file", join(dir, "rules.yaml")])).toEqual({ code: 0, out: "stored 2 ACL rules\n", err: "" });
+    const list = await run(["list"]);
+    expect(list.code).toBe(0);
+    expect(list.out.trim().split("\n").map((l) => JSON.parse(l))).toEqual([
+      { n: 1, source: "acl.rules[0]", permission: "allow", action: "all", topic: "#", username: "admin" },
+      { n: 2, source: "acl.rules[1]", permission: "deny", action: "all", topic: "users/${username}/secret/#" },
+      { n: 3, source: "store ACL rule #1", permission: "allow", action: "publish", topic: "devices/${clientid}/#" },
+      { n: 4, source: "store ACL rule #2", permission: "allow", action: "subscribe", topic: "eq sensors/#" },
+    ]);
+    expect(list.err).toBe("4 rules, first match wins; no match: deny\n");
+  });
+
+  test("check prints the decision and the rule that made it", async () => {
+    expect((await run(["check", "--action", "publish", "--topic", "devices/d1/temp", "--clientid", "d1", "--username", "bob"])).out).toBe(
+      'allow: rule 3 (store ACL rule #1) {"permission":"allow","action":"publish","topic":"devices/${clientid}/#"}\n',
+    );
+    expect((await run(["check", "--action", "publish", "--topic", "devices/d2/temp", "--clientid", "d1", "--username", "bob"])).out).toBe("deny: no rule matched (acl.noMatch: deny)\n");
+    expect((await run(["check", "--action", "subscribe", "--topic", "users/admin/secret/x", "--username", "admin"])).out).toMatch(/^allow: rule 1 \(acl\.rules\[0\]\)/);
+    expect((await run(["check", "--action", "subscribe", "--topic", "users/eve/secret/x", "--username", "eve"])).out).toMatch(/^deny: rule 2 \(acl\.rules\[1\]\)/);
+    const usage = await run(["check", "--topic", "x"]);
+    expect(usage.code).toBe(2);
+    expect(usage.err).toContain("acl check needs --action publish or --action subscribe");
+  });
+
+  test("an empty list removes the stored rules", async () => {
+    expect(await run(["set", "--file", "-"], "[]\n")).toEqual({ code: 0, out: "stored 0 ACL rules\n", err: "" });
+    expect((await run(["list"])).err).toBe("2 rules, first match wins; no match: deny\n");
   });
 });

@@ -8,20 +8,27 @@
  *   emqx-exhook messages query [--topic FILTER] [--since ISO] [--until ISO] [--limit N] [--order asc|desc]
  *   emqx-exhook messages prune --older-than DURATION
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
+ *   emqx-exhook acl list
+ *   emqx-exhook acl set --file RULES      (YAML or JSON list of rules; "-" = stdin)
+ *   emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C]
  *
  * Every command takes `--config FILE` (default `EXHOOK_CONFIG`). Messages and presence are printed as
  * JSON lines. Passwords are never printed or logged; prefer `--password-stdin` (`--password` shows
  * up in shell history and `ps`).
  */
 import { addUser, usernameError } from "../usecases/auth.js";
-import { loadConfig, parseDuration } from "../usecases/config.js";
+import { readFileSync } from "node:fs";
+import { parse as parseYaml } from "yaml";
+import { ExHookConfigError } from "../errors.js";
+import { compileAcl } from "../usecases/acl.js";
+import { loadConfig, parseDuration, type StackConfig } from "../usecases/config.js";
 import { createMessageRetention } from "../usecases/persistence.js";
 import { messageJson, messageQueryFrom, presenceJson } from "../usecases/http.js";
-import { openStore } from "../usecases/stack.js";
+import { effectiveAclRules, loadAcl, openStore, parseAclRules } from "../usecases/stack.js";
 import type { Store } from "../usecases/store.js";
 
 /** The subcommands this module runs. */
-export const SUBCOMMANDS: readonly string[] = ["users", "messages", "presence"];
+export const SUBCOMMANDS: readonly string[] = ["users", "messages", "presence", "acl"];
 
 /** Where a command reads and writes. */
 export interface CommandIo {
@@ -39,11 +46,17 @@ export const COMMANDS_USAGE = `usage:
   emqx-exhook messages query [--topic FILTER] [--since ISO] [--until ISO] [--limit N] [--order asc|desc] [--config FILE]
   emqx-exhook messages prune --older-than DURATION [--config FILE]
   emqx-exhook presence list [--online | --offline] [--clientid ID] [--config FILE]
+  emqx-exhook acl list [--config FILE]
+  emqx-exhook acl set --file RULES [--config FILE]
+  emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C] [--config FILE]
 
   --clientid PATTERN  (users add; repeatable) client ids the user may connect with, * = any run of
                       characters; none = any client id
   --older-than D      (messages prune) delete messages whose EMQX timestamp is older than D:
                       e.g. 7d, 12h, 30m, 45s (persistence.retention does this on a timer)
+  --file RULES        (acl set) a YAML or JSON list of rules, as in acl.rules; replaces the rules
+                      kept in the store (a running server reloads them within acl.storeRefreshMs);
+                      - reads standard input; an empty list removes them all
   --config FILE       YAML/JSON config (env EXHOOK_CONFIG); EXHOOK_DATA_DIR / EXHOOK_DB_URL also apply
 `;
 
@@ -54,7 +67,7 @@ interface Parsed {
   readonly flags: Map<string, string[]>;
 }
 
-const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than"]);
+const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than", "--file", "--action", "--username"]);
 const BOOL_FLAGS = new Set(["--password-stdin", "--online", "--offline"]);
 
 function parse(argv: readonly string[]): Parsed {
@@ -87,7 +100,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     const one = (f: string) => flags.get(f)?.at(-1);
     const [group, action, ...rest] = positional;
     const key = `${group} ${action}`;
-    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list"];
+    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list", "acl list", "acl set", "acl check"];
     if (!known.includes(key)) throw new UsageError(`unknown command ${JSON.stringify(positional.slice(0, 2).join(" "))}`);
     const cfg = loadConfig(one("--config"), io.env);
     if (key === "users add") {
@@ -141,6 +154,10 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       const retention = createMessageRetention({ store, maxAgeMs, everyMs: 0 });
       const deleted = await retention.sweep();
       io.stdout(`deleted ${deleted} message${deleted === 1 ? "" : "s"} older than ${new Date(Date.now() - maxAgeMs).toISOString()}\n`);
+    } else if (group === "acl") {
+      if (rest.length) throw new UsageError(`acl ${action} takes no positional arguments`);
+      store = await openStore(cfg);
+      await aclCommand(action as string, cfg, store, one, io);
     } else {
       if (rest.length) throw new UsageError("presence list takes no positional arguments");
       if (flags.has("--online") && flags.has("--offline")) throw new UsageError("give --online or --offline, not both");
@@ -166,6 +183,45 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   } finally {
     await store?.close();
   }
+}
+
+/** `acl list | set | check`. */
+async function aclCommand(action: string, cfg: StackConfig, store: Store, one: (flag: string) => string | undefined, io: CommandIo): Promise<void> {
+  if (action === "list") {
+    const rules = await effectiveAclRules(cfg, store);
+    rules.forEach(({ source, rule }, i) => io.stdout(JSON.stringify({ n: i + 1, source, ...rule }) + "\n"));
+    io.stderr(`${rules.length} rule${rules.length === 1 ? "" : "s"}, first match wins; no match: ${cfg.acl.noMatch}${cfg.acl.enabled ? "" : " (acl.enabled is false: not in force)"}\n`);
+    return;
+  }
+  if (action === "set") {
+    const file = one("--file");
+    if (file === undefined) throw new UsageError("acl set needs --file RULES (a YAML or JSON list of rules; - for stdin)");
+    const text = file === "-" ? await io.readStdin() : readFileSync(file, "utf8");
+    let raw: unknown;
+    try {
+      raw = parseYaml(text);
+    } catch (err) {
+      throw new ExHookConfigError(`${file}: not YAML or JSON: ${(err as Error).message.split("\n")[0]}`);
+    }
+    if (raw === null || raw === undefined) raw = [];
+    if (!Array.isArray(raw)) throw new ExHookConfigError(`${file}: expected a list of rules, as in acl.rules`);
+    const rules = parseAclRules(raw, (i) => `${file}: rule #${i + 1}`);
+    compileAcl(rules, cfg.acl.noMatch, (i) => `${file}: rule #${i + 1}`);
+    await store.replaceAclRules(rules);
+    io.stdout(`stored ${rules.length} ACL rule${rules.length === 1 ? "" : "s"}${cfg.acl.useStoreRules ? "" : " (acl.useStoreRules is false: the server does not read them)"}\n`);
+    return;
+  }
+  const act = one("--action");
+  const topic = one("--topic");
+  if (act !== "publish" && act !== "subscribe") throw new UsageError("acl check needs --action publish or --action subscribe");
+  if (topic === undefined || topic === "") throw new UsageError("acl check needs --topic T");
+  const rules = await effectiveAclRules(cfg, store);
+  const acl = await loadAcl(cfg, store);
+  const result = acl.check({ action: act, topic, username: one("--username") ?? "", clientid: one("--clientid") ?? "" });
+  const matched = result.rule === undefined ? undefined : rules[result.rule];
+  io.stdout(
+    `${result.decision.kind}: ${matched ? `rule ${(result.rule as number) + 1} (${matched.source}) ${JSON.stringify(matched.rule)}` : `no rule matched (acl.noMatch: ${cfg.acl.noMatch})`}\n`,
+  );
 }
 
 /** Reads all of process.stdin as UTF-8. */

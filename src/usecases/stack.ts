@@ -50,18 +50,34 @@ export interface StackOptions {
   readonly ownStore?: boolean;
 }
 
-/** Compiles config rules followed by store rules; errors name the file rule or store rule. */
-export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
-  const fileRules: AclRule[] = (cfg.acl.rules ?? DEFAULT_ACL_RULES) as AclRule[];
-  const storeRaw = cfg.acl.useStoreRules ? await store.listAclRules() : [];
-  const storeRules = storeRaw.map((r, i) => {
+/**
+ * Validates ACL rules that did not come through the config file (the store, `acl set`): each must
+ * be a rule as in `acl.rules`. Throws an ExHookConfigError naming the first bad rule (`where(i)`)
+ * and field.
+ */
+export function parseAclRules(raw: readonly unknown[], where: (i: number) => string = (i) => `store ACL rule #${i + 1}`): AclRule[] {
+  return raw.map((r, i) => {
     const parsed = configSchema.shape.acl.unwrap().shape.rules.unwrap().element.safeParse(r);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
-      throw new ExHookConfigError(`store ACL rule #${i + 1}: ${issue?.path.join(".") || "(rule)"}: ${issue?.message}`);
+      throw new ExHookConfigError(`${where(i)}: ${issue?.path.join(".") || "(rule)"}: ${issue?.message}`);
     }
     return parsed.data as AclRule;
   });
+}
+
+/** The rules in force, in order, with where each comes from: the config (or the defaults), then the store. */
+export async function effectiveAclRules(cfg: StackConfig, store: Store): Promise<Array<{ readonly source: string; readonly rule: AclRule }>> {
+  const fileRules = (cfg.acl.rules ?? DEFAULT_ACL_RULES) as AclRule[];
+  const fileSource = cfg.acl.rules ? (i: number) => `acl.rules[${i}]` : (i: number) => `default rule #${i + 1}`;
+  const storeRules = cfg.acl.useStoreRules ? parseAclRules(await store.listAclRules()) : [];
+  return [...fileRules.map((rule, i) => ({ source: fileSource(i), rule })), ...storeRules.map((rule, i) => ({ source: `store ACL rule #${i + 1}`, rule }))];
+}
+
+/** Compiles config rules followed by store rules; errors name the file rule or store rule. */
+export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
+  const fileRules: AclRule[] = (cfg.acl.rules ?? DEFAULT_ACL_RULES) as AclRule[];
+  const storeRules = cfg.acl.useStoreRules ? parseAclRules(await store.listAclRules()) : [];
   const all = [...fileRules, ...storeRules];
   try {
     return compileAcl(all, cfg.acl.noMatch, (i) => (i < fileRules.length ? `acl.rules[${i}]` : `store ACL rule #${i - fileRules.length + 1}`));
