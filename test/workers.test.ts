@@ -6,38 +6,17 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as http2 from "node:http2";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { transformFileSync } from "@swc/core";
 import { parseArgs } from "../src/cli.js";
 import { isExHookConfigError } from "../src/errors.js";
 import { allow, defineProvider } from "../src/index.js";
 import { createExHookServer } from "../src/server.js";
 import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
+import { compileTree, ROOT } from "./helpers/compile.js";
 import { decode, encode, servicePath } from "./helpers/proto.js";
-
-const ROOT = path.join(__dirname, "..");
-
-/** Compiles every .ts file under `dir` (relative to the repo) into `out` with the same layout. */
-function compileTree(dir: string, out: string): void {
-  for (const name of readdirSync(path.join(ROOT, dir))) {
-    const rel = path.join(dir, name);
-    if (statSync(path.join(ROOT, rel)).isDirectory()) {
-      compileTree(rel, out);
-    } else if (name.endsWith(".ts") && !name.endsWith(".d.ts")) {
-      const { code } = transformFileSync(path.join(ROOT, rel), {
-        jsc: { parser: { syntax: "typescript" }, target: "es2022" },
-        // Keep import() as is (like tsc's NodeNext output): the CLI imports the provider by file URL.
-        module: { type: "commonjs", ignoreDynamic: true },
-        sourceMaps: false,
-      });
-      mkdirSync(path.join(out, dir), { recursive: true });
-      writeFileSync(path.join(out, rel.replace(/\.ts$/, ".js")), code);
-    }
-  }
-}
 
 describe("parseArgs --workers", () => {
   test("absent means no cluster; a count is parsed", () => {
