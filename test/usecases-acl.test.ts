@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCommand } from "../src/commands/index";
-import { compileAcl, loadConfig, parseConfig, type AclRequest, type AclRule } from "../src/usecases/index";
+import { compileAcl, DEFAULT_ACL_RULES, loadConfig, parseConfig, type AclRequest, type AclRule } from "../src/usecases/index";
 
 const req = (action: "publish" | "subscribe", topic: string, username = "alice", clientid = "alice-1", extra: Partial<AclRequest> = {}): AclRequest => ({
   action,
@@ -154,6 +154,12 @@ describe("validation", () => {
   test("environment overrides are validated and named", () => {
     expect(() => parseConfig({}, { EXHOOK_HTTP_PORT: "70000" })).toThrow("http.port (from EXHOOK_HTTP_PORT): Too big: expected number to be <=65535 (got 70000)");
     expect(() => parseConfig({}, { EXHOOK_DB_URL: "mysql://x" })).toThrow("store.url (from EXHOOK_DB_URL): must be a postgres:// or postgresql:// URL");
+  });
+
+  test("config.example.yaml is valid and spells out exactly the defaults", () => {
+    const example = loadConfig(join(__dirname, "..", "config.example.yaml"), {});
+    const defaults = parseConfig({}, {});
+    expect(example).toEqual({ ...defaults, acl: { ...defaults.acl, rules: DEFAULT_ACL_RULES } });
   });
 
   test("no config at all gives the documented defaults", () => {
