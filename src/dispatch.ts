@@ -310,6 +310,9 @@ class Outcome implements HookOutcome {
  * like a handler's answer, so a middleware cannot send EMQX an answer the hook does not accept.
  */
 function fromMiddleware(hook: ProviderHook, o: unknown): HookOutcome {
+  // Notification hooks always answer EmptySuccess: nothing to check (a middleware that forgot to
+  // return next()'s outcome there changes nothing, so it is not reported either).
+  if (hook.def.kind === "notification") return typeof o === "object" && o !== null ? (o as HookOutcome) : NOTIFIED;
   if (typeof o !== "object" || o === null || !("decision" in o)) {
     return fallbackOutcome(hook, "invalid", `a middleware returned ${describe(o)} instead of an outcome ({ decision })`);
   }

@@ -149,3 +149,17 @@ test("a middleware's rewrite is checked too: an invalid topic is not sent to EMQ
   expect(reply.response?.value.case).toBeUndefined();
   expect(client.dispatcher.fallbackCounts()).toEqual({ "onMessagePublish:invalid": 1 });
 });
+
+test("on a notification hook a middleware that returns nothing is harmless: EmptySuccess, nothing counted", async () => {
+  const forgetful: HookMiddleware = async (_call, next) => {
+    await next();
+    return undefined as never;
+  };
+  let seen = 0;
+  const provider = defineProvider({ onClientConnected: () => void seen++ }, { middleware: [forgetful] });
+  const client = createMemoryClient(provider, { logger: quiet });
+  const reply = await client.call("onClientConnected", { clientinfo: fakeClientInfo({ clientid: "c1" }) });
+  expect(reply.status).toBe(0);
+  expect(seen).toBe(1);
+  expect(client.dispatcher.fallbackCounts()).toEqual({});
+});
