@@ -4,7 +4,7 @@
  * closed-loop req/s (h2load), open-loop latency at fixed rates (bench/openloop.ts), RSS, and the
  * ratios of ours to every other server. Writes the same as JSON to bench/results/latest.json.
  *
- * Env (defaults in brackets): BENCH_SERVERS [native,connect,connect-bare,grpc-js,floor,embedded],
+ * Env (defaults in brackets): BENCH_SERVERS [native,connect,connect-bare,grpc-js,floor,embedded,grpcio-python],
  * BENCH_DURATION seconds per h2load measurement [4], BENCH_WARMUP seconds [1], BENCH_CONNS [8],
  * BENCH_STREAMS per connection [8], BENCH_RATES open-loop req/s [2000,5000], BENCH_OPEN_SECONDS [5],
  * BENCH_SERVER_CPU [0], BENCH_CLIENT_CPU [1], BENCH_OUT [bench/results/latest.json],
@@ -22,7 +22,7 @@ import { authenticateRequest, publishRequest } from "./logic.js";
 
 const env = process.env;
 const list = (v: string | undefined, d: string) => (v && v.trim() ? v : d).split(",").map((s) => s.trim()).filter(Boolean);
-const SERVERS = list(env["BENCH_SERVERS"], "native,connect,connect-bare,grpc-js,floor,embedded");
+const SERVERS = list(env["BENCH_SERVERS"], "native,connect,connect-bare,grpc-js,floor,embedded,grpcio-python");
 const DURATION = Number(env["BENCH_DURATION"] ?? 4);
 const WARMUP = Number(env["BENCH_WARMUP"] ?? 1);
 const CONNS = Number(env["BENCH_CONNS"] ?? 8);
@@ -71,9 +71,34 @@ interface Running {
   port: number;
 }
 
+const PYTHON = "/usr/bin/python3";
+const PYTHON_PACKAGES = "python3-grpcio python3-protobuf protobuf-compiler";
+/** Where protoc's Python output for the v3 proto goes (set by preparePython). */
+let pythonGenDir = "";
+
+/**
+ * Readies the `grpcio-python` server (bench/grpcio_server.py, EMQX's official example stack):
+ * installs Debian's packages when missing and generates the messages with protoc.
+ */
+export function preparePython(): void {
+  const ready = () => spawnSync(PYTHON, ["-c", "import grpc, google.protobuf"]).status === 0 && spawnSync("protoc", ["--version"]).status === 0;
+  if (!ready()) {
+    process.stderr.write(`grpcio-python: apt-get install -y ${PYTHON_PACKAGES}\n`);
+    spawnSync("sh", ["-c", `apt-get install -y ${PYTHON_PACKAGES} || (apt-get update && apt-get install -y ${PYTHON_PACKAGES})`], { stdio: "inherit" });
+    if (!ready()) throw new Error(`could not install ${PYTHON_PACKAGES}`);
+  }
+  pythonGenDir = path.join(BUILD, "python");
+  fs.mkdirSync(pythonGenDir, { recursive: true });
+  const r = spawnSync("protoc", [`--python_out=${pythonGenDir}`, "-I", path.join(ROOT, "proto"), path.join(ROOT, "proto", "emqx", "exhook", "v3", "exhook.proto")], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`protoc --python_out failed: ${r.stderr}`);
+}
+
 /** Starts one benchmark server pinned to SERVER_CPU; resolves once it prints READY. */
 export function startServer(kind: string, extraNodeArgs: string[] = []): Promise<Running> {
-  const args = ["-c", SERVER_CPU, process.execPath, ...extraNodeArgs, path.join(BUILD, "server.js"), kind, "0"];
+  const args =
+    kind === "grpcio-python"
+      ? ["-c", SERVER_CPU, PYTHON, path.join(ROOT, "bench", "grpcio_server.py"), pythonGenDir, "0"]
+      : ["-c", SERVER_CPU, process.execPath, ...extraNodeArgs, path.join(BUILD, "server.js"), kind, "0"];
   const child = spawn("taskset", args, { stdio: ["ignore", "pipe", "inherit"], cwd: ROOT });
   return new Promise((resolve, reject) => {
     let buf = "";
@@ -209,6 +234,7 @@ const LABELS: Record<string, string> = {
   "grpc-js": "@grpc/grpc-js + proto-loader",
   floor: "hand-written node:http2 floor",
   embedded: "ours embedded (exhookRoutes in connectNodeAdapter)",
+  "grpcio-python": "Python grpcio (EMQX's official example stack)",
 };
 
 const median = (xs: number[]) => {
@@ -228,7 +254,16 @@ async function main(): Promise<void> {
   ensureH2load();
   if (os.cpus().length < 2) process.stderr.write("warning: fewer than 2 CPUs; server and load generator share a core\n");
   const frames = writeFrames(BUILD);
-  const results = new Map<string, ServerResult>(SERVERS.map((k) => [k, { server: k, check: [], rounds: {}, closed: {}, open: {}, openRounds: {}, rssMb: NaN }]));
+  let servers = SERVERS;
+  if (servers.includes("grpcio-python")) {
+    try {
+      preparePython();
+    } catch (err) {
+      process.stderr.write(`warning: grpcio-python left out: ${(err as Error).message}\n`);
+      servers = servers.filter((k) => k !== "grpcio-python");
+    }
+  }
+  const results = new Map<string, ServerResult>(servers.map((k) => [k, { server: k, check: [], rounds: {}, closed: {}, open: {}, openRounds: {}, rssMb: NaN }]));
   const profDir = path.join(ROOT, "bench", "results", "profiles");
   if (PROFILE) fs.mkdirSync(profDir, { recursive: true });
   // Rounds interleave the servers, so a burst of other load on the machine hits all of them alike;
@@ -237,7 +272,7 @@ async function main(): Promise<void> {
   // that fall into it. RSS comes from the last round.
   for (let round = 1; round <= ROUNDS; round++) {
     const last = round === ROUNDS;
-    for (const kind of SERVERS) {
+    for (const kind of servers) {
       const res = results.get(kind) as ServerResult;
       const profArgs = PROFILE && last ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${kind}.cpuprofile`] : [];
       const running = await startServer(kind, profArgs);
@@ -310,7 +345,7 @@ async function main(): Promise<void> {
         node: process.version,
         cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
         loadAverageAtEnd: os.loadavg(),
-        params: { servers: SERVERS, rounds: ROUNDS, durationS: DURATION, warmupS: WARMUP, connections: CONNS, streamsPerConnection: STREAMS, rates: RATES, openSeconds: OPEN_SECONDS, serverCpu: SERVER_CPU, clientCpu: CLIENT_CPU },
+        params: { servers, rounds: ROUNDS, durationS: DURATION, warmupS: WARMUP, connections: CONNS, streamsPerConnection: STREAMS, rates: RATES, openSeconds: OPEN_SECONDS, serverCpu: SERVER_CPU, clientCpu: CLIENT_CPU },
         command,
         frameBytes: Object.fromEntries(Object.entries(frames).map(([k, f]) => [k, fs.statSync(f).size])),
         rows,
