@@ -159,7 +159,7 @@ describe("serve --workers 2, stopped with Ctrl-C (SIGINT to the whole process gr
     writeFileSync(
       path.join(dir, "p.js"),
       `const { defineProvider, allow } = require("./src/index.js");\n` +
-        `module.exports = defineProvider({ onClientAuthenticate: () => new Promise((r) => setTimeout(() => r(allow()), 400)) });\n`,
+        `module.exports = defineProvider({ onClientAuthenticate: () => (process.stdout.write("handler started\\n"), new Promise((r) => setTimeout(() => r(allow()), 400))) });\n`,
     );
     // detached: the CLI leads its own process group, like a shell job that Ctrl-C signals as a whole.
     const child = spawn(process.execPath, [path.join(dir, "src", "cli.js"), "serve", path.join(dir, "p.js"), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent"], {
@@ -187,7 +187,17 @@ describe("serve --workers 2, stopped with Ctrl-C (SIGINT to the whole process gr
       const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
       const body = encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c", username: "u" } });
       const inFlight = Array.from({ length: 8 }, (_, i) => client.call(servicePath("v3", "OnClientAuthenticate"), body, {}, i));
-      await new Promise((r) => setTimeout(r, 100));
+      // Ctrl-C once all 8 handlers run (the workers share the CLI's stdout).
+      await new Promise<void>((resolve, reject) => {
+        const guard = setTimeout(() => reject(new Error(`the calls did not reach the handlers; stdout:\n${stdout}`)), 10_000);
+        const poll = setInterval(() => {
+          if ((stdout.match(/handler started/g) ?? []).length === 8) {
+            clearInterval(poll);
+            clearTimeout(guard);
+            resolve();
+          }
+        }, 5);
+      });
       process.kill(-(child.pid as number), "SIGINT");
       const replies = await Promise.all(inFlight);
       await client.close();
