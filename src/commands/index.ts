@@ -20,11 +20,10 @@ import { addUser, usernameError } from "../usecases/auth.js";
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { ExHookConfigError } from "../errors.js";
-import { compileAcl } from "../usecases/acl.js";
 import { loadConfig, parseDuration, type StackConfig } from "../usecases/config.js";
 import { createMessageRetention } from "../usecases/persistence.js";
 import { messageJson, messageQueryFrom, presenceJson } from "../usecases/http.js";
-import { effectiveAclRules, loadAcl, openStore, parseAclRules } from "../usecases/stack.js";
+import { compileAclRules, effectiveAclRules, openStore, parseAclRules } from "../usecases/stack.js";
 import type { Store } from "../usecases/store.js";
 
 /** The subcommands this module runs. */
@@ -205,8 +204,8 @@ async function aclCommand(action: string, cfg: StackConfig, store: Store, one: (
     }
     if (raw === null || raw === undefined) raw = [];
     if (!Array.isArray(raw)) throw new ExHookConfigError(`${file}: expected a list of rules, as in acl.rules`);
+    // The rule schema runs the same checks compileAcl does (topic grammar, placeholders, permission).
     const rules = parseAclRules(raw, (i) => `${file}: rule #${i + 1}`);
-    compileAcl(rules, cfg.acl.noMatch, (i) => `${file}: rule #${i + 1}`);
     await store.replaceAclRules(rules);
     io.stdout(`stored ${rules.length} ACL rule${rules.length === 1 ? "" : "s"}${cfg.acl.useStoreRules ? "" : " (acl.useStoreRules is false: the server does not read them)"}\n`);
     return;
@@ -216,7 +215,7 @@ async function aclCommand(action: string, cfg: StackConfig, store: Store, one: (
   if (act !== "publish" && act !== "subscribe") throw new UsageError("acl check needs --action publish or --action subscribe");
   if (topic === undefined || topic === "") throw new UsageError("acl check needs --topic T");
   const rules = await effectiveAclRules(cfg, store);
-  const acl = await loadAcl(cfg, store);
+  const acl = compileAclRules(cfg, rules);
   const result = acl.check({ action: act, topic, username: one("--username") ?? "", clientid: one("--clientid") ?? "" });
   const matched = result.rule === undefined ? undefined : rules[result.rule];
   io.stdout(

@@ -74,16 +74,22 @@ export async function effectiveAclRules(cfg: StackConfig, store: Store): Promise
   return [...fileRules.map((rule, i) => ({ source: fileSource(i), rule })), ...storeRules.map((rule, i) => ({ source: `store ACL rule #${i + 1}`, rule }))];
 }
 
-/** Compiles config rules followed by store rules; errors name the file rule or store rule. */
-export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
-  const fileRules: AclRule[] = (cfg.acl.rules ?? DEFAULT_ACL_RULES) as AclRule[];
-  const storeRules = cfg.acl.useStoreRules ? parseAclRules(await store.listAclRules()) : [];
-  const all = [...fileRules, ...storeRules];
+/** Compiles rules read by {@link effectiveAclRules}; an error names the rule by its source. */
+export function compileAclRules(cfg: StackConfig, rules: ReadonlyArray<{ readonly source: string; readonly rule: AclRule }>): Acl {
   try {
-    return compileAcl(all, cfg.acl.noMatch, (i) => (i < fileRules.length ? `acl.rules[${i}]` : `store ACL rule #${i - fileRules.length + 1}`));
+    return compileAcl(
+      rules.map((r) => r.rule),
+      cfg.acl.noMatch,
+      (i) => rules[i]?.source ?? `rule #${i + 1}`,
+    );
   } catch (err) {
     throw new ExHookConfigError((err as Error).message);
   }
+}
+
+/** Compiles config rules followed by store rules; errors name the file rule or store rule. */
+export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
+  return compileAclRules(cfg, await effectiveAclRules(cfg, store));
 }
 
 /** Builds the stack from a configuration (see `loadConfig`). Starts the HTTP read server when enabled. */
