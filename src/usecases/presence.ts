@@ -70,21 +70,22 @@ export interface Presence {
   stats(): PresenceStats;
 }
 
+/** A stored connection: its details plus the store's identity key `node|peerhost:peerport`. */
+function storedConnection(c: Omit<ConnectionInfo, "connKey">): ConnectionInfo {
+  return { ...c, connKey: `${c.node}|${c.peerhost}:${c.peerport}` };
+}
+
 /** The connection identity and details of a `ClientInfo`. */
 export function connectionOf(ci: ClientInfo | undefined, metaNode = ""): ConnectionInfo {
-  const node = ci?.node || metaNode;
-  const peerhost = ci?.peerhost ?? "";
-  const peerport = ci?.peerport ?? 0;
-  return {
+  return storedConnection({
     clientId: ci?.clientid ?? "",
-    connKey: `${node}|${peerhost}:${peerport}`,
-    node,
+    node: ci?.node || metaNode,
     username: ci?.username ?? "",
-    peerhost,
-    peerport,
+    peerhost: ci?.peerhost ?? "",
+    peerport: ci?.peerport ?? 0,
     sockport: ci?.sockport ?? 0,
     protocol: ci?.protocol ?? "",
-  };
+  });
 }
 
 /** Creates the presence use case. */
@@ -166,16 +167,8 @@ export function createPresence(options: PresenceOptions): Presence {
  * {@link createPresence} above, which writes every event (not only transitions) so instances agree.
  */
 export function presenceStoreSink(store: Store, reorderWindowMs = 30_000): import("../presence.js").PresenceSink {
-  const conn = (r: import("../presence.js").PresenceRecord): ConnectionInfo => ({
-    clientId: r.clientId,
-    connKey: `${r.node}|${r.peerhost}:${r.peerport}`,
-    node: r.node,
-    username: r.username,
-    peerhost: r.peerhost,
-    peerport: r.peerport,
-    sockport: r.sockport,
-    protocol: r.protocol,
-  });
+  const conn = (r: import("../presence.js").PresenceRecord): ConnectionInfo =>
+    storedConnection({ clientId: r.clientId, node: r.node, username: r.username, peerhost: r.peerhost, peerport: r.peerport, sockport: r.sockport, protocol: r.protocol });
   return {
     online: async (r) => void (await store.presenceConnected(conn(r), r.connectedAt, reorderWindowMs)),
     offline: async (r, reason) => void (await store.presenceDisconnected(conn(r), Date.now(), reason)),
