@@ -25,8 +25,8 @@ const list = (v: string | undefined, d: string) => (v && v.trim() ? v : d).split
 const SERVERS = list(env["BENCH_SERVERS"], "native,connect,connect-bare,grpc-js,floor,embedded,grpcio-python");
 const DURATION = Number(env["BENCH_DURATION"] ?? 4);
 const WARMUP = Number(env["BENCH_WARMUP"] ?? 1);
-const CONNS = Number(env["BENCH_CONNS"] ?? 8);
-const STREAMS = Number(env["BENCH_STREAMS"] ?? 8);
+export const CONNS = Number(env["BENCH_CONNS"] ?? 8);
+export const STREAMS = Number(env["BENCH_STREAMS"] ?? 8);
 const RATES = list(env["BENCH_RATES"], "2000,5000").map(Number);
 const OPEN_SECONDS = Number(env["BENCH_OPEN_SECONDS"] ?? 5);
 const ROUNDS = Math.max(1, Number(env["BENCH_ROUNDS"] ?? 3));
@@ -173,22 +173,27 @@ export function cpuMs(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
-function h2loadOnce(port: number, rpc: (typeof RPCS)[number], frame: string, seconds: number): string {
+/** One h2load run; pinned to `pin` with taskset, or unpinned when `pin` is undefined. */
+function h2loadOnce(port: number, rpc: (typeof RPCS)[number], frame: string, seconds: number, pin: string | undefined): string {
   const args = [
-    "-c", CLIENT_CPU, "h2load", "-c", String(CONNS), "-m", String(STREAMS), "-D", String(seconds),
+    "-c", String(CONNS), "-m", String(STREAMS), "-D", String(seconds),
     "-H", "content-type: application/grpc+proto", "-H", "te: trailers", "-H", "grpc-timeout: 5S", "-H", "user-agent: grpc-erlang/0.1.0",
     "-d", frame, `http://127.0.0.1:${port}${rpc.path}`,
   ];
-  const r = spawnSync("taskset", args, { encoding: "utf8" });
+  const r = pin === undefined ? spawnSync("h2load", args, { encoding: "utf8" }) : spawnSync("taskset", ["-c", pin, "h2load", ...args], { encoding: "utf8" });
   return (r.stdout ?? "") + (r.stderr ?? "");
 }
 
-/** A warm-up h2load run (discarded), then the measured one; server CPU is read around the latter. */
-function h2load(pid: number, port: number, rpc: (typeof RPCS)[number], frame: string): ClosedLoop {
-  if (WARMUP > 0) h2loadOnce(port, rpc, frame, WARMUP);
-  const cpu0 = cpuMs(pid);
-  const out = h2loadOnce(port, rpc, frame, DURATION);
-  const cpu = cpuMs(pid) - cpu0;
+/**
+ * A warm-up h2load run (discarded), then the measured one; the server's CPU (`serverCpuMs()`, e.g.
+ * `() => cpuMs(pid)`) is read around the latter. The load generator runs on `pin` (default
+ * BENCH_CLIENT_CPU; undefined = not pinned).
+ */
+export function h2load(serverCpuMs: () => number, port: number, rpc: (typeof RPCS)[number], frame: string, pin: string | undefined = CLIENT_CPU): ClosedLoop {
+  if (WARMUP > 0) h2loadOnce(port, rpc, frame, WARMUP, pin);
+  const cpu0 = serverCpuMs();
+  const out = h2loadOnce(port, rpc, frame, DURATION, pin);
+  const cpu = serverCpuMs() - cpu0;
   const fin = /finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(out);
   const req = /requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
   const lat = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(out);
@@ -237,7 +242,8 @@ const LABELS: Record<string, string> = {
   "grpcio-python": "Python grpcio (EMQX's official example stack)",
 };
 
-const median = (xs: number[]) => {
+/** The median (NaN for none). */
+export const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? NaN : s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
 };
@@ -278,7 +284,7 @@ async function main(): Promise<void> {
       const running = await startServer(kind, profArgs);
       try {
         res.check.push(...(await sampleCheck(running.port)));
-        for (const rpc of RPCS) (res.rounds[rpc.name] ??= []).push(h2load(running.child.pid as number, running.port, rpc, frames[rpc.name] as string));
+        for (const rpc of RPCS) (res.rounds[rpc.name] ??= []).push(h2load(() => cpuMs(running.child.pid as number), running.port, rpc, frames[rpc.name] as string));
         const capacity = res.rounds["publish"]?.at(-1)?.reqPerSec ?? 0;
         for (const rate of RATES) {
           (res.openRounds[String(rate)] ??= []).push(rate > capacity * 0.9 ? "saturated" : openLoopRun(running.port, RPCS[0], frames["publish"] as string, rate));

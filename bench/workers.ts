@@ -7,16 +7,15 @@
  * the tree) per round, medians, and the ratio of each N to N = 1; writes
  * bench/results/workers-latest.json.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { ensureH2load, RPCS, writeFrames } from "./run.js";
+import { CONNS, cpuMs, ensureH2load, h2load, median, RPCS, STREAMS, writeFrames } from "./run.js";
 
 const env = process.env;
 const COUNTS = (env["BENCH_WORKER_COUNTS"] ?? "1,2").split(",").map(Number);
 const ROUNDS = Math.max(1, Number(env["BENCH_ROUNDS"] ?? 3));
-const DURATION = Number(env["BENCH_DURATION"] ?? 4);
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const BUILD = path.resolve(__dirname, "..");
 const OUT = path.resolve(ROOT, env["BENCH_OUT"] ?? "bench/results/workers-latest.json");
@@ -26,9 +25,7 @@ function treeCpuMs(pid: number): number {
   let total = 0;
   const visit = (p: number) => {
     try {
-      const stat = fs.readFileSync(`/proc/${p}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      total += (Number(f[11]) + Number(f[12])) * 10;
+      total += cpuMs(p);
       for (const child of fs.readFileSync(`/proc/${p}/task/${p}/children`, "utf8").trim().split(/\s+/).filter(Boolean)) visit(Number(child));
     } catch {
       // the process ended between the reads
@@ -52,24 +49,6 @@ function startCli(workers: number): Promise<{ child: ChildProcess; port: number 
   });
 }
 
-function h2load(port: number, rpc: (typeof RPCS)[number], frame: string, seconds: number): { reqPerSec: number; done: number; failed: number } {
-  const r = spawnSync(
-    "h2load",
-    ["-c", "8", "-m", "8", "-D", String(seconds), "-H", "content-type: application/grpc+proto", "-H", "te: trailers", "-H", "grpc-timeout: 5S", "-H", "user-agent: grpc-erlang/0.1.0", "-d", frame, `http://127.0.0.1:${port}${rpc.path}`],
-    { encoding: "utf8" },
-  );
-  const out = r.stdout + r.stderr;
-  const fin = /finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(out);
-  const req = /requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed/.exec(out);
-  if (!fin || !req) throw new Error(`h2load output not understood:\n${out}`);
-  return { reqPerSec: Math.round(Number(fin[1])), done: Number(req[1]), failed: Number(req[3]) };
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
-};
-
 async function main(): Promise<void> {
   ensureH2load();
   const frames = writeFrames(path.join(BUILD, "bench"));
@@ -79,12 +58,10 @@ async function main(): Promise<void> {
       const { child, port } = await startCli(n);
       try {
         for (const rpc of RPCS) {
-          h2load(port, rpc, frames[rpc.name] as string, 1);
-          const cpu0 = treeCpuMs(child.pid as number);
-          const r = h2load(port, rpc, frames[rpc.name] as string, DURATION);
-          const cpu = treeCpuMs(child.pid as number) - cpu0;
-          ((rounds[String(n)] ??= {})[rpc.name] ??= []).push({ reqPerSec: r.reqPerSec, cpuUsPerReq: Math.round(((cpu * 1000) / r.done) * 10) / 10, failed: r.failed });
-          process.stderr.write(`round ${round} workers=${n} ${rpc.name}: ${r.reqPerSec} req/s, ${Math.round(((cpu * 1000) / r.done) * 10) / 10} µs CPU/req\n`);
+          // Not pinned: the load generator shares the cores with the workers.
+          const r = h2load(() => treeCpuMs(child.pid as number), port, rpc, frames[rpc.name] as string, undefined);
+          ((rounds[String(n)] ??= {})[rpc.name] ??= []).push({ reqPerSec: r.reqPerSec, cpuUsPerReq: r.cpuUsPerReq, failed: r.failed + r.errored });
+          process.stderr.write(`round ${round} workers=${n} ${rpc.name}: ${r.reqPerSec} req/s, ${r.cpuUsPerReq} µs CPU/req\n`);
         }
       } finally {
         const exited = new Promise((r) => child.on("exit", r));
@@ -108,7 +85,7 @@ async function main(): Promise<void> {
   const table = lines.join("\n");
   process.stdout.write(`\n${table}\n`);
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(OUT, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`, loadAverageAtEnd: os.loadavg(), params: { counts: COUNTS, rounds: ROUNDS, durationS: DURATION, connections: 8, streamsPerConnection: 8, pinned: false }, rows, rounds, table }, null, 2) + "\n");
+  fs.writeFileSync(OUT, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`, loadAverageAtEnd: os.loadavg(), params: { counts: COUNTS, rounds: ROUNDS, connections: CONNS, streamsPerConnection: STREAMS, pinned: false }, rows, rounds, table }, null, 2) + "\n");
   process.stdout.write(`\nwritten to ${path.relative(ROOT, OUT)}\n`);
   if (rows.some((r) => r.failed > 0)) process.exitCode = 1;
 }
