@@ -83,7 +83,7 @@ export function nativeHandler(dispatcher: Dispatcher, maxRequestBytes: number, l
     });
   };
 
-  function unary(stream: http2.ServerHttp2Stream, contentType: string, route: Route, body: Buffer, timeoutMs: number | undefined): void {
+  function unary(stream: http2.ServerHttp2Stream, contentType: GrpcContentType, route: Route, body: Buffer, timeoutMs: number | undefined): void {
     if (body.length < 5) {
       endWithStatus(stream, contentType, Code.InvalidArgument, "protocol error: incomplete envelope");
       return;
@@ -113,7 +113,7 @@ export function nativeHandler(dispatcher: Dispatcher, maxRequestBytes: number, l
     else result.then((bytes) => send(stream, contentType, bytes), (err: unknown) => fail(stream, contentType, err));
   }
 
-  function fail(stream: http2.ServerHttp2Stream, contentType: string, err: unknown): void {
+  function fail(stream: http2.ServerHttp2Stream, contentType: GrpcContentType, err: unknown): void {
     if (err instanceof ConnectError) {
       endWithStatus(stream, contentType, err.code, err.rawMessage);
       return;
@@ -147,7 +147,9 @@ function onCancel(stream: http2.ServerHttp2Stream, ctx: { abort(reason: unknown)
 
 // Constant header objects and options: `respond` copies them, so one of each serves every call.
 // No `date` header (gRPC has no use for it; Node would add one to every answer).
-const OK_HEADERS: Readonly<Record<string, http2.OutgoingHttpHeaders>> = {
+/** The request content types served; the answer carries the same one. */
+type GrpcContentType = "application/grpc+proto" | "application/grpc";
+const OK_HEADERS: Readonly<Record<GrpcContentType, http2.OutgoingHttpHeaders>> = {
   "application/grpc+proto": { ":status": 200, "content-type": "application/grpc+proto" },
   "application/grpc": { ":status": 200, "content-type": "application/grpc" },
 };
@@ -160,19 +162,19 @@ function sendOkTrailers(this: http2.ServerHttp2Stream): void {
   this.sendTrailers(OK_TRAILERS);
 }
 
-function send(stream: http2.ServerHttp2Stream, contentType: string, bytes: Uint8Array): void {
+function send(stream: http2.ServerHttp2Stream, contentType: GrpcContentType, bytes: Uint8Array): void {
   if (stream.destroyed || stream.closed) return;
   const frame = Buffer.allocUnsafe(bytes.length + 5);
   frame[0] = 0;
   frame.writeUInt32BE(bytes.length, 1);
   frame.set(bytes, 5);
-  stream.respond(OK_HEADERS[contentType] ?? { ":status": 200, "content-type": contentType }, RESPOND_WITH_TRAILERS);
+  stream.respond(OK_HEADERS[contentType], RESPOND_WITH_TRAILERS);
   stream.on("wantTrailers", sendOkTrailers);
   stream.end(frame);
 }
 
 /** A Trailers-Only gRPC error: no message, so EMQX can never mistake it for an answer. */
-function endWithStatus(stream: http2.ServerHttp2Stream, contentType: string, code: Code, message: string): void {
+function endWithStatus(stream: http2.ServerHttp2Stream, contentType: GrpcContentType, code: Code, message: string): void {
   if (stream.destroyed || stream.closed || stream.headersSent) return;
   stream.respond(
     { ":status": 200, "content-type": contentType, "grpc-status": String(code), "grpc-message": encodeURIComponent(message) },
