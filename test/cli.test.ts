@@ -2,13 +2,14 @@
  * The CLI: argument parsing in-process, then the built `emqx-exhook serve` as a real child process
  * serving the bundled example provider, called like EMQX calls it, and stopped with SIGTERM.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "../src/cli.js";
 import { isExHookConfigError } from "../src/errors.js";
 import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
+import { spawnCli, type CliProcess } from "./helpers/cli-process.js";
 import { decode, encode, servicePath } from "./helpers/proto.js";
 
 const ROOT = path.join(__dirname, "..");
@@ -96,16 +97,10 @@ interface Exit {
 }
 
 /** Runs the built CLI to completion (for the failure cases). */
-function runCli(args: string[], env: Record<string, string> = {}): Promise<Exit> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+async function runCli(args: string[], env: Record<string, string> = {}): Promise<Exit> {
+  const cli = spawnCli([CLI, ...args], { env: { ...process.env, ...env } });
+  const { code, signal } = await cli.exit;
+  return { code, signal, stdout: cli.stdout(), stderr: cli.stderr() };
 }
 
 describe("the built CLI (node dist/src/cli.js)", () => {
@@ -133,48 +128,27 @@ describe("the built CLI (node dist/src/cli.js)", () => {
   });
 
   describe("serving the demo provider", () => {
-    let child: ChildProcess;
+    let cli: CliProcess;
     let port: number;
     let host = "";
-    let stdout = "";
-    let exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
     beforeAll(async () => {
-      child = spawn(process.execPath, [CLI, "serve", DEMO, "--port", "0", "--host", "127.0.0.1"], {
+      cli = spawnCli([CLI, "serve", DEMO, "--port", "0", "--host", "127.0.0.1"], {
         cwd: ROOT,
         env: { ...process.env, PORT: "1", HOST: "0.0.0.0" }, // the flags must win over these
-        stdio: ["ignore", "pipe", "pipe"],
       });
-      exit = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-      let stderr = "";
-      child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
-      port = await new Promise<number>((resolve, reject) => {
-        const guard = setTimeout(() => reject(new Error(`no "listening on" line; stdout:\n${stdout}\nstderr:\n${stderr}`)), 15_000);
-        child.stdout?.on("data", (c: Buffer) => {
-          stdout += c.toString();
-          const m = /listening on ([^\s]+):(\d+)/.exec(stdout);
-          if (m) {
-            clearTimeout(guard);
-            host = m[1] as string;
-            resolve(Number(m[2]));
-          }
-        });
-        child.on("exit", (code) => {
-          clearTimeout(guard);
-          reject(new Error(`cli exited with ${code} before listening; stderr:\n${stderr}`));
-        });
-      });
+      const [m] = await cli.waitFor(/listening on ([^\s]+):(\d+)/g);
+      host = m?.[1] as string;
+      port = Number(m?.[2]);
     }, 20_000);
 
-    afterAll(() => {
-      if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    });
+    afterAll(() => cli?.kill());
 
     test("it listens on a real port and prints the EMQX configuration", () => {
       expect(host).toBe("127.0.0.1");
       expect(port).toBeGreaterThan(0);
-      expect(stdout).toContain(`url = "http://127.0.0.1:${port}"`);
-      expect(stdout).toContain(`exhook.server.exhook_ts.url = http://127.0.0.1:${port}`);
+      expect(cli.stdout()).toContain(`url = "http://127.0.0.1:${port}"`);
+      expect(cli.stdout()).toContain(`exhook.server.exhook_ts.url = http://127.0.0.1:${port}`);
     });
 
     test.each([
@@ -204,8 +178,8 @@ describe("the built CLI (node dist/src/cli.js)", () => {
     });
 
     test("SIGTERM closes it with exit code 0", async () => {
-      child.kill("SIGTERM");
-      await expect(exit).resolves.toEqual({ code: 0, signal: null });
+      cli.child.kill("SIGTERM");
+      await expect(cli.exit).resolves.toEqual({ code: 0, signal: null });
     });
   });
 

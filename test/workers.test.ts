@@ -4,7 +4,6 @@
  * native transport's cancellation path, which the performance work changed.
  * The sources are compiled with swc into a temporary directory first (fast; no `dist` needed).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import * as http2 from "node:http2";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,6 +14,7 @@ import { isExHookConfigError } from "../src/errors.js";
 import { allow, defineProvider } from "../src/index.js";
 import { createExHookServer } from "../src/server.js";
 import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
+import { spawnCli, type CliProcess } from "./helpers/cli-process.js";
 import { compileTree, ROOT } from "./helpers/compile.js";
 import { decode, encode, servicePath } from "./helpers/proto.js";
 
@@ -37,14 +37,22 @@ describe("parseArgs --workers", () => {
   });
 });
 
+const LISTENING = /listening on 127\.0\.0\.1:(\d+)/g;
+
+/** `emqx-exhook serve <provider> --workers 2` from the compiled tree in `dir`. */
+function serveWorkers(dir: string, provider: string, options: { detached?: boolean } = {}): CliProcess {
+  return spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, provider), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent"], {
+    cwd: dir,
+    env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
+    ...options,
+  });
+}
+
 describe("serve --workers 2", () => {
   let dir: string;
-  let child: ChildProcess;
+  let cli: CliProcess;
   let port: number;
-  let stdout = "";
-  let stderr = "";
   let workerPids: number[] = [];
-  let exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "exhook-workers-"));
@@ -56,38 +64,18 @@ describe("serve --workers 2", () => {
       `const { defineProvider, rewrite } = require("./src/index.js");\n` +
         `module.exports = defineProvider({ onMessagePublish: () => rewrite({ headers: { worker: String(process.pid) } }) });\n`,
     );
-    child = spawn(process.execPath, [path.join(dir, "src", "cli.js"), "serve", path.join(dir, "pid-provider.js"), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent"], {
-      cwd: dir,
-      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    exit = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
-    child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
-    port = await new Promise<number>((resolve, reject) => {
-      const guard = setTimeout(() => reject(new Error(`workers did not both listen; stdout:\n${stdout}\nstderr:\n${stderr}`)), 15_000);
-      child.stdout?.on("data", (c: Buffer) => {
-        stdout += c.toString();
-        const ports = [...stdout.matchAll(/listening on 127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1]));
-        if (ports.length === 2) {
-          clearTimeout(guard);
-          resolve(ports[0] as number);
-        }
-      });
-      child.on("exit", (code) => {
-        clearTimeout(guard);
-        reject(new Error(`cli exited with ${code} before listening; stderr:\n${stderr}`));
-      });
-    });
+    cli = serveWorkers(dir, "pid-provider.js");
+    port = Number((await cli.waitFor(LISTENING, 2))[0]?.[1]);
   }, 20_000);
 
   afterAll(() => {
-    if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    cli?.kill();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   test("the primary announces itself and both workers listen on the same port", () => {
-    expect(stdout).toContain(`emqx-exhook: primary ${child.pid} starting 2 workers`);
-    const ports = [...stdout.matchAll(/listening on 127\.0\.0\.1:(\d+)/g)].map((m) => Number(m[1]));
+    expect(cli.stdout()).toContain(`emqx-exhook: primary ${cli.child.pid} starting 2 workers`);
+    const ports = [...cli.stdout().matchAll(LISTENING)].map((m) => Number(m[1]));
     expect(ports).toEqual([port, port]);
   });
 
@@ -106,7 +94,7 @@ describe("serve --workers 2", () => {
       }
       // The cluster hands connections out round-robin: 8 connections land on both workers.
       expect(pids.size).toBe(2);
-      expect(pids.has(String(child.pid))).toBe(false);
+      expect(pids.has(String(cli.child.pid))).toBe(false);
       workerPids = [...pids].map(Number);
     } finally {
       await client.close();
@@ -117,17 +105,9 @@ describe("serve --workers 2", () => {
     expect(workerPids).toHaveLength(2);
     const victim = workerPids[0] as number;
     process.kill(victim, "SIGKILL");
-    await new Promise<void>((resolve, reject) => {
-      const guard = setTimeout(() => reject(new Error(`no replacement worker; stdout:\n${stdout}\nstderr:\n${stderr}`)), 10_000);
-      const poll = setInterval(() => {
-        if ([...stdout.matchAll(/listening on 127\.0\.0\.1:(\d+)/g)].length === 3) {
-          clearInterval(poll);
-          clearTimeout(guard);
-          resolve();
-        }
-      }, 20);
-    });
-    expect(stderr).toContain(`emqx-exhook: worker ${victim} died (SIGKILL); starting a new one`);
+    // The replacement worker prints the third "listening on" line.
+    await cli.waitFor(LISTENING, 3, 10_000);
+    expect(cli.stderr()).toContain(`emqx-exhook: worker ${victim} died (SIGKILL); starting a new one`);
     const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
     try {
       const body = encode("v3", "MessagePublishRequest", { message: { topic: "t/2", payload: Buffer.from("y"), from: "c2" } });
@@ -142,11 +122,8 @@ describe("serve --workers 2", () => {
   }, 20_000);
 
   test("SIGTERM to the primary: workers drain and the primary exits 0", async () => {
-    child.kill("SIGTERM");
-    let guard: NodeJS.Timeout | undefined;
-    const result = await Promise.race([exit, new Promise<never>((_, reject) => (guard = setTimeout(() => reject(new Error(`no exit after SIGTERM; stderr:\n${stderr}`)), 15_000)))]);
-    clearTimeout(guard);
-    expect(result).toEqual({ code: 0, signal: null });
+    cli.child.kill("SIGTERM");
+    expect(await cli.exited()).toEqual({ code: 0, signal: null });
   }, 20_000);
 });
 
@@ -162,53 +139,22 @@ describe("serve --workers 2, stopped with Ctrl-C (SIGINT to the whole process gr
         `module.exports = defineProvider({ onClientAuthenticate: () => (process.stdout.write("handler started\\n"), new Promise((r) => setTimeout(() => r(allow()), 400))) });\n`,
     );
     // detached: the CLI leads its own process group, like a shell job that Ctrl-C signals as a whole.
-    const child = spawn(process.execPath, [path.join(dir, "src", "cli.js"), "serve", path.join(dir, "p.js"), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent"], {
-      cwd: dir,
-      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
-    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+    const cli = serveWorkers(dir, "p.js", { detached: true });
     try {
-      await new Promise<void>((resolve, reject) => {
-        const guard = setTimeout(() => reject(new Error(`workers did not both listen; stderr:\n${stderr}`)), 15_000);
-        child.stdout?.on("data", (c: Buffer) => {
-          stdout += c.toString();
-          if ([...stdout.matchAll(/listening on 127\.0\.0\.1:\d+/g)].length === 2) {
-            clearTimeout(guard);
-            resolve();
-          }
-        });
-      });
-      const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(stdout)?.[1]);
+      const port = Number((await cli.waitFor(LISTENING, 2))[0]?.[1]);
       const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
       const body = encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c", username: "u" } });
       const inFlight = Array.from({ length: 8 }, (_, i) => client.call(servicePath("v3", "OnClientAuthenticate"), body, {}, i));
       // Ctrl-C once all 8 handlers run (the workers share the CLI's stdout).
-      await new Promise<void>((resolve, reject) => {
-        const guard = setTimeout(() => reject(new Error(`the calls did not reach the handlers; stdout:\n${stdout}`)), 10_000);
-        const poll = setInterval(() => {
-          if ((stdout.match(/handler started/g) ?? []).length === 8) {
-            clearInterval(poll);
-            clearTimeout(guard);
-            resolve();
-          }
-        }, 5);
-      });
-      process.kill(-(child.pid as number), "SIGINT");
+      await cli.waitFor(/handler started/g, 8, 10_000);
+      cli.kill("SIGINT");
       const replies = await Promise.all(inFlight);
       await client.close();
       expect(replies.map((r) => r.grpcStatus)).toEqual(Array(8).fill(0));
-      let guard: NodeJS.Timeout | undefined;
-      const result = await Promise.race([exit, new Promise<never>((_, reject) => (guard = setTimeout(() => reject(new Error(`no exit after Ctrl-C; stderr:\n${stderr}`)), 15_000)))]);
-      clearTimeout(guard);
-      expect(result).toEqual({ code: 0, signal: null });
-      expect(stderr).toBe("");
+      expect(await cli.exited()).toEqual({ code: 0, signal: null });
+      expect(cli.stderr()).toBe("");
     } finally {
-      if (child.exitCode === null && child.signalCode === null) process.kill(-(child.pid as number), "SIGKILL");
+      cli.kill();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 30_000);
