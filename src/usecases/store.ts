@@ -69,18 +69,11 @@ export interface ConnectionInfo {
   readonly protocol: string;
 }
 
-/** Presence of one client id. */
-export interface PresenceState {
-  readonly clientId: string;
+/** Presence of one client id, with the details of its newest connection. */
+export interface PresenceState extends Omit<ConnectionInfo, "connKey"> {
   readonly online: boolean;
   /** Online: when the current connection was seen connecting; offline: when it was seen ending (ms). */
   readonly since: number;
-  readonly node: string;
-  readonly username: string;
-  readonly peerhost: string;
-  readonly peerport: number;
-  readonly sockport: number;
-  readonly protocol: string;
   /** Live connections known for this client id (more than 1 only transiently, during a takeover). */
   readonly connections: number;
   /** Offline: the disconnect reason EMQX gave. */
