@@ -12,6 +12,7 @@ import type { Provider } from "./provider.js";
 import { createExHookServer } from "./server.js";
 import { readProcessStdin, runCommand, SUBCOMMANDS } from "./commands/index.js";
 import { createLogger, LOG_LEVELS } from "./ops/logger.js";
+import { relayClusterBus } from "./ops/cluster-bus.js";
 
 const USAGE = `usage: emqx-exhook serve <provider-module> [--port N] [--host ADDR] [--transport native|connect]
 
@@ -289,6 +290,8 @@ function runPrimary(workers: number): void {
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  // Workers share learned state (legacy numbering, invalidations) through the primary.
+  relayClusterBus();
   for (let i = 0; i < workers; i++) cluster.fork();
 }
 
