@@ -4,7 +4,8 @@
  * configuration to paste. Port/host: `--port`/`--host` flags, else `PORT`/`HOST`, else 9000 on
  * all interfaces.
  */
-import cluster from "node:cluster";
+import cluster, { type Worker } from "node:cluster";
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ExHookConfigError, isExHookConfigError } from "./errors.js";
@@ -13,6 +14,9 @@ import { createExHookServer } from "./server.js";
 import { readProcessStdin, runCommand, SUBCOMMANDS } from "./commands/index.js";
 import { createLogger, LOG_LEVELS } from "./ops/logger.js";
 import { relayClusterBus } from "./ops/cluster-bus.js";
+import { clusterOpsSource, serveOpsToPrimary, workerOpsInfo } from "./ops/cluster-ops.js";
+import { checkReadyOptions, createOpsServer } from "./ops/http-probes.js";
+import { createMetrics } from "./ops/metrics.js";
 
 const USAGE = `usage: emqx-exhook serve <provider-module> [--port N] [--host ADDR] [--transport native|connect]
 
@@ -22,8 +26,17 @@ const USAGE = `usage: emqx-exhook serve <provider-module> [--port N] [--host ADD
   --host ADDR        interface to listen on (env HOST; default 0.0.0.0)
   --transport T      "native" (default, fastest) or "connect" (connect-node adapter)
   --config FILE      YAML/JSON config for the use-case stack (examples/stack-provider; env EXHOOK_CONFIG)
-  --metrics-port N   serve /metrics, /healthz, /readyz on this port (env METRICS_PORT; default off)
-  --ready-when W     /readyz ready when "loaded" (default: after an EMQX OnProviderLoaded) or "listening"
+  --metrics-port N   operations HTTP port: /metrics, /healthz, /readyz, and the provider's routes
+                     (the use-case stack's read API) (env METRICS_PORT; default: off, or the
+                     ExHook port + 10 for a provider with routes, e.g. 9010 with the stack)
+  --metrics-host A   interface of the operations port (env METRICS_HOST; default 127.0.0.1)
+  --metrics-token-file F  require "Authorization: Bearer <token in F>" for /metrics and the
+                     provider's routes (env METRICS_TOKEN_FILE); needed for the read API when
+                     --metrics-host is not loopback
+  --ready-when W     /readyz ready when "listening" (default: listening, not draining, provider
+                     check such as the store answering) or "loaded" (also needs --ready-nodes)
+  --ready-nodes L    comma-separated EMQX node names whose OnProviderLoaded count for "loaded"
+                     (env READY_NODES); other names cannot make the server ready
   --tls-cert FILE    serve TLS (EMQX https:// URL) with this PEM certificate (needs --tls-key)
   --tls-key FILE     PEM private key of --tls-cert
   --tls-ca FILE      require client certificates signed by this CA (mutual TLS)
@@ -39,9 +52,15 @@ export interface CliArgs {
   readonly port: number;
   readonly host: string;
   readonly transport: "native" | "connect";
-  /** Operations port (`--metrics-port`); absent = off. */
+  /** Operations port (`--metrics-port`); absent = off, or derived for a provider with routes. */
   readonly metricsPort?: number;
+  /** Interface of the operations port (`--metrics-host`); absent = 127.0.0.1. */
+  readonly metricsHost?: string;
+  /** File holding the operations port's bearer token (`--metrics-token-file`). */
+  readonly metricsTokenFile?: string;
   readonly readyWhen?: "loaded" | "listening";
+  /** `--ready-nodes`: EMQX node names whose loads count for readiness. */
+  readonly readyNodes?: readonly string[];
   readonly tls?: { readonly cert: string; readonly key: string; readonly ca?: string };
   readonly logLevel?: string;
   /** Drain bound on SIGTERM/SIGINT in ms. */
@@ -61,8 +80,11 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliA
   let host: string | undefined = env["HOST"];
   let transport = "native";
   let workers: string | undefined;
-  const ops: { metricsPort?: string | undefined; readyWhen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; logLevel?: string | undefined; drain?: string } = {
+  const ops: OpsFlags = {
     metricsPort: env["METRICS_PORT"] || undefined,
+    metricsHost: env["METRICS_HOST"] || undefined,
+    metricsTokenFile: env["METRICS_TOKEN_FILE"] || undefined,
+    readyNodes: env["READY_NODES"] || undefined,
     logLevel: env["LOG_LEVEL"] || undefined,
   };
   for (let i = 0; i < rest.length; i++) {
@@ -77,7 +99,10 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliA
     else if (flag === "--host") host = value();
     else if (flag === "--transport") transport = value();
     else if (flag === "--metrics-port") ops.metricsPort = value();
+    else if (flag === "--metrics-host") ops.metricsHost = value();
+    else if (flag === "--metrics-token-file") ops.metricsTokenFile = value();
     else if (flag === "--ready-when") ops.readyWhen = value();
+    else if (flag === "--ready-nodes") ops.readyNodes = value();
     else if (flag === "--tls-cert") ops.tlsCert = value();
     else if (flag === "--tls-key") ops.tlsKey = value();
     else if (flag === "--tls-ca") ops.tlsCa = value();
@@ -104,17 +129,41 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliA
   return { command, ...(module !== undefined ? { module } : {}), port: portNum, host: host || "0.0.0.0", transport, ...parseOpsArgs(ops), ...(workerCount !== undefined ? { workers: workerCount } : {}) };
 }
 
-/** Validates the operations flags (metrics port, TLS files, log level, drain bound). */
-function parseOpsArgs(o: { metricsPort?: string | undefined; readyWhen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; logLevel?: string | undefined; drain?: string }): Partial<CliArgs> {
+/** The operations flags as given (strings). */
+interface OpsFlags {
+  metricsPort?: string | undefined;
+  metricsHost?: string | undefined;
+  metricsTokenFile?: string | undefined;
+  readyWhen?: string;
+  readyNodes?: string | undefined;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  logLevel?: string | undefined;
+  drain?: string;
+}
+
+/** Validates the operations flags (metrics port, readiness, TLS files, log level, drain bound). */
+function parseOpsArgs(o: OpsFlags): Partial<CliArgs> {
   const out: { -readonly [K in keyof CliArgs]?: CliArgs[K] } = {};
   if (o.metricsPort !== undefined) {
     const n = Number(o.metricsPort);
-    if (o.metricsPort === "" || !Number.isInteger(n) || n < 0 || n > 65535) throw new ExHookConfigError(`--metrics-port must be an integer from 0 to 65535, got ${JSON.stringify(o.metricsPort)}`);
+    if (o.metricsPort === "" || !/^\d+$/.test(o.metricsPort) || n > 65535) throw new ExHookConfigError(`--metrics-port must be an integer from 0 to 65535, got ${JSON.stringify(o.metricsPort)}`);
     out.metricsPort = n;
   }
+  if (o.metricsHost !== undefined) out.metricsHost = o.metricsHost;
+  if (o.metricsTokenFile !== undefined) out.metricsTokenFile = o.metricsTokenFile;
   if (o.readyWhen !== undefined) {
     if (o.readyWhen !== "loaded" && o.readyWhen !== "listening") throw new ExHookConfigError(`--ready-when must be "loaded" or "listening", got ${JSON.stringify(o.readyWhen)}`);
     out.readyWhen = o.readyWhen;
+  }
+  if (o.readyNodes !== undefined) {
+    const nodes = o.readyNodes.split(",").map((n) => n.trim()).filter((n) => n !== "");
+    if (nodes.length === 0) throw new ExHookConfigError(`--ready-nodes needs at least one EMQX node name (e.g. emqx@10.0.0.1), got ${JSON.stringify(o.readyNodes)}`);
+    out.readyNodes = nodes;
+  }
+  if (out.readyWhen === "loaded" && !out.readyNodes) {
+    throw new ExHookConfigError('--ready-when loaded needs --ready-nodes (the EMQX node names that count): anyone who reaches the ExHook port can send OnProviderLoaded');
   }
   if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw new ExHookConfigError("--tls-cert and --tls-key go together");
   if (o.tlsCa !== undefined && o.tlsCert === undefined) throw new ExHookConfigError("--tls-ca needs --tls-cert and --tls-key (mutual TLS is on top of TLS)");
@@ -129,6 +178,43 @@ function parseOpsArgs(o: { metricsPort?: string | undefined; readyWhen?: string;
     out.drainTimeoutMs = n;
   }
   return out;
+}
+
+/**
+ * The operations port when none is given: the ExHook port + 10 for a provider that serves routes
+ * there (the use-case stack's read API: 9010 next to 9000, 9110 with PORT=9100), so two servers
+ * started with different ports never collide; a free one with port 0; none otherwise.
+ */
+export function derivedOpsPort(port: number, providerHasRoutes: boolean): number | undefined {
+  if (!providerHasRoutes) return undefined;
+  if (port === 0) return 0;
+  if (port + 10 > 65535) throw new ExHookConfigError(`cannot derive the operations port from port ${port} (+10 > 65535): set --metrics-port`);
+  return port + 10;
+}
+
+/** Reads the operations port's token from a file (trimmed); throws an ExHookConfigError saying what is wrong. */
+export function readTokenFile(file: string): string {
+  let token: string;
+  try {
+    token = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new ExHookConfigError(`cannot read --metrics-token-file ${file}: ${(err as Error).message}`);
+  }
+  if (token.length < 16) throw new ExHookConfigError(`--metrics-token-file ${file}: the token must be at least 16 characters (e.g. openssl rand -hex 32 > ${file})`);
+  return token;
+}
+
+/** An EADDRINUSE on the operations port, said in terms of the flag that moves it. */
+function opsListenError(err: unknown, host: string, port: number | undefined): unknown {
+  if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") return err;
+  return new ExHookConfigError(`the operations port ${host}:${port} is in use: move it with --metrics-port N (or METRICS_PORT), or move the ExHook port (the default is the ExHook port + 10)`);
+}
+
+/** How the start banner shows the operations port. */
+function opsBanner(host: string, port: number, paths: readonly string[], token: boolean): string {
+  const shown = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  const where = host === "0.0.0.0" || host === "::" ? ` (listening on all interfaces${token ? ", token required" : ""})` : token ? " (token required)" : "";
+  return `operations port: http://${shown}:${port}/metrics, /healthz, /readyz${paths.map((p) => `, ${p}`).join("")}${where}\n`;
 }
 
 /** Imports a provider module and returns its provider. */
@@ -197,29 +283,49 @@ async function main(): Promise<void> {
     return;
   }
   if ((args.workers ?? 1) > 1 && cluster.isPrimary) {
-    runPrimary(args.workers as number);
+    runPrimary(args);
     return;
   }
   try {
+    const token = args.metricsTokenFile !== undefined ? readTokenFile(args.metricsTokenFile) : undefined;
     const provider = await loadProvider(args.module as string);
     const logger = createLogger({ level: args.logLevel ?? "info" });
+    const providerOps = provider.options.ops;
+    const opsPort = args.metricsPort ?? derivedOpsPort(args.port, !!providerOps?.http);
+    const opsHost = args.metricsHost ?? "127.0.0.1";
+    // Under --workers the primary serves the operations port for all workers (ops/cluster-ops.ts).
+    const clustered = cluster.isWorker;
+    const metrics = opsPort !== undefined ? createMetrics(args.readyNodes ? { knownNodes: args.readyNodes } : {}) : undefined;
     const server = createExHookServer({
       provider,
       port: args.port,
       host: args.host,
       transport: args.transport,
       logger,
-      ...(args.metricsPort !== undefined ? { metricsPort: args.metricsPort } : {}),
+      ...(metrics ? { metrics } : {}),
+      ...(opsPort !== undefined && !clustered ? { metricsPort: opsPort, metricsHost: opsHost, ...(token !== undefined ? { metricsToken: token } : {}) } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
+      ...(args.readyNodes ? { readyNodes: args.readyNodes } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
     });
-    const addr = await server.listen();
+    if (clustered) {
+      serveOpsToPrimary({
+        registry: metrics?.registry,
+        serving: () => server.state === "serving",
+        loadedNodes: () => server.dispatcher.loadedNodes().map((n) => n.node),
+        provider: providerOps,
+      });
+    }
+    const addr = await server.listen().catch((err: unknown) => {
+      // The operations port binds first: no address yet means it was that one.
+      throw server.opsAddress || opsPort === undefined || clustered ? err : opsListenError(err, opsHost, opsPort);
+    });
     const shown = addr.address === "0.0.0.0" || addr.address === "::" ? "127.0.0.1" : addr.address;
     const url = `${args.tls ? "https" : "http"}://${shown}:${addr.port}`;
     process.stdout.write(
       `emqx-exhook: serving ${provider.name} (${provider.hooks.map((h) => h.def.name).join(", ") || "no hooks"})\n` +
         `listening on ${addr.address}:${addr.port} (${args.tls ? (args.tls.ca ? "TLS + client certificates" : "TLS") : "h2c"}, emqx.exhook.v1 + v2 + v3, ${args.transport} transport)\n` +
-        (server.opsAddress ? `metrics and probes on http://${shown}:${server.opsAddress.port}/metrics, /healthz, /readyz\n` : "") +
+        (server.opsAddress ? opsBanner(server.opsAddress.address, server.opsAddress.port, providerOps?.paths ?? [], token !== undefined) : "") +
         `\n` +
         `Point EMQX at it (use this machine's address as EMQX sees it):\n${emqxConfig(url)}\n`,
     );
@@ -260,12 +366,47 @@ async function main(): Promise<void> {
  * primary sends each worker one SIGTERM; each worker drains, and the primary exits 0 once all have
  * exited cleanly.
  */
-function runPrimary(workers: number): void {
+function runPrimary(args: CliArgs): void {
+  const workers = args.workers as number;
   let stopping = false;
   let failed = false;
   const listening = new Set<number>();
   process.stdout.write(`emqx-exhook: primary ${process.pid} starting ${workers} workers\n`);
-  cluster.on("listening", (worker) => listening.add(worker.id));
+  let opsStarted = false;
+  let opsClose: (() => Promise<void>) | undefined;
+  const fail = (message: string) => {
+    process.stderr.write(`emqx-exhook: ${message}\n`);
+    failed = true;
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(1);
+  };
+  // The operations port is the primary's: it answers for every worker. Started once the first
+  // worker listens, because only a worker has loaded the provider and knows its routes.
+  const startOps = async (first: Worker) => {
+    const info = await workerOpsInfo(first);
+    const port = args.metricsPort ?? derivedOpsPort(args.port, !!info?.http);
+    if (port === undefined) return;
+    const host = args.metricsHost ?? "127.0.0.1";
+    const token = args.metricsTokenFile !== undefined ? readTokenFile(args.metricsTokenFile) : undefined;
+    const ops = createOpsServer({
+      port,
+      host,
+      ...(token !== undefined ? { token } : {}),
+      source: clusterOpsSource({ readyWhen: checkReadyOptions(args.readyWhen, args.readyNodes), readyNodes: args.readyNodes, info, metrics: true }),
+    });
+    const addr = await ops.listen().catch((err: unknown) => {
+      throw opsListenError(err, host, port);
+    });
+    opsClose = () => ops.close();
+    process.stdout.write(`emqx-exhook: primary ${opsBanner(addr.address, addr.port, info?.paths ?? [], token !== undefined)}`);
+  };
+  cluster.on("listening", (worker) => {
+    listening.add(worker.id);
+    if (opsStarted) return;
+    opsStarted = true;
+    startOps(worker).catch((err: unknown) => fail((err as Error).message));
+  });
   cluster.on("exit", (worker, code, signal) => {
     const wasListening = listening.delete(worker.id);
     if (!stopping && wasListening) {
@@ -279,7 +420,11 @@ function runPrimary(workers: number): void {
       process.stderr.write(`emqx-exhook: worker ${worker.process.pid} exited before listening (code ${code}); stopping\n`);
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
     }
-    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(failed ? 1 : 0);
+    if (Object.keys(cluster.workers ?? {}).length === 0) {
+      const exit = () => process.exit(failed ? 1 : 0);
+      if (opsClose) opsClose().then(exit, exit);
+      else exit();
+    }
   });
   // Either signal drains every worker once, with SIGTERM (workers ignore SIGINT, which Ctrl-C
   // also delivers to them directly).

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { openPostgresStore, openSqliteStore, type ConnectionInfo, type Store, type StoredMessage } from "../src/usecases/index";
+import { openPostgresStore, openSqliteStore, openSqliteWorkerStore, SCAN_CHUNK, type ConnectionInfo, type Store, type StoredMessage } from "../src/usecases/index";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
 if (!PG_URL) {
@@ -22,6 +22,11 @@ interface Backend {
 function sqliteBackend(): Backend {
   const dir = mkdtempSync(join(tmpdir(), "exhook-store-"));
   return { open: async () => openSqliteStore({ file: join(dir, "sub", "exhook.db") }), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function sqliteWorkerBackend(): Backend {
+  const dir = mkdtempSync(join(tmpdir(), "exhook-store-w-"));
+  return { open: () => openSqliteWorkerStore({ file: join(dir, "sub", "exhook.db") }), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 function pgBackend(): Backend {
@@ -194,6 +199,28 @@ const contract = (label: string, make: () => Backend) =>
       expect(await store.deleteMessagesBefore(1_004, 100)).toBe(1);
     });
 
+    test("ping answers; read queries are bounded by time and bytes, in short statements", async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+      const many: StoredMessage[] = [];
+      for (let i = 0; i < SCAN_CHUNK * 2 + 10; i++) many.push(msg(200_000 + i, `bulk/${i % 7}`, { payload: new Uint8Array(100).fill(i & 255), timestamp: 1_800_000_000_000 + i }));
+      for (let i = 0; i < many.length; i += 1000) await store.insertMessages(many.slice(i, i + 1000));
+      // A wildcard filter matching nothing scans by time; with no time left it stops after one statement.
+      const err = await store.queryMessages({ filter: "+/nomatch", limit: 10, timeoutMs: 0 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "QUERY_TIMEOUT", message: expect.stringContaining("message query stopped after 0 ms") });
+      // Given time, the same scan runs through every chunk and finds nothing.
+      expect(await store.queryMessages({ filter: "+/nomatch", limit: 10, timeoutMs: 60_000 })).toEqual([]);
+      // Exact topics use the topic index: the newest of one topic, across the chunk boundary.
+      const exact = await store.queryMessages({ filter: "bulk/3", limit: 700, since: 1_800_000_000_000 });
+      expect(exact.length).toBe(Math.ceil((SCAN_CHUNK * 2 + 10 - 3) / 7));
+      expect(exact[0]?.timestamp).toBeGreaterThan(exact[1]?.timestamp as number);
+      // maxBytes: stops once the payloads reach it (the last one included).
+      expect((await store.queryMessages({ filter: "bulk/#", limit: 1000, maxBytes: 250 })).length).toBe(3);
+      // A presence listing past its time stops too (between chunks of 500 client ids).
+      for (let i = 0; i < 510; i++) await store.presenceConnected(conn(`many-${String(i).padStart(4, "0")}`, 1), 1000, 30_000);
+      expect(await store.listPresence({ timeoutMs: 0 }).catch((e: unknown) => e)).toMatchObject({ code: "QUERY_TIMEOUT" });
+      expect((await store.listPresence({ online: true, limit: 600 })).filter((p) => p.clientId.startsWith("many-")).length).toBe(510);
+    });
+
     test("reopening the store keeps users and messages", async () => {
       await store.close();
       store = await backend.open();
@@ -203,5 +230,6 @@ const contract = (label: string, make: () => Backend) =>
   });
 
 contract("SQLite", sqliteBackend);
+contract("SQLite in worker threads", sqliteWorkerBackend);
 if (PG_URL) contract("PostgreSQL", pgBackend);
 else describe.skip("store contract: PostgreSQL (EXHOOK_TEST_PG_URL not set)", () => test.skip("skipped", () => undefined));

@@ -114,20 +114,20 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       } else if (password === undefined) throw new UsageError("users add needs --password-stdin (recommended) or --password X");
       else io.stderr("emqx-exhook: warning: --password is visible in shell history and process lists; prefer --password-stdin\n");
       if (password.length === 0) throw new UsageError("the password is empty");
-      store = await openStore(cfg);
+      store = await openStore(cfg, { worker: false });
       const existed = (await store.getUser(name)) !== undefined;
       const user = await addUser(store, name, password, { clientIds: flags.get("--clientid") ?? [], scrypt: cfg.auth.scrypt });
       io.stdout(`${existed ? "updated" : "added"} user ${user.username}${user.clientIds.length ? ` (client ids: ${user.clientIds.join(", ")})` : ""}\n`);
     } else if (key === "users list") {
       if (rest.length) throw new UsageError("users list takes no arguments");
-      store = await openStore(cfg);
+      store = await openStore(cfg, { worker: false });
       const users = await store.listUsers();
       for (const u of users) io.stdout(`${u.username}\tclient ids: ${u.clientIds.length ? u.clientIds.join(", ") : "any"}\tupdated ${new Date(u.updatedAt).toISOString()}\n`);
       if (users.length === 0) io.stderr("no users\n");
     } else if (key === "users remove") {
       const name = rest[0];
       if (name === undefined || rest.length > 1) throw new UsageError("users remove takes one <name>");
-      store = await openStore(cfg);
+      store = await openStore(cfg, { worker: false });
       if (!(await store.removeUser(name))) {
         io.stderr(`emqx-exhook: no user ${JSON.stringify(name)}\n`);
         return 1;
@@ -141,7 +141,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       } catch (err) {
         throw new UsageError((err as Error).message);
       }
-      store = await openStore(cfg);
+      store = await openStore(cfg, { worker: false });
       for (const m of await store.queryMessages(query)) io.stdout(JSON.stringify(messageJson(m)) + "\n");
     } else if (key === "messages prune") {
       if (rest.length) throw new UsageError("messages prune takes no positional arguments");
@@ -149,18 +149,18 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       if (given === undefined) throw new UsageError("messages prune needs --older-than DURATION (e.g. 7d)");
       const maxAgeMs = parseDuration(given);
       if (maxAgeMs === undefined) throw new UsageError(`--older-than ${JSON.stringify(given)} is not a duration: use e.g. 7d, 12h, 30m, 45s`);
-      store = await openStore(cfg);
+      store = await openStore(cfg, { worker: false });
       const retention = createMessageRetention({ store, maxAgeMs, everyMs: 0 });
       const deleted = await retention.sweep();
       io.stdout(`deleted ${deleted} message${deleted === 1 ? "" : "s"} older than ${new Date(Date.now() - maxAgeMs).toISOString()}\n`);
     } else if (group === "acl") {
       if (rest.length) throw new UsageError(`acl ${action} takes no positional arguments`);
-      store = await openStore(cfg);
+      store = await openStore(cfg, { worker: false });
       await aclCommand(action as string, cfg, store, one, io);
     } else {
       if (rest.length) throw new UsageError("presence list takes no positional arguments");
       if (flags.has("--online") && flags.has("--offline")) throw new UsageError("give --online or --offline, not both");
-      store = await openStore(cfg);
+      store = await openStore(cfg, { worker: false });
       const id = one("--clientid");
       let list;
       if (id !== undefined) {

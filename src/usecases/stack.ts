@@ -6,18 +6,33 @@ import { defineProvider, type HookHandlers, type Logger, type Provider } from ".
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
 import { createAuthenticator, type Authenticator } from "./auth.js";
 import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from "./config.js";
-import { createReadServer, type ReadServer } from "./http.js";
+import { createReadApi, type ReadApi } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
 import { openPostgresStore } from "./pg-store.js";
 import { createPresence, type Presence } from "./presence.js";
 import { openSqliteStore } from "./sqlite-store.js";
+import { openSqliteWorkerStore } from "./sqlite-worker-store.js";
 import type { Store } from "./store.js";
+import { errorText, stderrLogger } from "./store-retry.js";
 import { ExHookConfigError } from "../errors.js";
 
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions {
+  /**
+   * SQLite only: run it in worker threads (`openSqliteWorkerStore`), off the calling thread's event
+   * loop. Default true; the CLI's one-shot commands use false (nothing else waits on them).
+   */
+  readonly worker?: boolean;
+  readonly logger?: Logger;
+}
+
 /** Opens the store the configuration names (creating the schema on first start). */
-export async function openStore(cfg: StackConfig): Promise<Store> {
+export async function openStore(cfg: StackConfig, options: OpenStoreOptions = {}): Promise<Store> {
   const s = resolvedStore(cfg);
-  if (s.kind === "sqlite") return openSqliteStore({ file: s.file });
+  if (s.kind === "sqlite") {
+    if (options.worker === false) return openSqliteStore({ file: s.file });
+    return openSqliteWorkerStore({ file: s.file, ...(options.logger ? { logger: options.logger } : {}) });
+  }
   return openPostgresStore({ url: s.url, poolSize: s.poolSize });
 }
 
@@ -34,16 +49,17 @@ export interface Stack {
   acl(): Acl | undefined;
   readonly persistence: Persistence | undefined;
   readonly presence: Presence | undefined;
-  /** The HTTP read server, listening, when enabled. */
-  readonly http: ReadServer | undefined;
+  /** The read API (`http.enabled`), served on the server's operations port through `provider.options.ops`. */
+  readonly readApi: ReadApi | undefined;
   /** Counters of every use case. */
   stats(): Record<string, unknown>;
-  /** Flushes queued messages, stops the HTTP server and timers, closes the store. Idempotent. */
+  /** Flushes queued messages and presence changes, stops timers, closes the store. Idempotent. */
   close(): Promise<void>;
 }
 
 /** Options of {@link createStack}. */
 export interface StackOptions {
+  /** Where every failure of the use cases is logged. Default: warnings and errors as JSON lines on stderr. */
   readonly logger?: Logger;
   /** Use this store instead of opening the configured one (closed with the stack unless `ownStore` is false). */
   readonly store?: Store;
@@ -92,17 +108,23 @@ export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
   return compileAclRules(cfg, await effectiveAclRules(cfg, store));
 }
 
-/** Builds the stack from a configuration (see `loadConfig`). Starts the HTTP read server when enabled. */
+/** How long a readiness answer about the store is reused, and how long a ping may take, in ms. */
+const PING_FRESH_MS = 1000;
+const PING_TIMEOUT_MS = 2000;
+
+/**
+ * Builds the stack from a configuration (see `loadConfig`). The provider it returns carries the
+ * read API and a readiness check (the store answers) for the server's operations port.
+ */
 export async function createStack(cfg: StackConfig, options: StackOptions = {}): Promise<Stack> {
-  const { logger } = options;
-  const store = options.store ?? (await openStore(cfg));
+  const logger = options.logger ?? stderrLogger;
+  const store = options.store ?? (await openStore(cfg, { logger }));
   const ownStore = options.store === undefined || options.ownStore !== false;
   const handlers: { -readonly [K in keyof HookHandlers]: HookHandlers[K] } = {};
   let auth: Authenticator | undefined;
   let acl: Acl | undefined;
   let persistence: Persistence | undefined;
   let presence: Presence | undefined;
-  let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
     if (cfg.auth.enabled) {
@@ -111,7 +133,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
         unknownUser: cfg.auth.unknownUser,
         cacheTtlMs: cfg.auth.cacheTtlMs,
         scrypt: cfg.auth.scrypt,
-        ...(logger ? { logger } : {}),
+        logger,
       });
       handlers.onClientAuthenticate = auth.handler;
     }
@@ -122,7 +144,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
         refresh = setInterval(() => {
           loadAcl(cfg, store).then(
             (a) => (acl = a),
-            (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded; keeping the previous rules"),
+            (err: unknown) => logger.error({ err: errorText(err) }, "ACL store rules not reloaded; keeping the previous rules"),
           );
         }, cfg.acl.storeRefreshMs);
         refresh.unref();
@@ -134,7 +156,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
         store,
         ...p,
         ...(retention !== undefined ? { retentionMs: retention, retentionSweepMs: retentionSweep } : {}),
-        ...(logger ? { logger } : {}),
+        logger,
       });
       handlers.onMessagePublish = persistence.hook;
     }
@@ -142,8 +164,11 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       presence = createPresence({
         store,
         reorderWindowMs: cfg.presence.reorderWindowMs,
+        maxQueueBytes: cfg.presence.maxQueueBytes,
+        retryMaxMs: cfg.presence.retryMaxMs,
+        closeTimeoutMs: cfg.presence.closeTimeoutMs,
         ...(cfg.presence.webhook ? { webhook: cfg.presence.webhook } : {}),
-        ...(logger ? { logger } : {}),
+        logger,
       });
       handlers.onClientConnected = presence.onClientConnected;
       handlers.onClientDisconnected = presence.onClientDisconnected;
@@ -162,35 +187,52 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     ...(presence ? { presence: presence.stats() } : {}),
   });
 
-  if (cfg.http.enabled) {
-    http = createReadServer({
-      store,
-      host: cfg.http.host,
-      port: cfg.http.port,
-      stats,
-      // Make messages accepted so far visible to the reader that asks.
-      ...(persistence ? { beforeQuery: () => (persistence as Persistence).writer.flush() } : {}),
-    });
-    try {
-      await http.listen();
-    } catch (err) {
-      if (refresh) clearInterval(refresh);
-      if (ownStore) await store.close();
-      throw new ExHookConfigError(`cannot start the HTTP read path on ${cfg.http.host}:${cfg.http.port}: ${(err as Error).message} (set http.port / EXHOOK_HTTP_PORT, or http.enabled: false)`);
-    }
-  }
+  const readApi = cfg.http.enabled
+    ? createReadApi({
+        store,
+        stats,
+        queryTimeoutMs: cfg.http.queryTimeoutMs,
+        maxConcurrentQueries: cfg.http.maxConcurrentQueries,
+        maxResponseBytes: cfg.http.maxResponseBytes,
+        // Make messages accepted so far visible to the reader that asks (without waiting out an outage).
+        ...(persistence ? { beforeQuery: () => (persistence as Persistence).writer.flush(1000) } : {}),
+      })
+    : undefined;
+
+  // Readiness: the store answers a trivial query. Answers are reused for a second, and a probe
+  // that finds a stale answer gets it while a fresh ping runs, so /readyz never waits on a slow store
+  // (except the very first time).
+  let pinged: { at: number; reason: string | undefined } | undefined;
+  let pinging: Promise<void> | undefined;
+  const ping = () =>
+    (pinging ??= Promise.race([
+      store.ping(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS).unref()),
+    ])
+      .then(
+        () => void (pinged = { at: Date.now(), reason: undefined }),
+        (err: unknown) => void (pinged = { at: Date.now(), reason: `store unreachable: ${errorText(err)}` }),
+      )
+      .finally(() => (pinging = undefined)));
+  const notReady = async (): Promise<string | undefined> => {
+    if (!pinged) await ping();
+    else if (Date.now() - pinged.at > PING_FRESH_MS) void ping();
+    return pinged?.reason;
+  };
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       if (refresh) clearInterval(refresh);
-      await http?.close();
       await persistence?.close();
       await presence?.close();
       if (ownStore) await store.close();
     })());
 
-  const provider = defineProvider(handlers, { name: "emqx-exhook-stack" });
+  const provider = defineProvider(handlers, {
+    name: "emqx-exhook-stack",
+    ops: { notReady, ...(readApi ? { http: readApi.http, paths: readApi.paths, perWorkerPaths: ["/stats"] } : {}) },
+  });
   return {
     provider: Object.freeze({ ...provider, close }),
     store,
@@ -199,7 +241,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     acl: () => acl,
     persistence,
     presence,
-    http,
+    readApi,
     stats,
     close,
   };
