@@ -19,7 +19,7 @@ import { createExHookServer, type ExHookServer } from "../src/index";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client";
 import { addUser, createStack, parseConfig, type Stack } from "../src/usecases/index";
 import { startStoreLoad, type StoreLoadResult } from "../bench/store-load";
-import { memoryLogger, until } from "./helpers/ops";
+import { httpGet, memoryLogger, until } from "./helpers/ops";
 import { pgBinDir, startPgCluster, type PgCluster } from "./helpers/pg-cluster";
 import { decode, encode, servicePath } from "./helpers/proto";
 
@@ -103,10 +103,15 @@ pgDescribe("PostgreSQL stopped under load, then started again", () => {
     await until(() => (run.stack.persistence?.writer.stats().storeDownForMs ?? 0) > 0, "the writer to notice the outage");
     await pause(OUTAGE_MS);
     const during = run.stack.persistence?.writer.stats();
+    // Readiness says why it is not ready (the store); the probe answers at once.
+    const opsPort = run.server.opsAddress?.port as number;
+    await until(async () => (await httpGet(opsPort, "/readyz")).status === 503, "readiness to see the store down");
+    expect((await httpGet(opsPort, "/readyz")).body).toMatch(/^store unreachable: .*; loaded nodes: 0\n$/);
     cluster.start();
     await pause(500);
     const result = await load.stop();
     await drained(run.stack);
+    await until(async () => (await httpGet(opsPort, "/readyz")).status === 200, "readiness to see the store back");
 
     // The client saw every hook answered: publishes and presence changes during the outage too.
     expect(result.failed).toBe(0);

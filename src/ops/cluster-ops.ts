@@ -45,7 +45,11 @@ export function serveOpsToPrimary(local: {
   readonly loadedNodes: () => readonly string[];
   readonly provider: ProviderOps | undefined;
 }): void {
-  if (local.registry) AggregatorRegistry.setRegistries([local.registry]);
+  if (local.registry) {
+    // Constructing one installs prom-client's answer to the primary's metric requests in this worker.
+    new AggregatorRegistry();
+    AggregatorRegistry.setRegistries([local.registry]);
+  }
   answerPrimary(CHANNEL, async (data) => {
     const ask = data as Ask;
     if (ask.kind === "info") {

@@ -5,6 +5,7 @@
  * handling the two connections of a takeover still agree.
  */
 import pg from "pg";
+import type { Logger } from "../provider.js";
 import {
   derivePresence,
   scanPresence,
@@ -85,6 +86,8 @@ export interface PostgresStoreOptions {
    * dropped. Default 30000.
    */
   readonly queryTimeoutMs?: number;
+  /** Where lost connections are logged (warn). */
+  readonly logger?: Logger;
 }
 
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
@@ -139,8 +142,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const pool = new pg.Pool({ ...common, max: options.poolSize ?? 10, query_timeout: options.queryTimeoutMs ?? 30_000 });
   const readPool = new pg.Pool({ ...common, max: options.readPoolSize ?? 2, statement_timeout: options.readStatementTimeoutMs ?? 30_000 });
   // An idle client losing its connection must not crash the process; the next query reconnects.
-  pool.on("error", () => {});
-  readPool.on("error", () => {});
+  const lost = (which: string) => (err: Error) => options.logger?.warn({ err: err.message, code: (err as { code?: string }).code, pool: which }, "PostgreSQL connection lost; the next query reconnects");
+  pool.on("error", lost("main"));
+  readPool.on("error", lost("read"));
   try {
     await migrate(pool);
   } catch (err) {
@@ -163,6 +167,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   async function transaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const c = await pool.connect();
     let failed: Error | undefined;
+    // A checked-out client has no listener of the pool's: without one, the server ending the
+    // connection between two statements (a restart: 57P01) would be an unhandled 'error' event.
+    const onError = (err: Error) => (failed ??= err);
+    c.on("error", onError);
     try {
       await c.query("BEGIN");
       const result = await fn(c);
@@ -173,6 +181,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       await c.query("ROLLBACK").catch(() => {});
       throw err;
     } finally {
+      c.off("error", onError);
       c.release(failed);
     }
   }
@@ -326,6 +335,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
 
 async function migrate(pool: pg.Pool): Promise<void> {
   const c = await pool.connect();
+  const onError = () => {};
+  c.on("error", onError);
   try {
     await c.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
     try {
@@ -349,6 +360,7 @@ async function migrate(pool: pg.Pool): Promise<void> {
       await c.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => {});
     }
   } finally {
+    c.off("error", onError);
     c.release();
   }
 }

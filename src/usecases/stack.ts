@@ -33,7 +33,7 @@ export async function openStore(cfg: StackConfig, options: OpenStoreOptions = {}
     if (options.worker === false) return openSqliteStore({ file: s.file });
     return openSqliteWorkerStore({ file: s.file, ...(options.logger ? { logger: options.logger } : {}) });
   }
-  return openPostgresStore({ url: s.url, poolSize: s.poolSize });
+  return openPostgresStore({ url: s.url, poolSize: s.poolSize, ...(options.logger ? { logger: options.logger } : {}) });
 }
 
 /** A provider that also owns resources; the CLI calls `close()` after the server stopped. */

@@ -6,5 +6,5 @@
 import * as path from "node:path";
 import { ROOT } from "./compile";
 
-/** Where the compiled tree is (out/src/**.js, out/gen/**.js). */
+/** Where the compiled tree is (out/src/**.js, out/gen/**.js, out/examples/**.js). */
 export const COMPILED_TREE = path.join(ROOT, "node_modules", ".cache", "emqx-exhook-test");
