@@ -229,6 +229,29 @@ const contract = (label: string, make: () => Backend) =>
     });
   });
 
+describe("SQLite worker threads", () => {
+  test("a thread that dies fails its calls with a transient error, is started again, and the store carries on", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "exhook-store-crash-"));
+    const lines: Array<{ obj: object; msg: string | undefined }> = [];
+    const logger = { debug() {}, info() {}, warn() {}, error: (obj: object, msg?: string) => void lines.push({ obj, msg }) };
+    const store = await openSqliteWorkerStore({ file: join(dir, "exhook.db"), logger });
+    try {
+      expect(await store.insertMessages([msg(1, "a/b")])).toBe(1);
+      const crash = (store as unknown as { __exitThread(): Promise<void> }).__exitThread();
+      await expect(crash).rejects.toMatchObject({ code: "STORE_WORKER_EXITED", message: "the SQLite writer thread exited (code 1)" });
+      expect(lines[0]).toEqual({ obj: { thread: "writer", code: 1, failedCalls: 1, restartInMs: 200 }, msg: "SQLite store thread exited; starting a new one" });
+      // Calls made meanwhile wait for the new thread; reads never stopped.
+      expect(await store.insertMessages([msg(2, "a/b")])).toBe(1);
+      expect((await store.queryMessages({ filter: "a/b", limit: 10 })).map((m) => m.id)).toEqual([msg(2, "").id, msg(1, "").id]);
+      // A method the store does not have is an error, not a hang.
+      await expect((store as unknown as { nope(): Promise<void> }).nope()).rejects.toThrow('the SQLite store has no method "nope"');
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 contract("SQLite", sqliteBackend);
 contract("SQLite in worker threads", sqliteWorkerBackend);
 if (PG_URL) contract("PostgreSQL", pgBackend);

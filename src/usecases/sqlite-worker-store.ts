@@ -51,6 +51,8 @@ class StoreThread {
   private nextId = 1;
   private closing = false;
   private restarts = 0;
+  /** Calls made while the thread is being started again, sent once it is. */
+  private backlog: WorkerCall[] | undefined;
   /** Resolves when the current worker has opened the store (rejects when it could not). */
   private opened!: Promise<{ kind: string; location: string }>;
 
@@ -65,6 +67,9 @@ class StoreThread {
   private start(): void {
     const worker = new Worker(this.file, { workerData: this.init, stdout: false, stderr: false });
     this.worker = worker;
+    const backlog = this.backlog ?? [];
+    this.backlog = undefined;
+    for (const call of backlog) this.post(call);
     let openedResolve!: (v: { kind: string; location: string }) => void;
     let openedReject!: (e: Error) => void;
     this.opened = new Promise((res, rej) => ((openedResolve = res), (openedReject = rej)));
@@ -95,7 +100,9 @@ class StoreThread {
       this.pending.clear();
       for (const p of lost) p.reject(Object.assign(new Error(`the SQLite ${this.init.role} thread exited (code ${code})`), { code: "STORE_WORKER_EXITED" }));
       if (this.closing) return;
-      // Unexpected: start a new one (after a pause growing with repeated failures).
+      // Unexpected: start a new one (after a pause growing with repeated failures); calls made
+      // meanwhile wait for it.
+      this.backlog = [];
       this.restarts++;
       const delay = Math.min(5000, 100 * 2 ** Math.min(this.restarts, 6));
       this.logger?.error({ thread: this.init.role, code, failedCalls: lost.length, restartInMs: delay }, "SQLite store thread exited; starting a new one");
@@ -116,20 +123,44 @@ class StoreThread {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.ref();
-      try {
-        this.worker.postMessage({ id, method, args } satisfies WorkerCall);
-      } catch (err) {
-        // An argument that cannot be cloned (DataCloneError): the same call would fail again.
-        this.pending.delete(id);
-        if (this.pending.size === 0) this.worker.unref();
-        reject(err as Error);
+      const call = { id, method, args } satisfies WorkerCall;
+      if (this.backlog) {
+        // Cloned now, like a postMessage would: later changes by the caller do not leak in.
+        try {
+          this.backlog.push(structuredClone(call));
+        } catch (err) {
+          this.pending.delete(id);
+          reject(err as Error);
+        }
+        return;
       }
+      this.post(call);
     });
+  }
+
+  private post(call: WorkerCall): void {
+    this.worker.ref();
+    try {
+      this.worker.postMessage(call);
+    } catch (err) {
+      // An argument that cannot be cloned (DataCloneError): the same call would fail again.
+      const p = this.pending.get(call.id);
+      this.pending.delete(call.id);
+      if (this.pending.size === 0) this.worker.unref();
+      p?.reject(err as Error);
+    }
   }
 
   async close(): Promise<void> {
     if (this.closing) return;
+    if (this.backlog) {
+      // Dead and waiting to be started again: nothing to close; the waiting calls fail.
+      this.closing = true;
+      for (const call of this.backlog) this.pending.get(call.id)?.reject(Object.assign(new Error("the SQLite store is closed"), { code: "STORE_CLOSED" }));
+      this.pending.clear();
+      this.backlog = undefined;
+      return;
+    }
     const closed = this.call("close", []).catch(() => undefined);
     this.closing = true;
     const worker = this.worker;

@@ -65,6 +65,8 @@ function run(): void {
   port.on("message", (call: WorkerCall) => {
     void (async () => {
       try {
+        // @internal For tests of the restart path: ends this thread the way a crash would.
+        if (call.method === "__exitThread") process.exit(1);
         if (call.method === "close") {
           await store.close();
           port.postMessage({ id: call.id } satisfies WorkerReply);
