@@ -53,10 +53,12 @@ export { createLogger, hookLogMiddleware } from "./ops/logger.js";
 export type { LoggerOptions } from "./ops/logger.js";
 
 // Per-client context and presence
-export { createClientContext, connectionKey } from "./client-context.js";
-export type { ClientContext, ClientContextOptions, ClientConnection, ClientLifecycleEvent, ConnIdentity, ConnectionState } from "./client-context.js";
-export { createPresence } from "./presence.js";
-export type { Presence, PresenceOptions, PresenceRecord, PresenceEvent, PresenceSink } from "./presence.js";
+export { connectionOf, connectionKey } from "./connection.js";
+export type { Connection, ConnectionFields } from "./connection.js";
+export { createClientContext } from "./client-context.js";
+export type { ClientContext, ClientContextOptions, ClientConnection, ClientLifecycleEvent, ConnectionState } from "./client-context.js";
+export { createMemoryPresence } from "./presence.js";
+export type { MemoryPresence, MemoryPresenceOptions, PresenceState, PresenceEvent, PresenceSink } from "./presence.js";
 
 // Errors
 export { ExHookConfigError, isExHookConfigError } from "./errors.js";

@@ -186,6 +186,21 @@ test("presence: online, a takeover keeps it online whatever the order, then offl
   expect(stack.presence?.stats()).toMatchObject({ connected: 3, disconnected: 3, transitions: 4 });
 });
 
+test("presence: a quick reconnect without a peer port (EMQX before 5.4) is online again, and a takeover from the same host stays online", async () => {
+  const before = stack.presence?.stats().transitions ?? 0;
+  await connected("bob", "bob-1", 0);
+  await disconnected("bob", "bob-1", 0, "tcp_closed");
+  await connected("bob", "bob-1", 0);
+  expect((await httpGet("/presence?clientid=bob-1")).body.clients).toMatchObject([{ online: true, peerport: 0, connections: 1 }]);
+  // Same host, same listener, no peer port: the new connection's connected before the old one's disconnected.
+  await connected("bob", "bob-1", 0);
+  await disconnected("bob", "bob-1", 0, "takenover");
+  expect((await httpGet("/presence?clientid=bob-1")).body.clients).toMatchObject([{ online: true, connections: 1 }]);
+  await disconnected("bob", "bob-1", 0, "normal");
+  expect((await httpGet("/presence?clientid=bob-1")).body.clients).toMatchObject([{ online: false, reason: "normal", connections: 0 }]);
+  expect((stack.presence?.stats().transitions ?? 0) - before).toBe(4);
+});
+
 test("restart on the same data directory loses no user and no message", async () => {
   await stop();
   await start();

@@ -9,7 +9,7 @@ import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from
 import { createReadServer, type ReadServer } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
 import { openPostgresStore } from "./pg-store.js";
-import { createPresence, type Presence } from "./presence.js";
+import { createStoredPresence, type StoredPresence } from "./presence.js";
 import { openSqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
 import { ExHookConfigError } from "../errors.js";
@@ -33,7 +33,7 @@ export interface Stack {
   /** The rule set in use (config rules, then store rules); changes when store rules are re-read. */
   acl(): Acl | undefined;
   readonly persistence: Persistence | undefined;
-  readonly presence: Presence | undefined;
+  readonly presence: StoredPresence | undefined;
   /** The HTTP read server, listening, when enabled. */
   readonly http: ReadServer | undefined;
   /** Counters of every use case. */
@@ -101,7 +101,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   let auth: Authenticator | undefined;
   let acl: Acl | undefined;
   let persistence: Persistence | undefined;
-  let presence: Presence | undefined;
+  let presence: StoredPresence | undefined;
   let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
@@ -139,7 +139,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onMessagePublish = persistence.hook;
     }
     if (cfg.presence.enabled) {
-      presence = createPresence({
+      presence = createStoredPresence({
         store,
         reorderWindowMs: cfg.presence.reorderWindowMs,
         ...(cfg.presence.webhook ? { webhook: cfg.presence.webhook } : {}),
