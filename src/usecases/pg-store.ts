@@ -4,9 +4,10 @@
  * together do not race; presence changes take a per-client-id transaction lock so two instances
  * handling the two connections of a takeover still agree.
  */
-import pg from "pg";
+import type pg from "pg";
 import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
+import { loadOptional } from "./optional-dependency.js";
 import {
   groupPresence,
   pagedQuery,
@@ -126,9 +127,13 @@ function toUser(r: Record<string, unknown>): UserRecord {
   };
 }
 
-/** Opens a PostgreSQL store, creating or migrating its tables (prefixed `exhook_`). */
+/**
+ * Opens a PostgreSQL store, creating or migrating its tables (prefixed `exhook_`). Needs the optional
+ * package pg (an ExHookConfigError says what to install when it is missing).
+ */
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<Store> {
-  const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
+  const { Pool } = loadOptional<typeof pg>("pg", "the PostgreSQL store");
+  const pool = new Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on("error", () => {});
   try {

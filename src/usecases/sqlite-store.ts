@@ -6,9 +6,10 @@
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
+import { loadOptional } from "./optional-dependency.js";
 import {
   groupPresence,
   pagedQuery,
@@ -135,10 +136,14 @@ const toRecord = (r: PresenceDbRow): ConnectionRecord => ({
   reason: r.reason,
 });
 
-/** Opens (and creates or migrates) a SQLite store. */
+/**
+ * Opens (and creates or migrates) a SQLite store. Needs the optional package better-sqlite3 (an
+ * ExHookConfigError says what to install when it is missing).
+ */
 export function openSqliteStore(options: SqliteStoreOptions): Store {
+  const Sqlite = loadOptional<typeof Database>("better-sqlite3", "the SQLite store");
   if (options.file !== ":memory:") mkdirSync(dirname(options.file), { recursive: true });
-  const db = new Database(options.file);
+  const db = new Sqlite(options.file);
   db.pragma("journal_mode = WAL");
   // NORMAL in WAL mode: a commit survives a process kill; only an OS crash/power loss may lose the
   // last transactions. Writers wait up to 5 s for another process (e.g. the CLI) instead of failing.
