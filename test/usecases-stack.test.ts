@@ -6,9 +6,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createExHookServer, type ExHookServer } from "../src/index";
+import { createExHookServer, type ExHookServer } from "../src/node";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client";
-import { COMMANDS_USAGE, runCommand } from "../src/commands/index";
+import { commandUsage, runCommand } from "../src/commands/index";
 import { addUser, createStack, parseConfig, type Stack } from "../src/usecases/index";
 import { decode, encode, servicePath } from "./helpers/proto";
 
@@ -217,7 +217,7 @@ test("messages prune: the CLI deletes messages older than --older-than; a bad du
     return { exit, lines };
   };
   expect((await prune("--older-than", "100000d")).lines[0]).toMatch(/^deleted 0 messages older than 17\d\d-/);
-  expect((await prune("--older-than", "soon")).lines[0]).toBe('ERR emqx-exhook: --older-than "soon" is not a duration: use e.g. 7d, 12h, 30m, 45s\n\n' + COMMANDS_USAGE);
+  expect((await prune("--older-than", "soon")).lines[0]).toBe('ERR emqx-exhook: --older-than "soon" is not a duration: use e.g. 7d, 12h, 30m, 45s\n\n' + commandUsage("messages prune"));
   expect((await prune()).exit).toBe(2);
   expect(await prune("--older-than", "1d")).toEqual({ exit: 0, lines: [expect.stringMatching(/^deleted 1 message older than 20\d\d-/)] });
   expect((await httpGet("/messages?topic=users/%23")).body.messages).toEqual([]);

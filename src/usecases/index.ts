@@ -4,7 +4,8 @@
  * `emqx-exhook/usecases`, or run them all with `emqx-exhook serve examples/stack-provider.js`.
  */
 export { createStack, openStore, loadAcl } from "./stack.js";
-export type { Stack, StackOptions, ClosableProvider } from "./stack.js";
+export type { Stack, StackOptions } from "./stack.js";
+export { stackProvider } from "./stack-provider.js";
 export { loadConfig, parseConfig, parseDuration, resolvedStore, configSchema, DEFAULT_ACL_RULES } from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
 export { createAuthenticator, addUser, usernameError, compileClientIdPatterns } from "./auth.js";

@@ -21,12 +21,10 @@ export async function openStore(cfg: StackConfig): Promise<Store> {
   return openPostgresStore({ url: s.url, poolSize: s.poolSize });
 }
 
-/** A provider that also owns resources; the CLI calls `close()` after the server stopped. */
-export type ClosableProvider = Provider & { close(): Promise<void> };
-
 /** The assembled stack. */
 export interface Stack {
-  readonly provider: ClosableProvider;
+  /** The provider to serve; close the stack (`close()`) after the server stopped. */
+  readonly provider: Provider;
   readonly store: Store;
   readonly config: StackConfig;
   readonly auth: Authenticator | undefined;
@@ -192,7 +190,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
 
   const provider = defineProvider(handlers, { name: "emqx-exhook-stack" });
   return {
-    provider: Object.freeze({ ...provider, close }),
+    provider,
     store,
     config: cfg,
     auth,
