@@ -14,7 +14,9 @@ export const aclList: Command = {
     const cfg = commandConfig(options, io);
     return withStore(openCommandStore(cfg, options), async (store) => {
       const rules = await effectiveAclRules(cfg, store);
-      rules.forEach(({ source, rule }, i) => io.stdout(JSON.stringify({ n: i + 1, source, ...rule }) + "\n"));
+      rules.forEach(({ source, rule }, i) => {
+        io.stdout(JSON.stringify({ n: i + 1, source, ...rule }) + "\n");
+      });
       io.stderr(`${rules.length} rule${rules.length === 1 ? "" : "s"}, first match wins; no match: ${cfg.acl.noMatch}${cfg.acl.enabled ? "" : " (acl.enabled is false: not in force)"}\n`);
       return 0;
     });

@@ -2,6 +2,7 @@
 import { parseDuration } from "../usecases/config.js";
 import { messageJson, messageQueryFrom } from "../usecases/http.js";
 import { createMessageRetention } from "../usecases/persistence.js";
+import type { MessageQuery } from "../usecases/store.js";
 import { parseInteger, stringOption, UsageError, type Command } from "./command.js";
 import { commandConfig, openCommandStore, STORE_OPTIONS, withStore } from "./store-access.js";
 
@@ -19,7 +20,7 @@ export const messagesQuery: Command = {
   async run({ options }, io) {
     const limit = stringOption(options, "limit");
     if (limit !== undefined) parseInteger(limit, 1, 10_000, "--limit");
-    let query;
+    let query: MessageQuery;
     try {
       query = messageQueryFrom({ topic: stringOption(options, "topic"), since: stringOption(options, "since"), until: stringOption(options, "until"), limit, order: stringOption(options, "order") });
     } catch (err) {

@@ -1,5 +1,6 @@
 /** `presence list`: the stored presence of the presence use case, printed as JSON lines. */
 import { presenceJson } from "../usecases/http.js";
+import type { PresenceState } from "../usecases/store.js";
 import { stringOption, UsageError, type Command } from "./command.js";
 import { commandConfig, openCommandStore, STORE_OPTIONS, withStore } from "./store-access.js";
 
@@ -16,7 +17,7 @@ export const presenceList: Command = {
     if (options["online"] === true && options["offline"] === true) throw new UsageError("give --online or --offline, not both");
     return withStore(openCommandStore(commandConfig(options, io), options), async (store) => {
       const id = stringOption(options, "clientid");
-      let list;
+      let list: PresenceState[];
       if (id !== undefined) {
         const p = await store.getPresence(id);
         list = p ? [p] : [];

@@ -228,7 +228,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       db.transaction(() => {
         db.prepare("DELETE FROM acl_rules").run();
         const ins = db.prepare("INSERT INTO acl_rules (position, rule) VALUES (?, ?)");
-        rules.forEach((r, i) => ins.run(i + 1, JSON.stringify(r)));
+        for (const [i, r] of rules.entries()) ins.run(i + 1, JSON.stringify(r));
       })();
     },
     async insertMessages(batch) {
