@@ -26,7 +26,7 @@ import { transformFileSync } from "@swc/core";
 import Database from "better-sqlite3";
 import pg from "pg";
 import * as v3 from "../gen/emqx/exhook/v3/exhook_pb.js";
-import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client.js";
+import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
 import { pgBinDir, startPgCluster } from "../test/helpers/pg-cluster.js";
 import { percentile, startStoreLoad, type StoreLoadResult } from "./store-load.js";
 

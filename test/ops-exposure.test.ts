@@ -19,7 +19,7 @@ import { parseArgs } from "../src/cli.js";
 import { spawnCli, type CliProcess } from "./helpers/cli-process.js";
 import { COMPILED_TREE } from "./helpers/compiled-tree.js";
 import { ROOT } from "./helpers/compile.js";
-import { httpGet, key, memoryLogger, parseMetrics, until } from "./helpers/ops.js";
+import { httpGet, key, memoryLogger, parseMetrics } from "./helpers/ops.js";
 import { encode, servicePath } from "./helpers/proto.js";
 
 const TOKEN = "0123456789abcdef0123456789abcdef";

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import pg from "pg";
 import Database from "better-sqlite3";
-import { createExHookServer, type ExHookServer } from "../src/index";
+import { createExHookServer, type ExHookServer } from "../src/node";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client";
 import { addUser, createStack, parseConfig, type Stack } from "../src/usecases/index";
 import { startStoreLoad, type StoreLoadResult } from "../bench/store-load";

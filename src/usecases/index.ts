@@ -4,7 +4,8 @@
  * `emqx-exhook/usecases`, or run them all with `emqx-exhook serve examples/stack-provider.js`.
  */
 export { createStack, openStore, loadAcl } from "./stack.js";
-export type { Stack, StackOptions, ClosableProvider, OpenStoreOptions } from "./stack.js";
+export type { Stack, StackOptions, OpenStoreOptions } from "./stack.js";
+export { stackProvider } from "./stack-provider.js";
 export { loadConfig, parseConfig, parseDuration, parseBytes, resolvedStore, configSchema, DEFAULT_ACL_RULES } from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
 export { createAuthenticator, addUser, usernameError, compileClientIdPatterns } from "./auth.js";
@@ -15,8 +16,8 @@ export { compileAcl, aclTopicError } from "./acl.js";
 export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
 export { createPersistence, createMessageWriter, createMessageRetention, messageBytes, RETENTION_CHUNK } from "./persistence.js";
 export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats, MessageRetention, MessageRetentionOptions } from "./persistence.js";
-export { createPresence, connectionOf, presenceStoreSink } from "./presence.js";
-export type { Presence, PresenceOptions, PresenceEvent, PresenceStats } from "./presence.js";
+export { createStoredPresence } from "./presence.js";
+export type { StoredPresence, StoredPresenceOptions, StoredPresenceStats } from "./presence.js";
 export { createReadApi, createReadServer, messageJson, messageQueryFrom, parseTime, READ_API_PATHS } from "./http.js";
 export type { ReadApi, ReadApiOptions, ReadServer, ReadServerOptions, MessageJson } from "./http.js";
 export { openSqliteStore } from "./sqlite-store.js";
@@ -30,4 +31,4 @@ export { isPermanentStoreError, backoffDelay } from "./store-retry.js";
 export { QueryTimeoutError, SCAN_CHUNK } from "./store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
-export type { Store, UserRecord, StoredMessage, MessageQuery, ConnectionInfo, PresenceState, PresenceChange, PresenceListOptions } from "./store.js";
+export type { Store, UserRecord, StoredMessage, MessageQuery, PresenceState, PresenceChange, PresenceListOptions } from "./store.js";

@@ -14,18 +14,16 @@
  */
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
-// The one place better-sqlite3 is imported (an optional dependency of the package: only the
-// SQLite store needs it).
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { connectionKey, type Connection } from "../connection.js";
+import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
+import { loadOptional } from "./optional-dependency.js";
 import {
-  derivePresence,
   parseHeaders,
   scanPresence,
   scanQuery,
-  type ConnectionInfo,
   type MessageQuery,
   type PresenceChange,
-  type PresenceRow,
   type PresenceState,
   type ScanRow,
   type Store,
@@ -33,8 +31,11 @@ import {
   type UserRecord,
 } from "./store.js";
 
-/** Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one. */
-const MIGRATIONS: readonly string[] = [
+/**
+ * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
+ * @internal Exported for the migration tests.
+ */
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE users (
      username TEXT PRIMARY KEY,
      password_hash TEXT NOT NULL,
@@ -71,7 +72,14 @@ const MIGRATIONS: readonly string[] = [
      reason TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (clientid, conn_key)
    );`,
-  // 2: message queries in short statements: a covering index to scan by time and filter topics
+  // 2: presence counts connects minus disconnects per connection identity (src/presence.ts), and the
+  // identity is the one of src/connection.ts (node|peerhost|peerport|sockport, was node|peerhost:peerport).
+  // Old rows: live connection = 1, ended = 0, disconnect before its connect (tombstone) = -1.
+  `ALTER TABLE presence ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
+   UPDATE presence SET
+     live = CASE WHEN disconnected_at IS NULL AND connected_at IS NOT NULL THEN 1 WHEN connected_at IS NULL THEN -1 ELSE 0 END,
+     conn_key = node || '|' || peerhost || '|' || peerport || '|' || sockport;`,
+  // 3: message queries in short statements: a covering index to scan by time and filter topics
   // without reading rows, and a topic index for filters without wildcards.
   `CREATE INDEX messages_ts_topic ON messages (ts, seq, topic);
    CREATE INDEX messages_topic ON messages (topic, ts, seq);
@@ -132,6 +140,7 @@ interface PresenceDbRow {
   peerport: number;
   sockport: number;
   protocol: string;
+  live: number;
   connected_at: number | null;
   disconnected_at: number | null;
   reason: string;
@@ -151,25 +160,30 @@ const toMessage = (r: MessageRow): StoredMessage & { seq: number } => ({
   headers: parseHeaders(r.headers),
 });
 
-const toPresenceRow = (r: PresenceDbRow): PresenceRow => ({
+const toRecord = (r: PresenceDbRow): ConnectionRecord => ({
   clientId: r.clientid,
-  connKey: r.conn_key,
+  key: r.conn_key,
   node: r.node,
   username: r.username,
   peerhost: r.peerhost,
   peerport: r.peerport,
   sockport: r.sockport,
   protocol: r.protocol,
+  live: r.live,
   connectedAt: r.connected_at,
   disconnectedAt: r.disconnected_at,
   reason: r.reason,
 });
 
-/** Opens (and creates or migrates) a SQLite store. */
+/**
+ * Opens (and creates or migrates) a SQLite store. Needs the optional package better-sqlite3 (an
+ * ExHookConfigError says what to install when it is missing).
+ */
 export function openSqliteStore(options: SqliteStoreOptions): Store {
+  const Sqlite = loadOptional<typeof Database>("better-sqlite3", "the SQLite store");
   const readonly = options.readonly ?? false;
   if (options.file !== ":memory:" && !readonly) prepareFile(options.file);
-  const db = new Database(options.file, { readonly, fileMustExist: readonly });
+  const db = new Sqlite(options.file, { readonly, fileMustExist: readonly });
   // Statements wait up to busyTimeoutMs for another connection's lock (the CLI's prune, the other
   // thread) instead of failing at once; in the worker store they wait off the event loop.
   db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
@@ -208,28 +222,26 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
   const firstClientIds = db.prepare<[number], { clientid: string }>("SELECT DISTINCT clientid FROM presence ORDER BY clientid LIMIT ?");
   const nextClientIds = db.prepare<[string, number], { clientid: string }>("SELECT DISTINCT clientid FROM presence WHERE clientid > ? ORDER BY clientid LIMIT ?");
   const presenceRange = db.prepare<[string, string], PresenceDbRow>("SELECT * FROM presence WHERE clientid >= ? AND clientid <= ? ORDER BY clientid");
-  const connectedStmt = db.prepare(
-    `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
-     VALUES (@clientId, @connKey, @node, @username, @peerhost, @peerport, @sockport, @protocol, @at, NULL, '')
-     ON CONFLICT (clientid, conn_key) DO UPDATE SET
-       connected_at = CASE WHEN presence.disconnected_at IS NOT NULL AND presence.disconnected_at < @staleBefore THEN @at
-                           ELSE coalesce(presence.connected_at, @at) END,
-       disconnected_at = CASE WHEN presence.disconnected_at IS NOT NULL AND presence.disconnected_at < @staleBefore THEN NULL
-                              ELSE presence.disconnected_at END,
-       node = excluded.node, username = excluded.username, protocol = excluded.protocol, sockport = excluded.sockport`,
+  const upsertPresence = db.prepare(
+    `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, live, connected_at, disconnected_at, reason)
+     VALUES (@clientId, @key, @node, @username, @peerhost, @peerport, @sockport, @protocol, @live, @connectedAt, @disconnectedAt, @reason)
+     ON CONFLICT (clientid, conn_key) DO UPDATE SET node = excluded.node, username = excluded.username, protocol = excluded.protocol,
+       live = excluded.live, connected_at = excluded.connected_at, disconnected_at = excluded.disconnected_at, reason = excluded.reason`,
   );
-  const disconnectedStmt = db.prepare(
-    `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
-     VALUES (@clientId, @connKey, @node, @username, @peerhost, @peerport, @sockport, @protocol, NULL, @at, @reason)
-     ON CONFLICT (clientid, conn_key) DO UPDATE SET disconnected_at = @at, reason = @reason
-       WHERE presence.disconnected_at IS NULL`,
-  );
-  const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toPresenceRow));
-  const change = (clientId: string, write: () => void): PresenceChange =>
+  const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toRecord));
+  // One transaction per event: read the client's records, apply the rule, write the one record.
+  const change = (conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): PresenceChange =>
     db.transaction(() => {
-      const wasOnline = state(clientId)?.online ?? false;
-      write();
-      return { wasOnline, state: state(clientId) as PresenceState };
+      const records = presenceRows.all(conn.clientId).map(toRecord);
+      const wasOnline = derivePresence(records)?.online ?? false;
+      const key = connectionKey(conn);
+      const i = records.findIndex((r) => r.key === key);
+      const rec = next(records[i]);
+      const { clientId, key: k, node, username, peerhost, peerport, sockport, protocol, live, connectedAt, disconnectedAt, reason } = rec;
+      upsertPresence.run({ clientId, key: k, node, username, peerhost, peerport, sockport, protocol, live, connectedAt, disconnectedAt, reason });
+      if (i >= 0) records[i] = rec;
+      else records.push(rec);
+      return { wasOnline, state: derivePresence(records) as PresenceState };
     }).immediate();
 
   const toUser = (r: { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }): UserRecord => ({
@@ -264,7 +276,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       db.transaction(() => {
         db.prepare("DELETE FROM acl_rules").run();
         const ins = db.prepare("INSERT INTO acl_rules (position, rule) VALUES (?, ?)");
-        rules.forEach((r, i) => ins.run(i + 1, JSON.stringify(r)));
+        for (const [i, r] of rules.entries()) ins.run(i + 1, JSON.stringify(r));
       })();
     },
     async insertMessages(batch) {
@@ -305,11 +317,11 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
         yield: nextTick,
       });
     },
-    async presenceConnected(conn: ConnectionInfo, at: number, reorderWindowMs: number) {
-      return change(conn.clientId, () => connectedStmt.run({ ...conn, at, staleBefore: at - reorderWindowMs }));
+    async presenceConnected(conn: Connection, at: number, reorderWindowMs: number) {
+      return change(conn, (prev) => recordConnected(prev, conn, at, reorderWindowMs));
     },
-    async presenceDisconnected(conn: ConnectionInfo, at: number, reason: string) {
-      return change(conn.clientId, () => disconnectedStmt.run({ ...conn, at, reason }));
+    async presenceDisconnected(conn: Connection, at: number, reason: string) {
+      return change(conn, (prev) => recordDisconnected(prev, conn, at, reason));
     },
     async getPresence(clientId) {
       return state(clientId);
@@ -318,16 +330,16 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return scanPresence(opts, {
         clientIds: async (after, n) =>
           (after === undefined ? firstClientIds.all(n) : nextClientIds.all(after, n)).map((r) => r.clientid),
-        rows: async (first, last) => presenceRange.all(first, last).map(toPresenceRow),
+        rows: async (first, last) => presenceRange.all(first, last).map(toRecord),
         yield: nextTick,
       });
     },
     async prunePresence(before) {
       return db
         .prepare(
-          `DELETE FROM presence WHERE disconnected_at IS NOT NULL AND disconnected_at < ? AND EXISTS (
+          `DELETE FROM presence WHERE live <= 0 AND disconnected_at IS NOT NULL AND disconnected_at < ? AND EXISTS (
              SELECT 1 FROM presence p2 WHERE p2.clientid = presence.clientid AND p2.conn_key <> presence.conn_key
-               AND (p2.disconnected_at IS NULL OR p2.disconnected_at > presence.disconnected_at))`,
+               AND (p2.live > 0 OR p2.disconnected_at > presence.disconnected_at))`,
         )
         .run(before).changes;
     },

@@ -9,7 +9,7 @@ import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from
 import { createReadApi, type ReadApi } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
 import { openPostgresStore } from "./pg-store.js";
-import { createPresence, type Presence } from "./presence.js";
+import { createStoredPresence, type StoredPresence } from "./presence.js";
 import { openSqliteStore } from "./sqlite-store.js";
 import { openSqliteWorkerStore } from "./sqlite-worker-store.js";
 import type { Store } from "./store.js";
@@ -36,19 +36,17 @@ export async function openStore(cfg: StackConfig, options: OpenStoreOptions = {}
   return openPostgresStore({ url: s.url, poolSize: s.poolSize, ...(options.logger ? { logger: options.logger } : {}) });
 }
 
-/** A provider that also owns resources; the CLI calls `close()` after the server stopped. */
-export type ClosableProvider = Provider & { close(): Promise<void> };
-
 /** The assembled stack. */
 export interface Stack {
-  readonly provider: ClosableProvider;
+  /** The provider to serve; close the stack (`close()`) after the server stopped. */
+  readonly provider: Provider;
   readonly store: Store;
   readonly config: StackConfig;
   readonly auth: Authenticator | undefined;
   /** The rule set in use (config rules, then store rules); changes when store rules are re-read. */
   acl(): Acl | undefined;
   readonly persistence: Persistence | undefined;
-  readonly presence: Presence | undefined;
+  readonly presence: StoredPresence | undefined;
   /** The read API (`http.enabled`), served on the server's operations port through `provider.options.ops`. */
   readonly readApi: ReadApi | undefined;
   /** Counters of every use case. */
@@ -124,7 +122,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   let auth: Authenticator | undefined;
   let acl: Acl | undefined;
   let persistence: Persistence | undefined;
-  let presence: Presence | undefined;
+  let presence: StoredPresence | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
     if (cfg.auth.enabled) {
@@ -161,7 +159,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onMessagePublish = persistence.hook;
     }
     if (cfg.presence.enabled) {
-      presence = createPresence({
+      presence = createStoredPresence({
         store,
         reorderWindowMs: cfg.presence.reorderWindowMs,
         maxQueueBytes: cfg.presence.maxQueueBytes,
@@ -234,7 +232,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     ops: { notReady, ...(readApi ? { http: readApi.http, paths: readApi.paths, perWorkerPaths: ["/stats"] } : {}) },
   });
   return {
-    provider: Object.freeze({ ...provider, close }),
+    provider,
     store,
     config: cfg,
     auth,
