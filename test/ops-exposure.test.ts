@@ -126,7 +126,7 @@ describe("CLI flags of the operations port", () => {
     });
     expect(parseArgs(["serve", "p.js"], { METRICS_HOST: "10.0.0.1", READY_NODES: "emqx@a" })).toMatchObject({ metricsHost: "10.0.0.1", readyNodes: ["emqx@a"] });
     expect(() => parseArgs(["serve", "p.js", "--ready-when", "loaded"], {})).toThrow("--ready-when loaded needs --ready-nodes");
-    expect(() => parseArgs(["serve", "p.js", "--metrics-port", "0x2328"], {})).toThrow('--metrics-port must be an integer from 0 to 65535, got "0x2328"');
+    expect(() => parseArgs(["serve", "p.js", "--metrics-port", "0x2328"], {})).toThrow('--metrics-port (or METRICS_PORT) must be an integer from 0 to 65535, got "0x2328"');
   });
 });
 
