@@ -3,7 +3,7 @@
  * EXHOOK_TEST_PG_URL is set (scripts/with-postgres.sh sets it; without it the PostgreSQL half is
  * skipped with a message saying so).
  */
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -325,6 +325,29 @@ const contract = (label: string, make: () => Backend) =>
       expect((await store.queryMessages({ filter: "s/new/t", limit: 5 })).map((m) => m.publisher)).toEqual(["c5000"]);
     });
   });
+
+describe("SQLite file permissions", () => {
+  test("a new database (and its -wal, -shm) is 0600 in a 0700 directory; an existing 0644 one is tightened", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "exhook-store-mode-"));
+    try {
+      const file = join(dir, "data", "exhook.db");
+      const store = openSqliteStore({ file });
+      await store.putUser({ username: "u", passwordHash: "$h", clientIds: [], createdAt: 1, updatedAt: 1 });
+      const mode = (f: string) => statSync(f).mode & 0o777;
+      expect([file, `${file}-wal`, `${file}-shm`].map(mode)).toEqual([0o600, 0o600, 0o600]);
+      expect(mode(join(dir, "data"))).toBe(0o700);
+      await store.close();
+      // A file left world-readable by an older release is tightened when opened.
+      const old = join(dir, "old.db");
+      writeFileSync(old, "");
+      chmodSync(old, 0o644);
+      await (await openSqliteWorkerStore({ file: old })).close();
+      expect(mode(old)).toBe(0o600);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe("SQLite worker threads", () => {
   test("a thread that dies fails its calls with a transient error, is started again, and the store carries on", async () => {
