@@ -173,7 +173,7 @@ describe("validation", () => {
       persistence: {
         enabled: true,
         topics: ["#"],
-        maxQueueBytes: 64 * 1024 * 1024,
+        maxQueueBytes: 128 * 1024 * 1024,
         batchSize: 500,
         flushMs: 200,
         overflow: "drop-new",

@@ -128,7 +128,7 @@ export const configSchema = z.strictObject({
         .min(1)
         .default(["#"]),
       /** Memory for messages waiting to be written (held while the store is down). */
-      maxQueueBytes: bytes.default(64 * 1024 * 1024),
+      maxQueueBytes: bytes.default(128 * 1024 * 1024),
       batchSize: int(1, 10_000).default(500),
       flushMs: int(1).default(200),
       overflow: z.enum(["drop-new", "drop-oldest"]).default("drop-new"),
