@@ -10,7 +10,7 @@
  * Queries are bounded so a reader cannot starve the hooks: at most `maxConcurrentQueries` run at
  * once (more get 503 at once), each stops after `queryTimeoutMs` (503), and a `/messages` answer
  * stops adding messages once their payloads reach `maxResponseBytes` (`truncated: true`). On
- * SQLite the queries run in the store's read thread, on PostgreSQL on a pool of their own.
+ * SQLite the queries run in the store's scan thread, on PostgreSQL on a pool of their own.
  */
 import type { AddressInfo } from "node:net";
 import type { OpsRequest, OpsResponse } from "../provider.js";

@@ -4,10 +4,10 @@
  *
  * better-sqlite3 is synchronous: every call blocks the thread it runs on. `openSqliteStore` runs it
  * on the calling thread (the CLI, scripts, tests); the server uses `openSqliteWorkerStore`
- * (sqlite-worker-store.ts), which runs this same implementation in two worker threads — one
- * read-only connection for reads, one connection for writes — so no SQLite call ever runs on the
- * event loop that answers EMQX. Long reads are made of short statements (see `scanQuery`) with a
- * pause between them, so the read thread answers a login's user lookup within one statement.
+ * (sqlite-worker-store.ts), which runs this same implementation in worker threads — a connection
+ * for writes, read-only ones for lookups and for scans — so no SQLite call ever runs on the event
+ * loop that answers EMQX. Long reads are made of short statements (see `scanQuery`) with a pause
+ * between them, so a thread serving one never holds anything else up for long.
  *
  * The file (and its -wal/-shm companions, which SQLite creates with the file's mode) is 0600 and
  * its directory 0700 when created here: it holds password hashes and messages.

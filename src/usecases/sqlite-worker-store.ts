@@ -1,12 +1,16 @@
 /**
- * The SQLite store off the event loop: the implementation of sqlite-store.ts runs in two worker
+ * The SQLite store off the event loop: the implementation of sqlite-store.ts runs in three worker
  * threads, and this module hands them the calls.
  *
  * - the **write thread** (read-write connection) runs every method that is not a read: message
  *   batches, presence changes, users, rules, retention. A write waiting on a lock (the CLI pruning
  *   the same file, up to `busy_timeout`) or a slow disk waits there;
- * - the **read thread** (read-only connection; WAL lets it read while the writer writes) runs the
- *   methods named `get…`, `list…`, `query…` and `ping`: a login's user lookup, the read API.
+ * - the **lookup thread** (read-only connection; WAL lets it read while the writer writes) runs
+ *   `get…` and `ping`: a login's user lookup, one client's presence, readiness. Short and on the
+ *   hooks' path, so at the normal CPU priority;
+ * - the **scan thread** (read-only connection, lowest CPU priority) runs `list…` and `query…`: the
+ *   read API, listings. A long scan there never delays a lookup, a write, or (when the CPU is
+ *   short) the thread answering EMQX.
  *
  * The proxy is generic: any method of `Store`, including ones added later, is forwarded by name
  * with its arguments (structured-cloned). A thread that dies is started again; the calls it had
@@ -27,9 +31,11 @@ export interface SqliteWorkerStoreOptions extends Omit<SqliteStoreOptions, "read
   readonly workerFile?: string;
 }
 
-/** Methods that only read: they run on the read-only connection. */
-export function isReadMethod(method: string): boolean {
-  return /^(get|list|query)[A-Z]/.test(method) || method === "ping";
+/** Which thread runs a method: by its name (see the module comment); anything else writes. */
+export function threadOf(method: string): "lookup" | "scan" | "writer" {
+  if (/^get[A-Z]/.test(method) || method === "ping") return "lookup";
+  if (/^(list|query)[A-Z]/.test(method)) return "scan";
+  return "writer";
 }
 
 interface Pending {
@@ -190,19 +196,22 @@ export async function openSqliteWorkerStore(options: SqliteWorkerStoreOptions): 
     throw err;
   }
   // A memory database is private to its connection: everything goes to the writer.
-  const reader = options.file === ":memory:" ? writer : new StoreThread({ ...base, role: "reader" }, file, options.logger);
+  const memory = options.file === ":memory:";
+  const lookup = memory ? writer : new StoreThread({ ...base, role: "lookup" }, file, options.logger);
+  const scan = memory ? writer : new StoreThread({ ...base, role: "scan" }, file, options.logger);
   try {
-    await reader.ready();
+    await Promise.all([lookup.ready(), scan.ready()]);
   } catch (err) {
-    await Promise.all([writer.close(), reader.close()]);
+    await Promise.all([writer.close(), lookup.close(), scan.close()]);
     throw err;
   }
+  const threads = { writer, lookup, scan };
   let closing: Promise<void> | undefined;
   const methods = new Map<string, (...args: unknown[]) => Promise<unknown>>();
   const target = {
     kind: info.kind,
     location: info.location,
-    close: () => (closing ??= Promise.all([reader.close(), writer.close()]).then(() => undefined)),
+    close: () => (closing ??= Promise.all([lookup.close(), scan.close(), writer.close()]).then(() => undefined)),
   };
   return new Proxy(target, {
     get(t, prop) {
@@ -212,7 +221,7 @@ export async function openSqliteWorkerStore(options: SqliteWorkerStoreOptions): 
       if (prop === "then") return undefined;
       let fn = methods.get(prop);
       if (!fn) {
-        const thread = isReadMethod(prop) ? reader : writer;
+        const thread = threads[threadOf(prop)];
         fn = (...args: unknown[]) => thread.call(prop, args);
         methods.set(prop, fn);
       }

@@ -29,7 +29,7 @@ export type WorkerReply = { readonly id: number; readonly value?: unknown; reado
 
 /** What `workerData` holds. */
 export interface WorkerInit extends SqliteStoreOptions {
-  readonly role: "reader" | "writer";
+  readonly role: "writer" | "lookup" | "scan";
 }
 
 function toWorkerError(err: unknown): WorkerError {
@@ -53,7 +53,7 @@ function transferables(value: unknown): ArrayBuffer[] {
 }
 
 /**
- * Lowers this thread's CPU priority (Linux: nice is per thread). The read thread runs the read
+ * Lowers this thread's CPU priority (Linux: nice is per thread). The scan thread runs the read
  * API's long scans: when the CPU is short, the thread answering EMQX must win. Elsewhere, or when
  * not allowed, it runs at the normal priority.
  */
@@ -70,10 +70,10 @@ function run(): void {
   const port = parentPort;
   if (!port) throw new Error("sqlite-worker.js runs as a worker thread (openSqliteWorkerStore starts it)");
   const init = workerData as WorkerInit;
-  if (init.role === "reader") lowerPriority(10);
+  if (init.role === "scan") lowerPriority(19);
   let store: Store;
   try {
-    store = openSqliteStore({ file: init.file, readonly: init.role === "reader", ...(init.busyTimeoutMs !== undefined ? { busyTimeoutMs: init.busyTimeoutMs } : {}) });
+    store = openSqliteStore({ file: init.file, readonly: init.role !== "writer", ...(init.busyTimeoutMs !== undefined ? { busyTimeoutMs: init.busyTimeoutMs } : {}) });
   } catch (err) {
     port.postMessage({ id: 0, error: toWorkerError(err) } satisfies WorkerReply);
     return;

@@ -97,9 +97,10 @@ export interface PresenceChange {
  *
  * Every method is async and takes and returns plain data only (structured-clone-able: no class
  * instances, no functions), because the SQLite backend runs in worker threads behind a generic
- * proxy (`openSqliteWorkerStore`). Methods named `get…`, `list…`, `query…` and `ping` only read:
- * on SQLite they run on a read-only connection in their own thread, so a slow read never waits
- * behind a write and the reverse.
+ * proxy (`openSqliteWorkerStore`). The name says where a method runs there: `get…` and `ping` are
+ * short reads (a thread of their own), `list…` and `query…` are scans (another, at low priority),
+ * anything else writes (the write thread). Name a new method accordingly: a read-only connection
+ * refuses a write.
  */
 export interface Store {
   readonly kind: "sqlite" | "postgres";
