@@ -11,15 +11,20 @@
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createDispatcher, type Dispatcher } from "./dispatch.js";
 import { ExHookConfigError } from "./errors.js";
 import type { HookMiddleware, Logger, Provider } from "./provider.js";
 import { exhookRoutes } from "./routes.js";
 import { nativeHandler } from "./native-transport.js";
+import { respondFailure, respondUnsupportedMediaType } from "./protocol/grpc-http2.js";
+import { grpcContentType } from "./protocol/grpc-unary.js";
 import { HEALTH_PATH_PREFIX, healthRoutes, serveHealthStream, type HealthState } from "./ops/health.js";
 import { createOpsServer, type OpsServer, type ReadyWhen } from "./ops/http-probes.js";
+import { shareLearnedState } from "./ops/learned-state.js";
+import { monitorLoopDelay } from "./ops/loop-delay.js";
 import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
+import { createServerErrors, type ErrorCounts } from "./ops/peer-errors.js";
 import { readTlsOptions, watchTls, type TlsFiles } from "./ops/tls.js";
 
 /** Options of {@link createExHookServer}. */
@@ -72,6 +77,17 @@ export interface ExHookServerOptions {
    * Default false: `SERVING` while listening and not draining.
    */
   readonly healthRequiresLoaded?: boolean;
+  /**
+   * Pins the `ResponsedType` numbering of v1 answers: `true` for EMQX 4.3.0–4.3.2, `false` for
+   * later 4.x (see `DispatcherOptions.legacyResponseNumbering`). Default: learned from EMQX.
+   */
+  readonly legacyResponseNumbering?: boolean;
+  /**
+   * A JSON file keeping what was learned from EMQX (the v1 numbering) across restarts: EMQX 4.x
+   * does not send `OnProviderLoaded` again to a restarted server. Default: none (memory only).
+   * Under `serve --workers N` the workers also share it over the cluster bus.
+   */
+  readonly stateFile?: string;
 }
 
 /** A running (or ready to run) ExHook server. */
@@ -97,7 +113,29 @@ export interface ExHookServer {
   readonly opsAddress: AddressInfo | undefined;
   /** Re-reads the TLS files now; false (and the old certificate kept) when they do not load. */
   reloadTls(): boolean;
+  /** Peer errors by kind and internal errors so far (also `exhook_peer_errors_total`, `exhook_internal_errors_total`). */
+  errorCounts(): ErrorCounts;
 }
+
+/**
+ * HTTP/2 session limits (node:http2 / nghttp2 options), chosen so that no single peer can take
+ * more than its share of memory or CPU; each was checked against a flood in test/abuse.test.ts.
+ * - `maxSessionMemory` 32 MiB (Node's default 10): the outbound buffer a connection may hold
+ *   (answers a slow reader has not taken) before new streams on it are refused; EMQX's answers
+ *   are small, a connection that holds 32 MiB is not reading.
+ * - `maxSessionRejectedStreams` 100, `maxSessionInvalidFrames` 100: a peer whose streams keep being
+ *   refused, or that sends frames the protocol forbids, is disconnected (ENHANCE_YOUR_CALM).
+ * - `maxHeaderListPairs` 64 and a 16 KiB `maxHeaderListSize`: EMQX sends 8 headers.
+ * - `maxOutstandingPings` / nghttp2's own flood checks (PING, SETTINGS, RST_STREAM rate, empty
+ *   frames, CONTINUATION count) stay at their defaults, which already close a flooding connection.
+ */
+const SESSION_LIMITS = {
+  maxSessionMemory: 32,
+  maxSessionRejectedStreams: 100,
+  maxSessionInvalidFrames: 100,
+  maxHeaderListPairs: 64,
+} as const;
+const MAX_HEADER_LIST_SIZE = 16 * 1024;
 
 /** Creates a standalone ExHook server. Throws {@link ExHookConfigError} on bad options. */
 export function createExHookServer(options: ExHookServerOptions): ExHookServer {
@@ -124,19 +162,27 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   const metrics = options.metrics ?? (options.metricsPort !== undefined ? createMetrics() : undefined);
   // Metrics outermost, so their latency includes the user's middleware.
   const middleware = [...(metrics ? [metrics.middleware] : []), ...(options.middleware ?? [])];
+  const logger = options.logger;
+  const errors = createServerErrors(logger);
+  const loopDelay = monitorLoopDelay();
+  const learned = shareLearnedState({ file: options.stateFile, logger });
   const dispatcher =
     options.dispatcher ??
     createDispatcher(options.provider, {
       ...(options.logger ? { logger: options.logger } : {}),
       ...(middleware.length > 0 ? { middleware } : {}),
+      loopDelayMs: loopDelay.ms,
+      ...(options.legacyResponseNumbering !== undefined ? { legacyResponseNumbering: options.legacyResponseNumbering } : {}),
+      onLearned: (state) => learned.publish(state),
     });
-  const logger = options.logger;
+  learned.attach(dispatcher);
   let state: ExHookServer["state"] = "idle";
   const health: HealthState = { serving: () => state === "serving", loaded: () => dispatcher.loadedNodes().length > 0 };
   const healthRequiresLoaded = options.healthRequiresLoaded ?? false;
+  const settings: http2.Settings = { maxConcurrentStreams, maxHeaderListSize: MAX_HEADER_LIST_SIZE };
   const server: http2.Http2Server | http2.Http2SecureServer = options.tls
-    ? http2.createSecureServer({ ...readTlsOptions(options.tls), settings: { maxConcurrentStreams } })
-    : http2.createServer({ settings: { maxConcurrentStreams } });
+    ? http2.createSecureServer({ ...readTlsOptions(options.tls), ...SESSION_LIMITS, settings })
+    : http2.createServer({ ...SESSION_LIMITS, settings });
   const tlsWatch = options.tls ? watchTls(server as http2.Http2SecureServer, options.tls, logger) : undefined;
   if (options.tls) {
     server.on("tlsClientError", (err: Error) => logger?.warn({ err: err.message }, "TLS handshake failed (client without a valid certificate?)"));
@@ -144,6 +190,7 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   if (metrics) {
     metrics.observeDispatcher(dispatcher);
     metrics.observeServer(server);
+    metrics.observeErrors(errors.counts);
   }
   let ops: OpsServer | undefined;
   if (options.metricsPort !== undefined) {
@@ -161,16 +208,29 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });
-  server.on("sessionError", (err) => logger?.warn({ err: err.message }, "HTTP/2 session error (not an h2c client?)"));
+  // Connection-level errors (resets, GOAWAY with an error code, protocol violations): the peer's
+  // doing, logged at debug and counted. Streams get their listener first thing in "stream" below.
+  server.on("sessionError", (err: Error, session: http2.ServerHttp2Session) => errors.onSessionError(err, session));
+  const onStreamError = errors.onStreamError;
 
   if (transport === "native") {
-    const serve = nativeHandler(dispatcher, maxRequestBytes, logger);
+    const serve = nativeHandler(dispatcher, { maxRequestBytes, onInternalError: errors.onInternalError });
     server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      stream.on("error", onStreamError);
       // The health service is routed here so the native handler stays ExHook-only.
       if (headers[":path"]?.startsWith(HEALTH_PATH_PREFIX)) serveHealthStream(health, healthRequiresLoaded, stream, headers);
       else serve(stream, headers);
     });
   } else {
+    // connect-node's compatibility layer handles stream errors itself; ours only counts them.
+    server.on("stream", (stream: http2.ServerHttp2Stream) => stream.on("error", onStreamError));
+    // Errors that are not ConnectErrors are ours (the dispatcher rejects only with ConnectError):
+    // Connect answers them INTERNAL "internal error"; this logs and counts them first.
+    const reportInternal: Interceptor = (next) => (req) =>
+      next(req).catch((err: unknown) => {
+        if (!(err instanceof ConnectError)) errors.onInternalError(err);
+        throw err;
+      });
     server.on(
       "request",
       connectNodeAdapter({
@@ -182,10 +242,15 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
         grpcWeb: false,
         connect: false,
         readMaxBytes: maxRequestBytes,
-        fallback: (req, res) => {
-          const r = res as unknown as http2.Http2ServerResponse;
-          r.writeHead(200, { "content-type": "application/grpc+proto", "grpc-status": String(Code.Unimplemented), "grpc-message": encodeURIComponent(`unknown method ${req.url ?? ""}`) });
-          r.end();
+        interceptors: [reportInternal],
+        // Unknown paths: a Trailers-Only UNIMPLEMENTED written on the stream itself (the
+        // compatibility response would send headers, an empty DATA frame and a RST_STREAM).
+        fallback: (req) => {
+          const stream = (req as unknown as http2.Http2ServerRequest).stream;
+          const contentType = grpcContentType(req.headers["content-type"]);
+          if (contentType === undefined) respondUnsupportedMediaType(stream);
+          else respondFailure(stream, contentType, { code: Code.Unimplemented, message: `unknown method ${req.url ?? ""}` });
+          stream.resume();
         },
       }),
     );
@@ -206,6 +271,7 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     metrics,
     http2: server,
     reloadTls: () => tlsWatch?.reload() ?? false,
+    errorCounts: errors.counts,
     async listen() {
       // The probe port first: /healthz answers while the ExHook port binds.
       await ops?.listen();
@@ -243,6 +309,8 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
       });
       return drained.then(async () => {
         state = "closed";
+        loopDelay.stop();
+        learned.stop();
         await ops?.close();
       });
     },

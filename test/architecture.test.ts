@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 const SRC = path.join(__dirname, "..", "src");
-const CORE = ["hooks.ts", "topic.ts", "responses.ts", "provider.ts", "context.ts", "wire.ts", "dispatch.ts", "routes.ts", "errors.ts"];
+const CORE = ["hooks.ts", "topic.ts", "responses.ts", "provider.ts", "context.ts", "wire.ts", "dispatch.ts", "routes.ts", "errors.ts", "protocol/grpc-unary.ts"];
 
 function imports(file: string): string[] {
   const text = fs.readFileSync(path.join(SRC, file), "utf8");
