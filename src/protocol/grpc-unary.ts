@@ -120,9 +120,18 @@ export function isFailure(v: unknown): v is GrpcFailure {
 
 // --- Trailers-Only ----------------------------------------------------------------------
 
-/** `grpc-message` as the gRPC spec wants it: percent-encoded UTF-8. */
+/**
+ * `grpc-message` as the gRPC spec (PROTOCOL-HTTP2) wants it: printable ASCII except `%` as is,
+ * every other UTF-8 byte as `%XX`. (`encodeURIComponent` would also encode `/`, `:` and the like,
+ * which some clients, grpc-js among them, then show encoded.)
+ */
 export function encodeGrpcMessage(text: string): string {
-  return encodeURIComponent(text);
+  if (/^[\x20-\x24\x26-\x7e]*$/.test(text)) return text;
+  let out = "";
+  for (const byte of new TextEncoder().encode(text)) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
 }
 
 /**
