@@ -7,8 +7,9 @@
 import type * as http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Dispatcher } from "./dispatch.js";
+import { createFairScheduler } from "./fair-scheduler.js";
 import { readBody, respondFailure, respondMessage, respondUnsupportedMediaType } from "./protocol/grpc-http2.js";
-import { createUnaryService, grpcContentType, isFailure, type GrpcContentType, type GrpcFailure, type UnaryReplier } from "./protocol/grpc-unary.js";
+import { createUnaryService, grpcContentType, isFailure, type GrpcContentType, type GrpcFailure, type UnaryHead, type UnaryReplier } from "./protocol/grpc-unary.js";
 
 export { parseGrpcTimeout } from "./protocol/grpc-unary.js";
 
@@ -21,6 +22,8 @@ export interface NativeHandlerOptions {
   readonly maxRequestBytes: number;
   /** Told about every error of our own while serving a call (logged and counted by the server). */
   readonly onInternalError?: (err: unknown) => void;
+  /** Time per event-loop turn spent starting calls before the rest waits its connection's turn (src/fair-scheduler.ts). Default 5 ms. */
+  readonly turnBudgetMs?: number;
 }
 
 /**
@@ -31,6 +34,7 @@ export function nativeHandler(dispatcher: Dispatcher, options: NativeHandlerOpti
   const maxRequestBytes = options.maxRequestBytes;
   const service = createUnaryService(dispatcher, options.onInternalError ? { onInternalError: options.onInternalError } : {});
   const tooLarge: GrpcFailure = { code: Code.ResourceExhausted, message: `request larger than ${maxRequestBytes} bytes` };
+  const turns = createFairScheduler<http2.Http2Session>(options.turnBudgetMs !== undefined ? { budgetMs: options.turnBudgetMs } : {});
   return (stream, headers) => {
     const contentType = grpcContentType(headers["content-type"]);
     if (contentType === undefined) {
@@ -45,15 +49,35 @@ export function nativeHandler(dispatcher: Dispatcher, options: NativeHandlerOpti
       return;
     }
     const reply = REPLIERS[contentType];
+    // Hook calls learn of cancellation through bindAbort: no AbortController per call; the
+    // handler's ctx.signal is created only if it reads it (CallContext does that lazily).
+    const bindAbort = (ctx: { abort(reason: unknown): void }) => onCancel(stream, ctx);
     readBody(
       stream,
       maxRequestBytes,
-      // Hook calls learn of cancellation through bindAbort: no AbortController per call; the
-      // handler's ctx.signal is created only if it reads it (CallContext does that lazily).
-      (body) => service.run(head, body, stream, reply, (ctx) => onCancel(stream, ctx)),
+      (body) => {
+        if (turns.tryStart()) {
+          service.run(head, body, stream, reply, bindAbort);
+          return;
+        }
+        // This turn's budget is spent: the call waits for its connection's turn, and the time it
+        // waits comes off its deadline.
+        const owner = stream.session;
+        if (owner === undefined) return; // the connection is gone
+        const queuedAt = performance.now();
+        turns.enqueue(owner, () => {
+          if (stream.destroyed || stream.closed) return;
+          service.run(waited(head, performance.now() - queuedAt), body, stream, reply, bindAbort);
+        });
+      },
       () => respondFailure(stream, contentType, tooLarge),
     );
   };
+}
+
+/** `head` with `ms` less time before its deadline (at least 0). */
+function waited(head: UnaryHead, ms: number): UnaryHead {
+  return head.timeoutMs === undefined ? head : { route: head.route, timeoutMs: Math.max(0, head.timeoutMs - ms) };
 }
 
 /** One replier per content type, shared by every call (no closure per call). */

@@ -10,16 +10,12 @@
  */
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { createDispatcher, type Dispatcher } from "./dispatch.js";
 import { ExHookConfigError } from "./errors.js";
 import type { HookMiddleware, Logger, Provider } from "./provider.js";
-import { exhookRoutes } from "./routes.js";
+import { connectTransport } from "./connect-transport.js";
 import { nativeHandler } from "./native-transport.js";
-import { respondFailure, respondUnsupportedMediaType } from "./protocol/grpc-http2.js";
-import { grpcContentType } from "./protocol/grpc-unary.js";
-import { HEALTH_PATH_PREFIX, healthRoutes, serveHealthStream, type HealthState } from "./ops/health.js";
+import { HEALTH_PATH_PREFIX, serveHealthStream, type HealthState } from "./ops/health.js";
 import { createOpsServer, type OpsServer, type ReadyWhen } from "./ops/http-probes.js";
 import { shareLearnedState } from "./ops/learned-state.js";
 import { monitorLoopDelay } from "./ops/loop-delay.js";
@@ -88,6 +84,13 @@ export interface ExHookServerOptions {
    * Under `serve --workers N` the workers also share it over the cluster bus.
    */
   readonly stateFile?: string;
+  /**
+   * Closes a connection on which no frame went either way (PINGs count) for this long, in ms; 0
+   * keeps idle connections forever. Default 300000 (5 min): EMQX pings each pooled connection every
+   * 60 s, so only dead or abandoned ones are closed, e.g. one that nghttp2 stopped serving after a
+   * flood (it sends GOAWAY but leaves the socket open).
+   */
+  readonly idleTimeoutMs?: number;
 }
 
 /** A running (or ready to run) ExHook server. */
@@ -159,6 +162,10 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   if (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1) {
     throw new ExHookConfigError(`maxConcurrentStreams must be a positive integer, got ${JSON.stringify(options.maxConcurrentStreams)}`);
   }
+  const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
+  if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 0) {
+    throw new ExHookConfigError(`idleTimeoutMs must be a non-negative integer of milliseconds, got ${JSON.stringify(options.idleTimeoutMs)}`);
+  }
   const metrics = options.metrics ?? (options.metricsPort !== undefined ? createMetrics() : undefined);
   // Metrics outermost, so their latency includes the user's middleware.
   const middleware = [...(metrics ? [metrics.middleware] : []), ...(options.middleware ?? [])];
@@ -183,6 +190,8 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   const server: http2.Http2Server | http2.Http2SecureServer = options.tls
     ? http2.createSecureServer({ ...readTlsOptions(options.tls), ...SESSION_LIMITS, settings })
     : http2.createServer({ ...SESSION_LIMITS, settings });
+  // Without a 'timeout' listener, Node destroys a session that timed out.
+  if (idleTimeoutMs > 0) server.setTimeout(idleTimeoutMs);
   const tlsWatch = options.tls ? watchTls(server as http2.Http2SecureServer, options.tls, logger) : undefined;
   if (options.tls) {
     server.on("tlsClientError", (err: Error) => logger?.warn({ err: err.message }, "TLS handshake failed (client without a valid certificate?)"));
@@ -207,6 +216,9 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   server.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    // Node refreshes a session's idle timer on a received PING only when someone listens for
+    // PINGs: without this, an EMQX pool that is quiet but pinging would be closed when idle.
+    if (idleTimeoutMs > 0) session.on("ping", ignorePing);
   });
   // Connection-level errors (resets, GOAWAY with an error code, protocol violations): the peer's
   // doing, logged at debug and counted. Streams get their listener first thing in "stream" below.
@@ -222,38 +234,11 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
       else serve(stream, headers);
     });
   } else {
-    // connect-node's compatibility layer handles stream errors itself; ours only counts them.
-    server.on("stream", (stream: http2.ServerHttp2Stream) => stream.on("error", onStreamError));
-    // Errors that are not ConnectErrors are ours (the dispatcher rejects only with ConnectError):
-    // Connect answers them INTERNAL "internal error"; this logs and counts them first.
-    const reportInternal: Interceptor = (next) => (req) =>
-      next(req).catch((err: unknown) => {
-        if (!(err instanceof ConnectError)) errors.onInternalError(err);
-        throw err;
-      });
-    server.on(
-      "request",
-      connectNodeAdapter({
-        routes: (router) => {
-          exhookRoutes(dispatcher)(router);
-          healthRoutes(health, healthRequiresLoaded)(router);
-        },
-        grpc: true,
-        grpcWeb: false,
-        connect: false,
-        readMaxBytes: maxRequestBytes,
-        interceptors: [reportInternal],
-        // Unknown paths: a Trailers-Only UNIMPLEMENTED written on the stream itself (the
-        // compatibility response would send headers, an empty DATA frame and a RST_STREAM).
-        fallback: (req) => {
-          const stream = (req as unknown as http2.Http2ServerRequest).stream;
-          const contentType = grpcContentType(req.headers["content-type"]);
-          if (contentType === undefined) respondUnsupportedMediaType(stream);
-          else respondFailure(stream, contentType, { code: Code.Unimplemented, message: `unknown method ${req.url ?? ""}` });
-          stream.resume();
-        },
-      }),
-    );
+    const serve = connectTransport({ dispatcher, health, healthRequiresLoaded, maxRequestBytes, onInternalError: errors.onInternalError });
+    server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+      stream.on("error", onStreamError);
+      serve(stream, headers, flags, rawHeaders);
+    });
   }
 
   let address: AddressInfo | undefined;
@@ -316,6 +301,8 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     },
   };
 }
+
+function ignorePing(): void {}
 
 /**
  * Graceful HTTP/2 shutdown of one session (RFC 9113 §6.8): a first GOAWAY with the largest stream

@@ -8,7 +8,7 @@
 import * as http2 from "node:http2";
 import { writeFileSync } from "node:fs";
 import * as path from "node:path";
-import { rawConnect, grpcFrame, grpcRequestHeaders, headerBlock, headers, data, Setting } from "./helpers/h2-frames.js";
+import { rawConnect, grpcFrame, grpcRequestHeaders, headerBlock, headers, data, dataFrames, Setting } from "./helpers/h2-frames.js";
 import { compiledTree, freshCall, startServerChild, type CompiledTree, type ServerChild } from "./helpers/server-child.js";
 import { encode, servicePath } from "./helpers/proto.js";
 import { until } from "./helpers/ops.js";
@@ -230,7 +230,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     // Written without waiting: once the server stops reading us, our own socket buffers them.
     for (let i = 0; i < 200; i++) {
       const id = 1 + 2 * i;
-      raw.socket.write(Buffer.concat([headers(id, block), data(id, grpcFrame(publishBody(128 * 1024, `n${i}`)))]));
+      raw.socket.write(Buffer.concat([headers(id, block), dataFrames(id, grpcFrame(publishBody(128 * 1024, `n${i}`)))]));
     }
     // While it hangs there, others are served.
     await stillServing("a client that never reads (while connected)");

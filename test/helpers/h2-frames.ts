@@ -77,9 +77,18 @@ export const settings = (values: ReadonlyArray<readonly [number, number]> = []):
   return frame(FrameType.SETTINGS, 0, 0, payload);
 };
 export const settingsAck = (): Buffer => frame(FrameType.SETTINGS, Flag.ACK, 0);
-export const headers = (streamId: number, block: Uint8Array, flags = Flag.END_HEADERS): Buffer => frame(FrameType.HEADERS, flags, streamId, block);
-export const continuation = (streamId: number, block: Uint8Array, flags = 0): Buffer => frame(FrameType.CONTINUATION, flags, streamId, block);
-export const data = (streamId: number, payload: Uint8Array, flags = Flag.END_STREAM): Buffer => frame(FrameType.DATA, flags, streamId, payload);
+export const headers = (streamId: number, block: Uint8Array, flags: number = Flag.END_HEADERS): Buffer => frame(FrameType.HEADERS, flags, streamId, block);
+export const continuation = (streamId: number, block: Uint8Array, flags: number = 0): Buffer => frame(FrameType.CONTINUATION, flags, streamId, block);
+export const data = (streamId: number, payload: Uint8Array, flags: number = Flag.END_STREAM): Buffer => frame(FrameType.DATA, flags, streamId, payload);
+/** A body as DATA frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE), END_STREAM on the last. */
+export const dataFrames = (streamId: number, payload: Uint8Array, maxFrameSize = 16384): Buffer => {
+  const frames: Buffer[] = [];
+  for (let off = 0; off < payload.length || frames.length === 0; off += maxFrameSize) {
+    const end = Math.min(payload.length, off + maxFrameSize);
+    frames.push(frame(FrameType.DATA, end === payload.length ? Flag.END_STREAM : 0, streamId, payload.subarray(off, end)));
+  }
+  return Buffer.concat(frames);
+};
 export const rstStream = (streamId: number, code: number): Buffer => {
   const p = Buffer.alloc(4);
   p.writeUInt32BE(code);
