@@ -13,6 +13,7 @@ import { createExHookServer } from "./server.js";
 import { readProcessStdin, runCommand, SUBCOMMANDS } from "./commands/index.js";
 import { createLogger, LOG_LEVELS } from "./ops/logger.js";
 import { relayClusterBus } from "./ops/cluster-bus.js";
+import { ignoreBrokenStdio, installShutdown } from "./ops/shutdown.js";
 
 const USAGE = `usage: emqx-exhook serve <provider-module> [--port N] [--host ADDR] [--transport native|connect]
 
@@ -28,7 +29,8 @@ const USAGE = `usage: emqx-exhook serve <provider-module> [--port N] [--host ADD
   --tls-key FILE     PEM private key of --tls-cert
   --tls-ca FILE      require client certificates signed by this CA (mutual TLS)
   --log-level L      fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL; default info)
-  --drain-timeout MS on SIGTERM/SIGINT, wait this long for in-flight calls (default 10000)
+  --drain-timeout MS on SIGTERM/SIGINT, the whole shutdown takes at most this long: in-flight calls
+                     get it minus up to 1 s, the provider's close gets the rest (default 10000)
   --workers N        serve the port with N processes, e.g. one per core (node:cluster; default 1)
 `;
 
@@ -166,6 +168,8 @@ EMQX 4.4 (etc/plugins/emqx_exhook.conf, then: emqx_ctl plugins load emqx_exhook)
 }
 
 async function main(): Promise<void> {
+  // A closed stdout/stderr pipe (`serve … | head -1`) must not end or hang the process.
+  ignoreBrokenStdio();
   // Use-case subcommands (users, messages, presence) live in src/commands.
   if (SUBCOMMANDS.includes(process.argv[2] ?? "")) {
     const io = { stdout: (t: string) => process.stdout.write(t), stderr: (t: string) => process.stderr.write(t), readStdin: readProcessStdin, env: process.env };
@@ -197,7 +201,7 @@ async function main(): Promise<void> {
     return;
   }
   if ((args.workers ?? 1) > 1 && cluster.isPrimary) {
-    runPrimary(args.workers as number);
+    runPrimary(args.workers as number, args.drainTimeoutMs ?? 10_000);
     return;
   }
   try {
@@ -213,6 +217,18 @@ async function main(): Promise<void> {
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
     });
+    // Signal handlers before anything is announced: a supervisor that stops us as soon as it sees
+    // "listening on" must get a drain, not Node's default exit on SIGTERM.
+    // Under --workers, Ctrl-C reaches the whole process group: the primary turns it into one
+    // SIGTERM per worker, so a worker ignores SIGINT itself (else it would see two signals and
+    // take the second as "exit now").
+    installShutdown({
+      closeServer: (graceMs) => server.close(graceMs),
+      closeProvider: (provider as { close?: () => Promise<void> }).close?.bind(provider),
+      logger,
+      drainTimeoutMs: args.drainTimeoutMs ?? 10_000,
+      onSigint: !cluster.isWorker,
+    });
     const addr = await server.listen();
     const shown = addr.address === "0.0.0.0" || addr.address === "::" ? "127.0.0.1" : addr.address;
     const url = `${args.tls ? "https" : "http"}://${shown}:${addr.port}`;
@@ -223,28 +239,6 @@ async function main(): Promise<void> {
         `\n` +
         `Point EMQX at it (use this machine's address as EMQX sees it):\n${emqxConfig(url)}\n`,
     );
-    let stopping = false;
-    const stop = (signal: string) => {
-      // A second signal while draining means "now".
-      if (stopping) process.exit(1);
-      stopping = true;
-      const drainTimeoutMs = args.drainTimeoutMs ?? 10_000;
-      logger.info({ signal, drainTimeoutMs }, "draining: no new connections, finishing in-flight calls");
-      server.close(drainTimeoutMs).then(
-        async () => {
-          // Providers owning resources (the use-case stack: queued messages, the store) close last.
-          await (provider as { close?: () => Promise<void> }).close?.().catch((err: unknown) => logger.error({ err: (err as Error).message }, "provider close failed"));
-          logger.info({ signal }, "drained, exiting");
-          process.exit(0);
-        },
-        () => process.exit(1),
-      );
-    };
-    // Under --workers, Ctrl-C reaches the whole process group: the primary turns it into one
-    // SIGTERM per worker, so a worker ignores SIGINT itself (else it would see two signals and
-    // take the second as "exit now").
-    process.on("SIGINT", () => (cluster.isWorker ? undefined : stop("SIGINT")));
-    process.on("SIGTERM", () => stop("SIGTERM"));
   } catch (err) {
     const msg = isExHookConfigError(err) || (err as NodeJS.ErrnoException).code ? (err as Error).message : String((err as Error).stack ?? err);
     process.stderr.write(`emqx-exhook: ${msg}\n`);
@@ -260,7 +254,7 @@ async function main(): Promise<void> {
  * primary sends each worker one SIGTERM; each worker drains, and the primary exits 0 once all have
  * exited cleanly.
  */
-function runPrimary(workers: number): void {
+function runPrimary(workers: number, drainTimeoutMs: number): void {
   let stopping = false;
   let failed = false;
   const listening = new Set<number>();
@@ -287,6 +281,13 @@ function runPrimary(workers: number): void {
     if (stopping) return;
     stopping = true;
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+    // Each worker bounds its own shutdown by the drain timeout; a worker that still runs a moment
+    // later is killed, and the primary exits 1.
+    const deadline = setTimeout(() => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGKILL");
+      process.exit(1);
+    }, drainTimeoutMs + 1000);
+    deadline.unref();
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
