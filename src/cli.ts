@@ -5,11 +5,12 @@
  * all interfaces.
  */
 import cluster from "node:cluster";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ExHookConfigError, isExHookConfigError } from "./errors.js";
 import type { Provider } from "./provider.js";
 import { createExHookServer } from "./server.js";
+import { isLegacyEnumBroker } from "./wire.js";
 import { readProcessStdin, runCommand, SUBCOMMANDS } from "./commands/index.js";
 import { createLogger, LOG_LEVELS } from "./ops/logger.js";
 import { relayClusterBus } from "./ops/cluster-bus.js";
@@ -32,6 +33,11 @@ const USAGE = `usage: emqx-exhook serve <provider-module> [--port N] [--host ADD
   --drain-timeout MS on SIGTERM/SIGINT, the whole shutdown takes at most this long: in-flight calls
                      get it minus up to 1 s, the provider's close gets the rest (default 10000)
   --workers N        serve the port with N processes, e.g. one per core (node:cluster; default 1)
+  --emqx-version V   the EMQX 4.x release this server answers (e.g. 4.3.2): pins the v1 answer
+                     numbering (4.3.0-4.3.2 number ResponsedType differently); default: learned
+                     from EMQX's OnProviderLoaded
+  --state-file FILE  keep what was learned from EMQX across restarts (env EXHOOK_STATE_FILE;
+                     default $EXHOOK_DATA_DIR/exhook-state.json when EXHOOK_DATA_DIR is set)
 `;
 
 /** Parsed command line. */
@@ -50,6 +56,10 @@ export interface CliArgs {
   readonly drainTimeoutMs?: number;
   /** Worker processes sharing the port (`--workers`); absent = 1, no cluster. */
   readonly workers?: number;
+  /** `--emqx-version`: pins the v1 `ResponsedType` numbering; absent = learned. */
+  readonly emqxVersion?: string;
+  /** `--state-file` / EXHOOK_STATE_FILE / $EXHOOK_DATA_DIR/exhook-state.json; absent = memory only. */
+  readonly stateFile?: string;
 }
 
 /** Parses argv (without node and script) and env; throws ExHookConfigError with what to fix. */
@@ -63,6 +73,8 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliA
   let host: string | undefined = env["HOST"];
   let transport = "native";
   let workers: string | undefined;
+  let emqxVersion: string | undefined;
+  let stateFile: string | undefined = env["EXHOOK_STATE_FILE"] || (env["EXHOOK_DATA_DIR"] ? join(env["EXHOOK_DATA_DIR"], "exhook-state.json") : undefined);
   const ops: { metricsPort?: string | undefined; readyWhen?: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; logLevel?: string | undefined; drain?: string } = {
     metricsPort: env["METRICS_PORT"] || undefined,
     logLevel: env["LOG_LEVEL"] || undefined,
@@ -86,6 +98,8 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliA
     else if (flag === "--log-level") ops.logLevel = value();
     else if (flag === "--drain-timeout") ops.drain = value();
     else if (flag === "--workers") workers = value();
+    else if (flag === "--emqx-version") emqxVersion = value();
+    else if (flag === "--state-file") stateFile = value();
     else if (flag === "--help" || flag === "-h") command = "help";
     else if (flag.startsWith("-")) throw new ExHookConfigError(`unknown option ${flag}\n\n${USAGE}`);
     else if (module === undefined) module = arg;
@@ -103,7 +117,20 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliA
   if (workerCount !== undefined && (workers === "" || !Number.isInteger(workerCount) || workerCount < 1 || workerCount > 256)) {
     throw new ExHookConfigError(`--workers must be an integer from 1 to 256, got ${JSON.stringify(workers)}`);
   }
-  return { command, ...(module !== undefined ? { module } : {}), port: portNum, host: host || "0.0.0.0", transport, ...parseOpsArgs(ops), ...(workerCount !== undefined ? { workers: workerCount } : {}) };
+  if (emqxVersion !== undefined && !/^v?\d+\.\d+(\.\d+)?([-.][0-9A-Za-z.]+)?$/.test(emqxVersion)) {
+    throw new ExHookConfigError(`--emqx-version must be an EMQX release like 4.3.2 or 4.4.19, got ${JSON.stringify(emqxVersion)}`);
+  }
+  return {
+    command,
+    ...(module !== undefined ? { module } : {}),
+    port: portNum,
+    host: host || "0.0.0.0",
+    transport,
+    ...parseOpsArgs(ops),
+    ...(workerCount !== undefined ? { workers: workerCount } : {}),
+    ...(emqxVersion !== undefined ? { emqxVersion } : {}),
+    ...(stateFile ? { stateFile: resolve(stateFile) } : {}),
+  };
 }
 
 /** Validates the operations flags (metrics port, TLS files, log level, drain bound). */
@@ -216,6 +243,8 @@ async function main(): Promise<void> {
       ...(args.metricsPort !== undefined ? { metricsPort: args.metricsPort } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
+      ...(args.emqxVersion !== undefined ? { legacyResponseNumbering: isLegacyEnumBroker(args.emqxVersion) } : {}),
+      ...(args.stateFile ? { stateFile: args.stateFile } : {}),
     });
     // Signal handlers before anything is announced: a supervisor that stops us as soon as it sees
     // "listening on" must get a drain, not Node's default exit on SIGTERM.

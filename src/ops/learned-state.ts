@@ -57,7 +57,10 @@ export function shareLearnedState(options: ShareLearnedStateOptions = {}): Learn
   });
   if (file) {
     const state = readStateFile(file, logger);
-    if (state) apply(state);
+    if (state) {
+      apply(state);
+      logger?.info({ file, legacyNumbering: state.v1.legacyNumbering, version: state.v1.broker.version, learnedAt: new Date(state.learnedAt).toISOString() }, "state learned from EMQX in an earlier run applied");
+    }
   }
   return {
     attach(d) {
