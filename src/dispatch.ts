@@ -82,11 +82,12 @@ export interface DispatcherOptions {
   /** Middleware added outside the provider's own (metrics, logging of the server). */
   readonly middleware?: readonly HookMiddleware[];
   /**
-   * The event-loop delay now, in ms (the server measures it with `monitorEventLoopDelay`): the
-   * safety margin before a call's deadline grows with it, see {@link deadlineMargin}. Called once
-   * per hook call with a deadline, so it must be cheap (return a stored number). Default: 0.
+   * The event-loop delay to expect now, in ms, given the hook calls in flight (the server measures
+   * the loop with `monitorEventLoopDelay` and its cost per call, src/ops/loop-delay.ts): the safety
+   * margin before a call's deadline grows with it, see {@link deadlineMargin}. Called once per hook
+   * call with a deadline, so it must be cheap (arithmetic on stored numbers). Default: 0.
    */
-  readonly loopDelayMs?: () => number;
+  readonly loopDelayMs?: (inFlight: number) => number;
   /**
    * Pins the `ResponsedType` numbering of v1 answers: `true` for EMQX 4.3.0–4.3.2 (IGNORE=0,
    * CONTINUE=1), `false` for every later 4.x. Default: learned from each v1 `OnProviderLoaded`
@@ -132,11 +133,12 @@ export interface Dispatcher {
  *   `marginMs` replaces this part;
  * - it grows with the measured event-loop delay: at least 2 × delay + 5 ms (the budget timer fires
  *   about one delay late, and writing the answer waits for the loop once more);
- * - it never takes more than half the deadline, so a handler keeps at least half.
+ * - it never takes more than 80 % of the deadline, so a handler keeps at least a fifth of it: on a
+ *   loop that late, a fallback in time is worth more to EMQX than a real answer after its deadline.
  */
 export function deadlineMargin(timeoutMs: number, loopDelayMs: number, marginMs?: number): number {
   const base = marginMs ?? Math.min(250, timeoutMs * 0.1);
-  return Math.min(timeoutMs / 2, Math.max(base, loopDelayMs > 0 ? 2 * loopDelayMs + 5 : 0));
+  return Math.min(timeoutMs * 0.8, Math.max(base, loopDelayMs > 0 ? 2 * loopDelayMs + 5 : 0));
 }
 
 const consoleLogger: Logger = {
@@ -152,6 +154,8 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
   const middleware = [...(options.middleware ?? []), ...(provider.options.middleware ?? [])];
   const marginOpt = provider.options.marginMs;
   const loopDelayMs = options.loopDelayMs;
+  /** Hook calls whose answer is not sent yet (their fallbacks may all fall due together). */
+  let inFlight = 0;
   const pinnedLegacy = options.legacyResponseNumbering;
   const onLearned = options.onLearned;
   const grpcErrors = provider.options.onError === "grpc-error";
@@ -253,7 +257,7 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     const callTimeout = info.timeoutMs;
     let budget = hook.timeoutMs;
     if (callTimeout !== undefined) {
-      const margin = deadlineMargin(callTimeout, loopDelayMs ? loopDelayMs() : 0, marginOpt);
+      const margin = deadlineMargin(callTimeout, loopDelayMs ? loopDelayMs(inFlight) : 0, marginOpt);
       budget = Math.max(0, Math.min(budget, callTimeout - margin));
     }
     const clientId = r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "";
@@ -271,13 +275,26 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
 
     if (middleware.length === 0) {
       const outcome = runHandler(hook, req, ctx, budget);
-      if (isPromise(outcome)) return outcome.then((o) => finish(respond(def, hook, o, r, legacy)));
+      if (isPromise(outcome)) {
+        inFlight++;
+        return outcome.then((o) => {
+          inFlight--;
+          return finish(respond(def, hook, o, r, legacy));
+        });
+      }
       return finish(respond(def, hook, outcome, r, legacy));
     }
     const hc: HookCall = { key: def.key, hook: def.name, clientId, topic, request: req as never, ctx };
+    inFlight++;
     return compose(middleware, hc, () => Promise.resolve(runHandler(hook, req, ctx, budget))).then(
-      (o) => finish(respond(def, hook, o instanceof Outcome ? o : fromMiddleware(hook, o), r, legacy)),
-      (err: unknown) => finish(respond(def, hook, fallbackOutcome(hook, "error", err), r, legacy)),
+      (o) => {
+        inFlight--;
+        return finish(respond(def, hook, o instanceof Outcome ? o : fromMiddleware(hook, o), r, legacy));
+      },
+      (err: unknown) => {
+        inFlight--;
+        return finish(respond(def, hook, fallbackOutcome(hook, "error", err), r, legacy));
+      },
     );
   }
 
