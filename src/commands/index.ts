@@ -10,24 +10,25 @@
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
  *   emqx-exhook acl list
  *   emqx-exhook acl set --file RULES      (YAML or JSON list of rules; "-" = stdin)
- *   emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C]
+ *   emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C] [--peerhost IP]
+ *                         [--listener ID | --sockport N] [--cn CN] [--dn DN] [--mountpoint M] [--qos N] [--retain B]
+ *                         [--attr NAME=VALUE]... [--superuser]
+ *   emqx-exhook cache invalidate (--all | --user U | --client C)
  *
  * Every command takes `--config FILE` (default `EXHOOK_CONFIG`). Messages and presence are printed as
  * JSON lines. Passwords are never printed or logged; prefer `--password-stdin` (`--password` shows
  * up in shell history and `ps`).
  */
 import { addUser, usernameError } from "../usecases/auth.js";
-import { readFileSync } from "node:fs";
-import { parse as parseYaml } from "yaml";
-import { ExHookConfigError } from "../errors.js";
 import { loadConfig, parseDuration, type StackConfig } from "../usecases/config.js";
 import { createMessageRetention } from "../usecases/persistence.js";
 import { messageJson, messageQueryFrom, presenceJson } from "../usecases/http.js";
-import { compileAclRules, effectiveAclRules, openStore, parseAclRules } from "../usecases/stack.js";
+import { openStore } from "../usecases/stack.js";
+import { aclCheck, aclList, aclSet, AclUsageError, announceChange, cacheInvalidate } from "./acl.js";
 import type { Store } from "../usecases/store.js";
 
 /** The subcommands this module runs. */
-export const SUBCOMMANDS: readonly string[] = ["users", "messages", "presence", "acl"];
+export const SUBCOMMANDS: readonly string[] = ["users", "messages", "presence", "acl", "cache"];
 
 /** Where a command reads and writes. */
 export interface CommandIo {
@@ -47,7 +48,10 @@ export const COMMANDS_USAGE = `usage:
   emqx-exhook presence list [--online | --offline] [--clientid ID] [--config FILE]
   emqx-exhook acl list [--config FILE]
   emqx-exhook acl set --file RULES [--config FILE]
-  emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C] [--config FILE]
+  emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C] [--peerhost IP]
+                        [--listener ID | --sockport N] [--cn CN] [--dn DN] [--mountpoint M] [--qos N]
+                        [--retain true|false] [--attr NAME=VALUE]... [--superuser] [--config FILE]
+  emqx-exhook cache invalidate (--all | --user U | --client C) [--config FILE]
 
   --clientid PATTERN  (users add; repeatable) client ids the user may connect with, * = any run of
                       characters; none = any client id
@@ -56,6 +60,10 @@ export const COMMANDS_USAGE = `usage:
   --file RULES        (acl set) a YAML or JSON list of rules, as in acl.rules; replaces the rules
                       kept in the store (a running server reloads them within acl.storeRefreshMs);
                       - reads standard input; an empty list removes them all
+  --peerhost ... --attr (acl check) what EMQX would send about the client; --listener/--sockport
+                      for listener rules, --qos/--retain are never sent by EMQX (unknown = strict)
+  cache invalidate    running servers (every worker and instance on this store) drop cached
+                      decisions of everyone, a user or a client; EMQX too when cache.emqx is set
   --config FILE       YAML/JSON config (env EXHOOK_CONFIG); EXHOOK_DATA_DIR / EXHOOK_DB_URL also apply
 `;
 
@@ -67,7 +75,9 @@ interface Parsed {
 }
 
 const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than", "--file", "--action", "--username"]);
-const BOOL_FLAGS = new Set(["--password-stdin", "--online", "--offline"]);
+// acl check / cache invalidate (src/commands/acl.ts)
+for (const f of ["--peerhost", "--listener", "--sockport", "--cn", "--dn", "--mountpoint", "--qos", "--retain", "--attr", "--user", "--client"]) VALUE_FLAGS.add(f);
+const BOOL_FLAGS = new Set(["--password-stdin", "--online", "--offline", "--superuser", "--all"]);
 
 function parse(argv: readonly string[]): Parsed {
   const positional: string[] = [];
@@ -99,7 +109,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     const one = (f: string) => flags.get(f)?.at(-1);
     const [group, action, ...rest] = positional;
     const key = `${group} ${action}`;
-    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list", "acl list", "acl set", "acl check"];
+    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list", "acl list", "acl set", "acl check", "cache invalidate"];
     if (!known.includes(key)) throw new UsageError(`unknown command ${JSON.stringify(positional.slice(0, 2).join(" "))}`);
     const cfg = loadConfig(one("--config"), io.env);
     if (key === "users add") {
@@ -117,6 +127,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       store = await openStore(cfg);
       const existed = (await store.getUser(name)) !== undefined;
       const user = await addUser(store, name, password, { clientIds: flags.get("--clientid") ?? [], scrypt: cfg.auth.scrypt });
+      await announceChange(cfg, store, { scope: "user", key: name });
       io.stdout(`${existed ? "updated" : "added"} user ${user.username}${user.clientIds.length ? ` (client ids: ${user.clientIds.join(", ")})` : ""}\n`);
     } else if (key === "users list") {
       if (rest.length) throw new UsageError("users list takes no arguments");
@@ -132,6 +143,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
         io.stderr(`emqx-exhook: no user ${JSON.stringify(name)}\n`);
         return 1;
       }
+      await announceChange(cfg, store, { scope: "user", key: name });
       io.stdout(`removed user ${name}\n`);
     } else if (key === "messages query") {
       if (rest.length) throw new UsageError("messages query takes no positional arguments");
@@ -153,10 +165,35 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       const retention = createMessageRetention({ store, maxAgeMs, everyMs: 0 });
       const deleted = await retention.sweep();
       io.stdout(`deleted ${deleted} message${deleted === 1 ? "" : "s"} older than ${new Date(Date.now() - maxAgeMs).toISOString()}\n`);
-    } else if (group === "acl") {
-      if (rest.length) throw new UsageError(`acl ${action} takes no positional arguments`);
+    } else if (group === "acl" || group === "cache") {
+      if (rest.length) throw new UsageError(`${group} ${action} takes no positional arguments`);
       store = await openStore(cfg);
-      await aclCommand(action as string, cfg, store, one, io);
+      if (key === "acl list") await aclList(cfg, store, io);
+      else if (key === "acl set") await aclSet(cfg, store, one("--file"), io);
+      else if (key === "cache invalidate") await cacheInvalidate(cfg, store, { all: flags.has("--all"), user: one("--user"), client: one("--client") }, io);
+      else {
+        await aclCheck(
+          cfg,
+          store,
+          {
+            action: one("--action"),
+            topic: one("--topic"),
+            username: one("--username"),
+            clientid: one("--clientid"),
+            peerhost: one("--peerhost"),
+            listener: one("--listener"),
+            sockport: one("--sockport"),
+            cn: one("--cn"),
+            dn: one("--dn"),
+            mountpoint: one("--mountpoint"),
+            qos: one("--qos"),
+            retain: one("--retain"),
+            attr: flags.get("--attr"),
+            superuser: flags.has("--superuser"),
+          },
+          io,
+        );
+      }
     } else {
       if (rest.length) throw new UsageError("presence list takes no positional arguments");
       if (flags.has("--online") && flags.has("--offline")) throw new UsageError("give --online or --offline, not both");
@@ -173,7 +210,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     }
     return 0;
   } catch (err) {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || err instanceof AclUsageError) {
       io.stderr(`emqx-exhook: ${err.message}\n\n${COMMANDS_USAGE}`);
       return 2;
     }
@@ -182,45 +219,6 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
   } finally {
     await store?.close();
   }
-}
-
-/** `acl list | set | check`. */
-async function aclCommand(action: string, cfg: StackConfig, store: Store, one: (flag: string) => string | undefined, io: CommandIo): Promise<void> {
-  if (action === "list") {
-    const rules = await effectiveAclRules(cfg, store);
-    rules.forEach(({ source, rule }, i) => io.stdout(JSON.stringify({ n: i + 1, source, ...rule }) + "\n"));
-    io.stderr(`${rules.length} rule${rules.length === 1 ? "" : "s"}, first match wins; no match: ${cfg.acl.noMatch}${cfg.acl.enabled ? "" : " (acl.enabled is false: not in force)"}\n`);
-    return;
-  }
-  if (action === "set") {
-    const file = one("--file");
-    if (file === undefined) throw new UsageError("acl set needs --file RULES (a YAML or JSON list of rules; - for stdin)");
-    const text = file === "-" ? await io.readStdin() : readFileSync(file, "utf8");
-    let raw: unknown;
-    try {
-      raw = parseYaml(text);
-    } catch (err) {
-      throw new ExHookConfigError(`${file}: not YAML or JSON: ${(err as Error).message.split("\n")[0]}`);
-    }
-    if (raw === null || raw === undefined) raw = [];
-    if (!Array.isArray(raw)) throw new ExHookConfigError(`${file}: expected a list of rules, as in acl.rules`);
-    // The rule schema runs the same checks compileAcl does (topic grammar, placeholders, permission).
-    const rules = parseAclRules(raw, (i) => `${file}: rule #${i + 1}`);
-    await store.replaceAclRules(rules);
-    io.stdout(`stored ${rules.length} ACL rule${rules.length === 1 ? "" : "s"}${cfg.acl.useStoreRules ? "" : " (acl.useStoreRules is false: the server does not read them)"}\n`);
-    return;
-  }
-  const act = one("--action");
-  const topic = one("--topic");
-  if (act !== "publish" && act !== "subscribe") throw new UsageError("acl check needs --action publish or --action subscribe");
-  if (topic === undefined || topic === "") throw new UsageError("acl check needs --topic T");
-  const rules = await effectiveAclRules(cfg, store);
-  const acl = compileAclRules(cfg, rules);
-  const result = acl.check({ action: act, topic, username: one("--username") ?? "", clientid: one("--clientid") ?? "" });
-  const matched = result.rule === undefined ? undefined : rules[result.rule];
-  io.stdout(
-    `${result.decision.kind}: ${matched ? `rule ${(result.rule as number) + 1} (${matched.source}) ${JSON.stringify(matched.rule)}` : `no rule matched (acl.noMatch: ${cfg.acl.noMatch})`}\n`,
-  );
 }
 
 /** Reads all of process.stdin as UTF-8. */

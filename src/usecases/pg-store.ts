@@ -6,10 +6,12 @@
  */
 import pg from "pg";
 import {
+  INVALIDATION_KEEP_MS,
   derivePresence,
   groupPresence,
   pagedQuery,
   type ConnectionInfo,
+  type InvalidationScope,
   type MessageQuery,
   type PresenceChange,
   type PresenceRow,
@@ -57,7 +59,16 @@ const MIGRATIONS: readonly string[] = [
      reason TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (clientid, conn_key)
    );`,
+  `CREATE TABLE exhook_invalidations (
+     seq BIGSERIAL PRIMARY KEY,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at BIGINT NOT NULL
+   );`,
 ];
+
+/** The NOTIFY channel of {@link Store.recordInvalidation} (payload: the record's seq). */
+export const INVALIDATION_CHANNEL = "exhook_invalidation";
 
 /** Advisory lock key serializing schema migrations across instances ("exhook" in ASCII). */
 const MIGRATION_LOCK = 0x657868_6f6f6b;
@@ -275,6 +286,26 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         [before],
       );
       return r.rowCount ?? 0;
+    },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      await pool.query("DELETE FROM exhook_invalidations WHERE at < $1", [now - INVALIDATION_KEEP_MS]);
+      // One statement: the row and the notification commit together (NOTIFY is sent at commit).
+      const r = await pool.query(
+        `WITH ins AS (INSERT INTO exhook_invalidations (scope, key, at) VALUES ($1, $2, $3) RETURNING seq)
+         SELECT seq, pg_notify('${INVALIDATION_CHANNEL}', seq::text) FROM ins`,
+        [scope, key, now],
+      );
+      return num(r.rows[0]?.["seq"]);
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = num((await pool.query("SELECT max(seq) AS seq FROM exhook_invalidations")).rows[0]?.["seq"]);
+      if (after < 0) return { latest, records: [] };
+      const r = await pool.query("SELECT seq, scope, key, at FROM exhook_invalidations WHERE seq > $1 ORDER BY seq LIMIT $2", [after, limit]);
+      return {
+        latest,
+        records: r.rows.map((row) => ({ seq: num(row["seq"]), scope: row["scope"] as InvalidationScope, key: row["key"] as string, at: num(row["at"]) })),
+      };
     },
     async close() {
       if (closed) return;

@@ -8,11 +8,13 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import {
+  INVALIDATION_KEEP_MS,
   derivePresence,
   groupPresence,
   pagedQuery,
   parseHeaders,
   type ConnectionInfo,
+  type InvalidationRecord,
   type MessageQuery,
   type PresenceChange,
   type PresenceRow,
@@ -59,6 +61,12 @@ const MIGRATIONS: readonly string[] = [
      disconnected_at INTEGER,
      reason TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (clientid, conn_key)
+   );`,
+  `CREATE TABLE invalidations (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at INTEGER NOT NULL
    );`,
 ];
 
@@ -174,6 +182,10 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
      ON CONFLICT (clientid, conn_key) DO UPDATE SET disconnected_at = @at, reason = @reason
        WHERE presence.disconnected_at IS NULL`,
   );
+  const insertInvalidation = db.prepare<[string, string, number], { seq: number }>("INSERT INTO invalidations (scope, key, at) VALUES (?, ?, ?) RETURNING seq");
+  const pruneInvalidations = db.prepare<[number]>("DELETE FROM invalidations WHERE at < ?");
+  const invalidationsAfter = db.prepare<[number, number], InvalidationRecord>("SELECT seq, scope, key, at FROM invalidations WHERE seq > ? ORDER BY seq LIMIT ?");
+  const latestInvalidation = db.prepare<[], { seq: number | null }>("SELECT max(seq) AS seq FROM invalidations");
   const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toPresenceRow));
   const change = (clientId: string, write: () => void): PresenceChange =>
     db.transaction(() => {
@@ -267,6 +279,15 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
                AND (p2.disconnected_at IS NULL OR p2.disconnected_at > presence.disconnected_at))`,
         )
         .run(before).changes;
+    },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      pruneInvalidations.run(now - INVALIDATION_KEEP_MS);
+      return (insertInvalidation.get(scope, key, now) as { seq: number }).seq;
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = latestInvalidation.get()?.seq ?? 0;
+      return { latest, records: after < 0 ? [] : invalidationsAfter.all(after, limit) };
     },
     async close() {
       if (closed) return;
