@@ -209,6 +209,34 @@ describe("issue 13: a deny rule protects its subtree against wider subscriptions
     const subs = ["#", "+/#", "+/alice/s3", "t1/#", "t2/+/s4", "+/+/s1", "t4/alice/+", "+/x/#"];
     for (const topic of subs) expect([topic, indexed.check(q(topic, { action: "subscribe" })).rule]).toEqual([topic, linear(q(topic, { action: "subscribe" }))]);
   });
+  test("random rule sets and questions: the index (literal levels at any of the first four positions) answers as one rule at a time", () => {
+    let seed = 7;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff), seed % n);
+    const word = () => ["a", "b", "c", "${username}", "+", "x${clientid}"][rnd(6)] as string;
+    for (let round = 0; round < 20; round++) {
+      const rules: AclRule[] = [];
+      for (let i = 0; i < 60; i++) {
+        const len = 1 + rnd(6);
+        const levels = Array.from({ length: len }, word);
+        if (rnd(3) === 0) levels.push("#");
+        const topic = rnd(15) === 0 ? `eq ${["a/+", "a/#", "b/c"][rnd(3)]}` : levels.join("/");
+        const deny = rnd(3) === 0;
+        const action = (["all", "publish", "subscribe"] as const)[rnd(3)] as "all" | "publish" | "subscribe";
+        rules.push({ permission: deny ? "deny" : "allow", action, topic, ...(deny && rnd(4) === 0 ? { overlap: false } : {}) });
+      }
+      const indexed = compileAcl(rules, "no-opinion");
+      const singles = rules.map((r) => compileAcl([r], "no-opinion"));
+      for (let k = 0; k < 150; k++) {
+        const len = 1 + rnd(7);
+        const sub = rnd(2) === 0;
+        const words: string[] = Array.from({ length: len }, () => ["a", "b", "c", "alice", "xc1", sub ? "+" : "d"][rnd(6)] as string);
+        if (sub && rnd(3) === 0) words.push("#");
+        const r = q(words.join("/"), { action: sub ? "subscribe" : "publish", username: "alice", clientid: "c1" });
+        const expected = singles.findIndex((one) => one.check(r).rule !== undefined);
+        expect([r.action, r.topic, indexed.check(r).rule]).toEqual([r.action, r.topic, expected < 0 ? undefined : expected]);
+      }
+    }
+  });
 });
 
 describe("username / clientid patterns are linear (issue 13: no regular expression from globs)", () => {

@@ -32,8 +32,9 @@
  * malformed peer address, count as unknown too. Where the values are known (e.g. a call from
  * `onMessagePublish` with the message's QoS, or `acl check --qos 1`) they are checked.
  *
- * Matching is indexed by the rule's first topic level: a check looks at the rules whose first level
- * is that literal word plus the rules whose first level is a wildcard or placeholder, in rule order.
+ * Matching is indexed by each rule's first literal topic level (among its first four): a check looks
+ * only at the rules indexed under one of its topic's words at that position, plus the rules with no
+ * literal level there (wildcards and placeholders only), in rule order.
  */
 import { BlockList, isIP, SocketAddress } from "node:net";
 import { ClientAuthorizeRequest_AuthorizeReqType as AuthorizeType, type ClientInfo } from "../../gen/emqx/exhook/v3/exhook_pb.js";
@@ -180,6 +181,8 @@ function parseCidr(entry: string): { address: string; prefix: number; type: "ipv
 
 const PLUS = 1;
 const HASH = 2;
+/** How deep the index looks for a rule's first literal level (`+/+/+/dev7/#` is indexed by `dev7`). */
+const INDEX_DEPTH = 4;
 type Part = string | { readonly ph: SimplePlaceholder } | { readonly attr: string };
 /** A compiled level: a literal word, `+`, `#`, or a template with placeholders. */
 type Level = string | typeof PLUS | typeof HASH | readonly Part[];
@@ -309,41 +312,84 @@ export function compileAcl(
       listenerPorts,
     };
   });
-  // Index: rules whose first level is a literal word, by that word; the rest are checked always.
-  const byFirst = new Map<string, Compiled[]>();
+  // Index: each rule under its first literal level among the first INDEX_DEPTH levels (position and
+  // word); a request can only match it if its topic has that word there. The rest are checked always.
+  const byPos: Array<Map<string, Compiled[]>> = Array.from({ length: INDEX_DEPTH }, () => new Map());
   const always: Compiled[] = [];
-  const overlapLiteral: Compiled[] = [];
+  // Deny rules refusing overlapping subscriptions: a subscription with a wildcard where the rule has
+  // its indexed word still overlaps it, so those rules are candidates for every wildcard subscription.
+  const overlapIndexed: Compiled[] = [];
   for (const c of compiled) {
-    const first = c.eq !== undefined ? c.eq.split("/")[0] : c.levels[0];
-    if (typeof first === "string") {
-      let list = byFirst.get(first);
-      if (!list) byFirst.set(first, (list = []));
-      list.push(c);
-      if (c.overlap && c.sub) overlapLiteral.push(c);
-    } else always.push(c);
+    let pos = -1;
+    let word: string | undefined;
+    if (c.eq !== undefined) {
+      pos = 0;
+      word = c.eq.split("/")[0] as string;
+    } else {
+      for (let k = 0; k < Math.min(INDEX_DEPTH, c.levels.length); k++) {
+        const l = c.levels[k];
+        if (l === HASH) break;
+        if (typeof l === "string") {
+          pos = k;
+          word = l;
+          break;
+        }
+      }
+    }
+    if (pos < 0) {
+      always.push(c);
+      continue;
+    }
+    const map = byPos[pos] as Map<string, Compiled[]>;
+    let list = map.get(word as string);
+    if (!list) map.set(word as string, (list = []));
+    list.push(c);
+    if (c.overlap && c.sub) overlapIndexed.push(c);
   }
-  // A subscription starting with `+` or `#` can overlap a deny rule whatever its first word: those
-  // rules join the `eq +...` / `eq #...` rules (the only literal ones that can match such a filter).
-  const mergeByIndex = (a: readonly Compiled[], b: readonly Compiled[]) => [...a, ...b].sort((x, y) => x.index - y.index);
-  const wildFirst = new Map<string, Compiled[]>([
-    ["+", mergeByIndex(byFirst.get("+") ?? [], overlapLiteral)],
-    ["#", mergeByIndex(byFirst.get("#") ?? [], overlapLiteral)],
-  ]);
-  const none: Compiled[] = [];
+  const depth = byPos.reduce((d, m, k) => (m.size > 0 ? k + 1 : d), 0);
   const noMatchDecision = noMatch === "allow" ? allow() : noMatch === "deny" ? deny() : noOpinion();
+  // Candidate lists of one check, merged in rule order (reused: a check runs synchronously).
+  const lists: Array<readonly Compiled[]> = [];
+  const heads: number[] = [];
+  const peer: PeerSlot = { v: undefined };
 
   function check(req: AclRequest): AclResult {
     const topic = stripShare(req.topic);
     const words = topic.split("/");
-    const w0 = words[0] as string;
-    const a = (w0 === "+" || w0 === "#" ? wildFirst.get(w0) : byFirst.get(w0)) ?? none;
-    const b = always;
-    let i = 0;
-    let j = 0;
-    const peer: PeerSlot = { v: undefined };
-    // Merge the two candidate lists in rule order; first match wins.
-    while (i < a.length || j < b.length) {
-      const c = j >= b.length || (i < a.length && (a[i] as Compiled).index < (b[j] as Compiled).index) ? (a[i++] as Compiled) : (b[j++] as Compiled);
+    let n = 0;
+    for (let k = 0; k < depth && k < words.length; k++) {
+      const list = (byPos[k] as Map<string, Compiled[]>).get(words[k] as string);
+      if (list) lists[n++] = list;
+    }
+    if (always.length > 0) lists[n++] = always;
+    if (overlapIndexed.length > 0 && req.action === "subscribe" && (topic.includes("+") || topic.includes("#"))) lists[n++] = overlapIndexed;
+    peer.v = undefined;
+    if (n === 1) {
+      // The usual case (one index bucket, nothing else): no merge.
+      const list = lists[0] as readonly Compiled[];
+      for (let i = 0; i < list.length; i++) {
+        const c = list[i] as Compiled;
+        if (matches(c, req, topic, words, knownPorts, peer)) return { decision: c.allow ? allow() : deny(), rule: c.index };
+      }
+      return { decision: noMatchDecision, rule: undefined };
+    }
+    for (let k = 0; k < n; k++) heads[k] = 0;
+    let last = -1;
+    // First match wins: walk the candidates in rule order (a rule may be in two lists: once is enough).
+    for (;;) {
+      let best = -1;
+      let bestIndex = Number.MAX_SAFE_INTEGER;
+      for (let k = 0; k < n; k++) {
+        const c = (lists[k] as readonly Compiled[])[heads[k] as number];
+        if (c !== undefined && c.index < bestIndex) {
+          best = k;
+          bestIndex = c.index;
+        }
+      }
+      if (best < 0) break;
+      const c = (lists[best] as readonly Compiled[])[(heads[best] as number)++] as Compiled;
+      if (c.index === last) continue;
+      last = c.index;
       if (matches(c, req, topic, words, knownPorts, peer)) return { decision: c.allow ? allow() : deny(), rule: c.index };
     }
     return { decision: noMatchDecision, rule: undefined };
@@ -398,7 +444,7 @@ function matches(c: Compiled, req: AclRequest, topic: string, words: readonly st
   if (c.eq !== undefined) {
     if (c.eq !== topic) return false;
   } else if (!matchLevels(c.levels, words, req) && !(c.overlap && req.action === "subscribe" && overlapLevels(c.levels, words, req))) return false;
-  if (!globMatches(c.user, req.username) || !globMatches(c.client, req.clientid)) return false;
+  if ((c.user !== undefined && !globMatches(c.user, req.username)) || (c.client !== undefined && !globMatches(c.client, req.clientid))) return false;
   if (c.qos !== undefined) {
     if (req.qos === undefined) {
       if (!unknownHolds(c)) return false;
