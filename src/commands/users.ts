@@ -3,6 +3,7 @@
  * printed or logged; prefer `--password-stdin` (`--password` shows up in shell history and `ps`).
  */
 import { addUser, usernameError } from "../usecases/auth.js";
+import { announceChange } from "./acl.js";
 import { stringOption, UsageError, type Command } from "./command.js";
 import { commandConfig, openCommandStore, STORE_OPTIONS, withStore } from "./store-access.js";
 
@@ -34,6 +35,7 @@ export const usersAdd: Command = {
       const existed = (await store.getUser(name)) !== undefined;
       const clientIds = (options["clientid"] as string[] | undefined) ?? [];
       const user = await addUser(store, name, password as string, { clientIds, scrypt: cfg.auth.scrypt });
+      await announceChange(cfg, store, { scope: "user", key: name });
       io.stdout(`${existed ? "updated" : "added"} user ${user.username}${user.clientIds.length ? ` (client ids: ${user.clientIds.join(", ")})` : ""}\n`);
       return 0;
     });
@@ -63,11 +65,13 @@ export const usersRemove: Command = {
   async run({ args, options }, io) {
     const name = args[0];
     if (name === undefined) throw new UsageError("users remove takes one <name>");
-    return withStore(openCommandStore(commandConfig(options, io), options), async (store) => {
+    const cfg = commandConfig(options, io);
+    return withStore(openCommandStore(cfg, options), async (store) => {
       if (!(await store.removeUser(name))) {
         io.stderr(`emqx-exhook: no user ${JSON.stringify(name)}\n`);
         return 1;
       }
+      await announceChange(cfg, store, { scope: "user", key: name });
       io.stdout(`removed user ${name}\n`);
       return 0;
     });
