@@ -174,7 +174,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     const session = await connect(child.port);
     const streams = await callsInFlight(child, session, `code${seq++}`, 14);
     const before = await streamsClosed();
-    streams.forEach((s, code) => s.close(code));
+    for (const [code, s] of streams.entries()) s.close(code);
     await settled(before, 14);
     await stillServing("RST_STREAM codes 0..13");
     // The connection itself is still usable.

@@ -14,12 +14,14 @@ let tree: CompiledTree;
 beforeAll(() => {
   tree = compiledTree("exhook-shutdown-");
   tree.write("quick.js", `const { defineProvider, allow } = require("./src/index.js");\nmodule.exports = defineProvider({ onClientAuthenticate: () => allow() });\n`);
-  // close() never settles: only the hard deadline ends the process.
+  // What it registers to close never settles: only the hard deadline ends the process.
   tree.write(
     "stuck-close.js",
     `const { defineProvider, allow } = require("./src/index.js");\n` +
-      `const p = defineProvider({ onClientAuthenticate: () => allow() });\n` +
-      `module.exports = { ...p, close: () => new Promise(() => {}) };\n`,
+      `module.exports = ({ onClose }) => {\n` +
+      `  onClose(() => new Promise(() => {}));\n` +
+      `  return defineProvider({ onClientAuthenticate: () => allow() });\n` +
+      `};\n`,
   );
   // Handlers that never answer (with a 60 s budget): calls are still in flight at the drain's end.
   tree.write(
@@ -75,7 +77,7 @@ test("the same with SIGINT", async () => {
   }
 }, 30_000);
 
-test("a provider whose close() never returns: the hard deadline ends the process at the drain timeout, exit code 1, and says why", async () => {
+test("a provider whose close (onClose) never returns: the hard deadline ends the process at the drain timeout, exit code 1, and says why", async () => {
   const cli = serve("stuck-close.js", 1500);
   try {
     await cli.waitFor(/listening on/g);
