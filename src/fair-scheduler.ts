@@ -16,7 +16,7 @@
 
 /** Options of {@link createFairScheduler}. */
 export interface FairSchedulerOptions {
-  /** Time per event-loop turn spent starting calls before the rest waits for the next turn. Default 5 ms. */
+  /** Time per event-loop turn spent starting calls before the rest waits for the next turn. Default 10 ms. */
   readonly budgetMs?: number;
   /** Calls running at once (each must be `release`d). Default: unbounded (no release needed). */
   readonly maxInFlight?: number;
@@ -39,7 +39,7 @@ export interface FairScheduler<O extends object> {
 
 /** Creates a scheduler. */
 export function createFairScheduler<O extends object>(options: FairSchedulerOptions = {}): FairScheduler<O> {
-  const budgetMs = options.budgetMs ?? 5;
+  const budgetMs = options.budgetMs ?? 10;
   const maxInFlight = options.maxInFlight ?? Infinity;
   // Without a bound nothing is counted (and nothing needs releasing).
   const bounded = Number.isFinite(maxInFlight);

@@ -22,7 +22,7 @@ export interface NativeHandlerOptions {
   readonly maxRequestBytes: number;
   /** Told about every error of our own while serving a call (logged and counted by the server). */
   readonly onInternalError?: (err: unknown) => void;
-  /** Time per event-loop turn spent starting calls before the rest waits its connection's turn (src/fair-scheduler.ts). Default 5 ms. */
+  /** Time per event-loop turn spent starting calls before the rest waits its connection's turn (src/fair-scheduler.ts). Default 10 ms. */
   readonly turnBudgetMs?: number;
 }
 
