@@ -9,10 +9,17 @@ import { matchTopic, stripShare } from "../topic.js";
 /** One user of the authentication use case. */
 export interface UserRecord {
   readonly username: string;
-  /** PHC-style scrypt hash (`$scrypt$ln=15,r=8,p=1,k=32$<salt>$<hash>`), never the password. */
+  /**
+   * Self-describing password hash, never the password: the project's scrypt
+   * (`$scrypt$ln=15,r=8,p=1,k=32$<salt>$<hash>`) or an imported format (see password.ts).
+   */
   readonly passwordHash: string;
+  /** Name of the hash format (`scrypt`, `bcrypt`, `sha256`, ...: `hashFormatOf(passwordHash)`), for listing and stats. */
+  readonly hashFormat: string;
   /** Client-id patterns this user may connect with (`*` matches any run of characters); empty = any. */
   readonly clientIds: readonly string[];
+  /** A superuser is allowed everything by the authorization side, without rules. */
+  readonly superuser: boolean;
   /** `Date.now()` when created. */
   readonly createdAt: number;
   /** `Date.now()` when last changed. */
