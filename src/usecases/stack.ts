@@ -2,9 +2,10 @@
  * The use-case stack: authentication, authorization, message persistence and presence on one store,
  * assembled from a validated configuration into one provider (what `make start` serves).
  */
+import { readFileSync } from "node:fs";
 import { defineProvider, type HookHandlers, type Logger, type Provider } from "../provider.js";
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
-import { createAuthenticator, type Authenticator } from "./auth.js";
+import { createAuthenticator, type Authenticator, type AuthenticatorOptions } from "./auth.js";
 import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from "./config.js";
 import { createReadServer, type ReadServer } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
@@ -92,6 +93,50 @@ export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
   return compileAclRules(cfg, await effectiveAclRules(cfg, store));
 }
 
+/** The authenticator's options from `auth.*` (throws an ExHookConfigError when the JWT public key file cannot be read). */
+export function authenticatorOptions(cfg: StackConfig, store: Store, logger?: Logger): AuthenticatorOptions {
+  const a = cfg.auth;
+  const t = a.throttle;
+  const j = a.jwt && a.jwt.enabled ? a.jwt : undefined;
+  let publicKey = j?.publicKey;
+  if (publicKey !== undefined && !publicKey.trimStart().startsWith("-----BEGIN")) {
+    try {
+      publicKey = readFileSync(publicKey, "utf8");
+    } catch (err) {
+      throw new ExHookConfigError(`auth.jwt.publicKey: not PEM text, and not a readable file: ${(err as Error).message}`);
+    }
+  }
+  return {
+    store,
+    unknownUser: a.unknownUser,
+    cacheTtlMs: a.cacheTtlMs,
+    scrypt: a.scrypt,
+    rehash: a.rehash,
+    maxClientIdLength: a.maxClientIdLength,
+    hashing: a.hashing,
+    throttle: t.enabled ? { perHost: t.perHost, perUser: t.perUser, perPair: t.perPair, forgetAfterMs: t.forgetAfterMs, trustTtlMs: t.trustTtlMs, maxKeys: t.maxKeys } : false,
+    ...(j
+      ? {
+          jwt: {
+            from: j.from,
+            ...(j.secret !== undefined ? { secret: j.secret, secretBase64: j.secretBase64 } : {}),
+            ...(publicKey !== undefined ? { publicKey } : {}),
+            ...(j.jwksUrl !== undefined ? { jwks: { url: j.jwksUrl, ...j.jwks } } : {}),
+            ...(j.algorithms ? { algorithms: j.algorithms } : {}),
+            clockSkewMs: j.clockSkewMs,
+            requireExp: j.requireExp,
+            ...(j.maxAgeMs !== undefined ? { maxAgeMs: j.maxAgeMs } : {}),
+            claims: j.claims,
+            aclClaim: j.aclClaim,
+            superuserClaim: j.superuserClaim,
+            maxTokenLength: j.maxTokenLength,
+          },
+        }
+      : {}),
+    ...(logger ? { logger } : {}),
+  };
+}
+
 /** Builds the stack from a configuration (see `loadConfig`). Starts the HTTP read server when enabled. */
 export async function createStack(cfg: StackConfig, options: StackOptions = {}): Promise<Stack> {
   const { logger } = options;
@@ -106,13 +151,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
     if (cfg.auth.enabled) {
-      auth = createAuthenticator({
-        store,
-        unknownUser: cfg.auth.unknownUser,
-        cacheTtlMs: cfg.auth.cacheTtlMs,
-        scrypt: cfg.auth.scrypt,
-        ...(logger ? { logger } : {}),
-      });
+      auth = createAuthenticator(authenticatorOptions(cfg, store, logger));
       handlers.onClientAuthenticate = auth.handler;
     }
     if (cfg.acl.enabled) {
@@ -150,6 +189,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     }
   } catch (err) {
     if (refresh) clearInterval(refresh);
+    auth?.close();
     if (ownStore) await store.close();
     throw err;
   }
@@ -184,13 +224,16 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   const close = () =>
     (closing ??= (async () => {
       if (refresh) clearInterval(refresh);
+      auth?.close();
       await http?.close();
       await persistence?.close();
       await presence?.close();
       if (ownStore) await store.close();
     })());
 
-  const provider = defineProvider(handlers, { name: "emqx-exhook-stack" });
+  // The authenticator records each connection's login (superuser, JWT rules) in its client
+  // context; wrapping registers connected/disconnected so the record lives as long as the connection.
+  const provider = defineProvider(auth ? auth.clients.wrap(handlers) : handlers, { name: "emqx-exhook-stack" });
   return {
     provider: Object.freeze({ ...provider, close }),
     store,
