@@ -2,9 +2,7 @@
  * CLI subcommands of the use cases, run against the configured store (the same config file and
  * environment as `serve`):
  *
- *   emqx-exhook users add <name> (--password-stdin | --password X) [--clientid PATTERN]...
- *   emqx-exhook users list
- *   emqx-exhook users remove <name>
+ *   emqx-exhook users add|list|remove|superuser|import|export ...   (src/commands/users.ts)
  *   emqx-exhook messages query [--topic FILTER] [--since ISO] [--until ISO] [--limit N] [--order asc|desc]
  *   emqx-exhook messages prune --older-than DURATION
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
@@ -16,7 +14,6 @@
  * JSON lines. Passwords are never printed or logged; prefer `--password-stdin` (`--password` shows
  * up in shell history and `ps`).
  */
-import { addUser, usernameError } from "../usecases/auth.js";
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { ExHookConfigError } from "../errors.js";
@@ -25,6 +22,8 @@ import { createMessageRetention } from "../usecases/persistence.js";
 import { messageJson, messageQueryFrom, presenceJson } from "../usecases/http.js";
 import { compileAclRules, effectiveAclRules, openStore, parseAclRules } from "../usecases/stack.js";
 import type { Store } from "../usecases/store.js";
+import { UsageError } from "./usage-error.js";
+import { USERS_BOOL_FLAGS, USERS_OPTIONS, USERS_USAGE, USERS_VALUE_FLAGS, usersCommand } from "./users.js";
 
 /** The subcommands this module runs. */
 export const SUBCOMMANDS: readonly string[] = ["users", "messages", "presence", "acl"];
@@ -36,12 +35,12 @@ export interface CommandIo {
   /** Reads all of standard input. */
   readonly readStdin: () => Promise<string>;
   readonly env: NodeJS.ProcessEnv;
+  /** Called after a users command removed a user or changed its password or superuser flag (invalidation seam). */
+  readonly onUserChanged?: ((username: string) => void | Promise<void>) | undefined;
 }
 
 export const COMMANDS_USAGE = `usage:
-  emqx-exhook users add <name> (--password-stdin | --password X) [--clientid PATTERN]... [--config FILE]
-  emqx-exhook users list [--config FILE]
-  emqx-exhook users remove <name> [--config FILE]
+${USERS_USAGE}
   emqx-exhook messages query [--topic FILTER] [--since ISO] [--until ISO] [--limit N] [--order asc|desc] [--config FILE]
   emqx-exhook messages prune --older-than DURATION [--config FILE]
   emqx-exhook presence list [--online | --offline] [--clientid ID] [--config FILE]
@@ -49,8 +48,7 @@ export const COMMANDS_USAGE = `usage:
   emqx-exhook acl set --file RULES [--config FILE]
   emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C] [--config FILE]
 
-  --clientid PATTERN  (users add; repeatable) client ids the user may connect with, * = any run of
-                      characters; none = any client id
+${USERS_OPTIONS}
   --older-than D      (messages prune) delete messages whose EMQX timestamp is older than D:
                       e.g. 7d, 12h, 30m, 45s (persistence.retention does this on a timer)
   --file RULES        (acl set) a YAML or JSON list of rules, as in acl.rules; replaces the rules
@@ -59,15 +57,14 @@ export const COMMANDS_USAGE = `usage:
   --config FILE       YAML/JSON config (env EXHOOK_CONFIG); EXHOOK_DATA_DIR / EXHOOK_DB_URL also apply
 `;
 
-class UsageError extends Error {}
 
 interface Parsed {
   readonly positional: string[];
   readonly flags: Map<string, string[]>;
 }
 
-const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than", "--file", "--action", "--username"]);
-const BOOL_FLAGS = new Set(["--password-stdin", "--online", "--offline"]);
+const VALUE_FLAGS = new Set(["--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than", "--file", "--action", "--username", "--clientid", ...USERS_VALUE_FLAGS]);
+const BOOL_FLAGS = new Set(["--online", "--offline", ...USERS_BOOL_FLAGS]);
 
 function parse(argv: readonly string[]): Parsed {
   const positional: string[] = [];
@@ -99,40 +96,11 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     const one = (f: string) => flags.get(f)?.at(-1);
     const [group, action, ...rest] = positional;
     const key = `${group} ${action}`;
-    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list", "acl list", "acl set", "acl check"];
+    const known = ["users add", "users list", "users remove", "users superuser", "users import", "users export", "messages query", "messages prune", "presence list", "acl list", "acl set", "acl check"];
     if (!known.includes(key)) throw new UsageError(`unknown command ${JSON.stringify(positional.slice(0, 2).join(" "))}`);
     const cfg = loadConfig(one("--config"), io.env);
-    if (key === "users add") {
-      const name = rest[0];
-      if (name === undefined || rest.length > 1) throw new UsageError("users add takes one <name>");
-      const uerr = usernameError(name);
-      if (uerr) throw new UsageError(uerr);
-      let password = one("--password");
-      if (flags.has("--password-stdin")) {
-        if (password !== undefined) throw new UsageError("give --password-stdin or --password, not both");
-        password = (await io.readStdin()).replace(/\r?\n$/, "");
-      } else if (password === undefined) throw new UsageError("users add needs --password-stdin (recommended) or --password X");
-      else io.stderr("emqx-exhook: warning: --password is visible in shell history and process lists; prefer --password-stdin\n");
-      if (password.length === 0) throw new UsageError("the password is empty");
-      store = await openStore(cfg);
-      const existed = (await store.getUser(name)) !== undefined;
-      const user = await addUser(store, name, password, { clientIds: flags.get("--clientid") ?? [], scrypt: cfg.auth.scrypt });
-      io.stdout(`${existed ? "updated" : "added"} user ${user.username}${user.clientIds.length ? ` (client ids: ${user.clientIds.join(", ")})` : ""}\n`);
-    } else if (key === "users list") {
-      if (rest.length) throw new UsageError("users list takes no arguments");
-      store = await openStore(cfg);
-      const users = await store.listUsers();
-      for (const u of users) io.stdout(`${u.username}\tclient ids: ${u.clientIds.length ? u.clientIds.join(", ") : "any"}\tupdated ${new Date(u.updatedAt).toISOString()}\n`);
-      if (users.length === 0) io.stderr("no users\n");
-    } else if (key === "users remove") {
-      const name = rest[0];
-      if (name === undefined || rest.length > 1) throw new UsageError("users remove takes one <name>");
-      store = await openStore(cfg);
-      if (!(await store.removeUser(name))) {
-        io.stderr(`emqx-exhook: no user ${JSON.stringify(name)}\n`);
-        return 1;
-      }
-      io.stdout(`removed user ${name}\n`);
+    if (group === "users") {
+      return await usersCommand(action as string, rest, { one, all: (f) => flags.get(f) ?? [], has: (f) => flags.has(f) }, cfg, io);
     } else if (key === "messages query") {
       if (rest.length) throw new UsageError("messages query takes no positional arguments");
       let query;
