@@ -41,7 +41,7 @@ function gate() {
 }
 
 describe("fair queue", () => {
-  test("at most `concurrency` at once; waiting keys are served round-robin; priority 0 first", async () => {
+  test("at most `concurrency` at once; the key that used least goes first, equal keys take turns; priority 0 first", async () => {
     const q = createFairQueue({ concurrency: 1 });
     const g = gate();
     const log: string[] = [];
@@ -53,7 +53,49 @@ describe("fair queue", () => {
     expect(q.stats()).toMatchObject({ running: 1, queued: 5 });
     g.open();
     await Promise.all(all);
-    expect(log).toEqual(["F1", "K1", "F2", "A1", "F3", "F4"]);
+    // alice has used nothing, the flood one job: alice goes before the flood's second job.
+    expect(log).toEqual(["F1", "K1", "A1", "F2", "F3", "F4"]);
+    const turns: string[] = [];
+    const g2 = gate();
+    const all2: Promise<unknown>[] = [q.run("x", g2.job(turns, "x0"))];
+    for (const k of ["x", "y", "z"]) for (let i = 1; i <= 2; i++) all2.push(q.run(k, async () => void turns.push(`${k}${i}`)));
+    g2.open();
+    await Promise.all(all2);
+    // x asked for three, y and z for two each: y and z take turns, x waits for them.
+    expect(turns).toEqual(["x0", "y1", "z1", "y2", "z2", "x1", "x2"]);
+  });
+
+  test("a full queue makes room for a light key by refusing the heaviest key's newest job", async () => {
+    const q = createFairQueue({ concurrency: 1, maxQueued: 4, maxQueuedPerKey: 10 });
+    const g = gate();
+    const log: string[] = [];
+    const running = q.run("flood", g.job(log, "f0"));
+    const flood = [1, 2, 3, 4].map((i) => q.run("flood", async () => void log.push(`f${i}`)));
+    const newcomer = q.run("alice", async () => void log.push("alice"));
+    await expect(flood[3]).rejects.toMatchObject({ reason: "full" });
+    // A second flood job is refused outright: the flood is the heaviest key.
+    await expect(q.run("flood", async () => undefined)).rejects.toMatchObject({ reason: "full" });
+    g.open();
+    await Promise.all([running, newcomer, ...flood.slice(0, 3)]);
+    expect(log).toEqual(["f0", "alice", "f1", "f2", "f3"]);
+    expect(q.stats().refusedFull).toBe(2);
+  });
+
+  test("an express slot lets a newcomer start while the flood's job runs; the flood never gets it", async () => {
+    const q = createFairQueue({ concurrency: 1, expressSlots: 1 });
+    const g = gate();
+    const log: string[] = [];
+    const flood = [q.run("flood", g.job(log, "f0")), q.run("flood", async () => void log.push("f1")), q.run("flood", async () => void log.push("f2"))];
+    expect(q.stats()).toMatchObject({ running: 1, queued: 2 });
+    const newcomer = q.run("alice", async () => (log.push("alice"), "in"));
+    await expect(newcomer).resolves.toBe("in");
+    expect(log).toEqual(["f0", "alice"]);
+    // alice again right away is no newcomer: she waits like everyone else.
+    const again = q.run("alice", async () => void log.push("alice again"));
+    expect(q.stats()).toMatchObject({ running: 1, queued: 3 });
+    g.open();
+    await Promise.all([...flood, again]);
+    expect(log).toEqual(["f0", "alice", "alice again", "f1", "f2"]);
   });
 
   test("a waiting job whose caller left is removed at once and never runs", async () => {
@@ -97,10 +139,19 @@ describe("fair queue", () => {
     const w = [q.run("a", async () => 1), q.run("a", async () => 2)];
     await expect(q.run("a", async () => 3)).rejects.toMatchObject({ reason: "full" });
     w.push(q.run("b", async () => 4));
-    await expect(q.run("c", async () => 5)).rejects.toMatchObject({ reason: "full" });
-    expect(q.stats()).toMatchObject({ queued: 3, refusedFull: 2 });
+    // Full: "c" and then "b" take the places of the newest jobs of "a", which asked for more ...
+    const c = q.run("c", async () => 5);
+    const b2 = q.run("b", async () => 6);
+    await expect(w[1]).rejects.toMatchObject({ reason: "full" });
+    await expect(w[0]).rejects.toMatchObject({ reason: "full" });
+    // ... "d" (one request) displaces the newest of "b" (two) ...
+    const d = q.run("d", async () => 7);
+    await expect(b2).rejects.toMatchObject({ reason: "full" });
+    // ... and "b", now the heaviest, finds nobody heavier to displace.
+    await expect(q.run("b", async () => 8)).rejects.toMatchObject({ reason: "full" });
+    expect(q.stats()).toMatchObject({ queued: 3, refusedFull: 5 });
     q.close();
-    for (const p of w) await expect(p).rejects.toMatchObject({ reason: "closed" });
+    for (const p of [w[2], c, d]) await expect(p).rejects.toMatchObject({ reason: "closed" });
     g.open();
     await expect(running).resolves.toBe("r");
     await expect(q.run("d", async () => 6)).rejects.toMatchObject({ reason: "closed" });
@@ -257,9 +308,10 @@ describe("authenticator", () => {
     const logger = { debug() {}, info() {}, error() {}, warn: (_o: object, m?: string) => void lines.push(m ?? "") };
     const auth = createAuthenticator({ store, scrypt: { N: 2 ** 14, r: 8, p: 1, keylen: 32 }, throttle: false, logger, hashing: { concurrency: 1, maxQueued: 3 } });
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => auth.check(`ghost${i}`, "x", "c", { peerhost: `10.0.0.${i}` })));
-    expect(results.filter((r) => r.outcome === "overloaded").length).toBe(6);
+    // 1 running, 1 in the express slot (each address is new), 3 waiting: 5 refused.
+    expect(results.filter((r) => r.outcome === "overloaded").length).toBe(5);
     expect(lines.filter((l) => l.startsWith("password hashing queue full"))).toHaveLength(1);
-    expect(auth.stats().hashing.refusedFull).toBe(6);
+    expect(auth.stats().hashing.refusedFull).toBe(5);
   });
 
   test("the handler records the login for the connection: superuser, readable by the authorize side", async () => {

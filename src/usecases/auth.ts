@@ -102,7 +102,7 @@ export interface AuthenticatorOptions {
   readonly maxUsernameLength?: number;
   /** Longest accepted client id; longer ones are refused. Default 1024. */
   readonly maxClientIdLength?: number;
-  /** Hash jobs at once, waiting-job bounds. Default concurrency: one per CPU core, at most 4 (libuv's default pool). */
+  /** Hash jobs at once, waiting-job bounds. Default concurrency: {@link defaultHashConcurrency}. */
   readonly hashing?: { readonly concurrency?: number; readonly maxQueued?: number; readonly maxQueuedPerPeer?: number };
   /** Failed-login throttling; `false` turns it off. Default {@link DEFAULT_THROTTLE}. */
   readonly throttle?: AuthThrottleOptions | false;
@@ -207,9 +207,13 @@ export function compileClientIdPatterns(patterns: readonly string[]): (clientId:
 
 const OUTCOMES: readonly AuthOutcome[] = ["ok", "bad-password", "unknown-user", "clientid-not-allowed", "throttled", "overloaded", "abandoned", "invalid-input", "bad-token"];
 
-/** Hash jobs at once by default: one per core, at most libuv's default pool of 4 (other I/O needs the pool too). */
+/**
+ * Hash jobs at once by default: one per core but one (that core stays free for the event loop, which
+ * answers every other hook: hashing on all cores made answers miss EMQX's deadline), at least 1,
+ * at most 3 (libuv's default pool has 4 threads, and file and DNS work needs one too).
+ */
 export function defaultHashConcurrency(): number {
-  return Math.max(1, Math.min(4, availableParallelism()));
+  return Math.max(1, Math.min(3, availableParallelism() - 1));
 }
 
 /** Creates the authenticator. */
@@ -232,6 +236,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     concurrency: options.hashing?.concurrency || defaultHashConcurrency(),
     maxQueued: options.hashing?.maxQueued ?? 1000,
     maxQueuedPerKey: options.hashing?.maxQueuedPerPeer ?? 32,
+    // A first login from an address not seen lately does not wait for a running hash of a flood.
+    expressSlots: 1,
   });
   const throttle =
     options.throttle === false

@@ -145,7 +145,7 @@ export const configSchema = z.strictObject({
       maxClientIdLength: int(1, 65535).default(1024),
       hashing: z
         .strictObject({
-          /** Hash jobs at once; 0 = one per CPU core, at most 4. */
+          /** Hash jobs at once; 0 = one per CPU core but one (the event loop keeps a core), 1 to 3. */
           concurrency: int(0, 64).default(0),
           maxQueued: int(1, 1_000_000).default(1000),
           maxQueuedPerPeer: int(1, 1_000_000).default(32),
