@@ -193,11 +193,7 @@ export function importSelfDescribingHash(hash: string, options: { readonly saltE
   if (/^\$[67]\$/.test(hash)) throw new Error("malformed mosquitto_passwd hash");
   if (/^\$argon2/.test(hash)) throw new Error("malformed Argon2 hash");
   if (hash.startsWith("$")) throw new Error(`unsupported hash format ${JSON.stringify(hash.split("$")[1] ?? "")}`);
-  return fail("not a hash (a plain-text password? hash it first, e.g. mosquitto_passwd -U)");
-}
-
-function fail(message: string): never {
-  throw new Error(message);
+  throw new Error("not a hash (a plain-text password? hash it first, e.g. mosquitto_passwd -U)");
 }
 
 /** How a stored hash is written in EMQX's built-in database, or `undefined` when EMQX cannot verify it. */
