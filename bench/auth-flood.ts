@@ -51,7 +51,14 @@ export interface AuthFloodResult {
    */
   readonly probes: { readonly allowed: number; readonly total: number; readonly ms: number[]; readonly hashesWhileWaiting: number[] };
   /** Flood calls: answered with a decision, answered later than the request timeout, gRPC errors. */
-  readonly flood: { readonly sent: number; readonly answered: number; readonly late: number; readonly errors: number; readonly p50Ms: number; readonly maxMs: number };
+  readonly flood: {
+    readonly sent: number;
+    readonly answered: number;
+    readonly late: number;
+    readonly errors: number;
+    readonly p50Ms: number;
+    readonly maxMs: number;
+  };
   /** The authenticator's counters after the run. */
   readonly auth: Record<string, unknown>;
 }
@@ -62,7 +69,16 @@ function request(username: string, password: string, clientid: string, peerhost:
   return toBinary(
     v3.ClientAuthenticateRequestSchema,
     create(v3.ClientAuthenticateRequestSchema, {
-      clientinfo: { node: "emqx@bench", clientid, username, password, peerhost, peerport: 40000 + (clientid.length % 1000), sockport: 1883, protocol: "mqtt" },
+      clientinfo: {
+        node: "emqx@bench",
+        clientid,
+        username,
+        password,
+        peerhost,
+        peerport: 40000 + (clientid.length % 1000),
+        sockport: 1883,
+        protocol: "mqtt",
+      },
       result: false,
       meta: { node: "emqx@bench", version: "5.9.0", sysdescr: "EMQX", clusterName: "bench" },
     }),
@@ -92,7 +108,12 @@ export async function runAuthFlood(options: AuthFloodOptions = {}): Promise<Auth
     http: { enabled: false },
   });
   const stack = await createStack(cfg);
-  const server = createExHookServer({ provider: stack.provider, port: 0, host: "127.0.0.1", logger: { debug() {}, info() {}, warn() {}, error() {} } });
+  const server = createExHookServer({
+    provider: stack.provider,
+    port: 0,
+    host: "127.0.0.1",
+    logger: { debug() {}, info() {}, warn() {}, error() {} },
+  });
   const addr = await server.listen();
   const client = createEmqxLikeClient(`http://127.0.0.1:${addr.port}`, 8);
   const timeout = requestTimeoutMs % 1000 === 0 ? `${requestTimeoutMs / 1000}S` : `${requestTimeoutMs}m`;
@@ -102,8 +123,19 @@ export async function runAuthFlood(options: AuthFloodOptions = {}): Promise<Auth
     const real = Array.from({ length: 50 }, (_, i) => `user${i}`);
     const shared = await hashPassword("a-password-nobody-guesses", cfg.auth.scrypt);
     const now = Date.now();
-    for (const u of real) await stack.store.putUser({ username: u, passwordHash: shared, hashFormat: "scrypt", clientIds: [], superuser: false, createdAt: now, updatedAt: now });
-    await Promise.all(Array.from({ length: probes }, (_, i) => addUser(stack.store, `probe${i}`, `right-${i}`, { scrypt: cfg.auth.scrypt })));
+    for (const u of real)
+      await stack.store.putUser({
+        username: u,
+        passwordHash: shared,
+        hashFormat: "scrypt",
+        clientIds: [],
+        superuser: false,
+        createdAt: now,
+        updatedAt: now,
+      });
+    await Promise.all(
+      Array.from({ length: probes }, (_, i) => addUser(stack.store, `probe${i}`, `right-${i}`, { scrypt: cfg.auth.scrypt })),
+    );
     const call = (body: Uint8Array) => {
       const t0 = performance.now();
       return client.call(PATH, body, { timeout }).then(
@@ -179,7 +211,9 @@ export async function runAuthFlood(options: AuthFloodOptions = {}): Promise<Auth
 }
 
 /** The unguarded setting, for a baseline: libuv's FIFO pool decides the order, no throttling. */
-export const BASELINE_CONFIG: StackConfigInput = { auth: { hashing: { concurrency: 64, maxQueued: 1_000_000, maxQueuedPerPeer: 1_000_000 }, throttle: { enabled: false } } };
+export const BASELINE_CONFIG: StackConfigInput = {
+  auth: { hashing: { concurrency: 64, maxQueued: 1_000_000, maxQueuedPerPeer: 1_000_000 }, throttle: { enabled: false } },
+};
 
 if (require.main === module) {
   const [rate, seconds, attackers, config] = process.argv.slice(2);

@@ -207,7 +207,7 @@ describe("acl CLI: list, set (validated), check", () => {
   const run = async (args: string[], stdin = "") => {
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runCommand(["acl", ...args, "--config", join(dir, "exhook.yaml")], { stdout: (t) => out.push(t), stderr: (t) => err.push(t), readStdin: async () => stdin, env: {} });
+    const code = await runCommand(["acl", ...args, "--config", join(dir, "exhook.yaml"), "--create"], { stdout: (t) => out.push(t), stderr: (t) => err.push(t), readStdin: async () => stdin, env: {} });
     return { code, out: out.join(""), err: err.join("") };
   };
 

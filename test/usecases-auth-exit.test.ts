@@ -23,20 +23,40 @@ test("SIGTERM during a flood of 300 logins in flight: the process exits right af
     compileTree("examples", dir);
     symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
     const config = path.join(dir, "exhook.yaml");
-    writeFileSync(config, "persistence: { enabled: false }\npresence: { enabled: false }\nhttp: { enabled: false }\nauth: { throttle: { enabled: false } }\n");
-    const cli = spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, "examples", "stack-provider.js"), "--port", "0", "--host", "127.0.0.1", "--drain-timeout", "1500"], {
-      cwd: dir,
-      env: { ...process.env, EXHOOK_CONFIG: config, EXHOOK_DATA_DIR: path.join(dir, "data") },
-    });
+    writeFileSync(
+      config,
+      "persistence: { enabled: false }\npresence: { enabled: false }\nhttp: { enabled: false }\nauth: { throttle: { enabled: false } }\n",
+    );
+    const cli = spawnCli(
+      [
+        path.join(dir, "src", "cli.js"),
+        "serve",
+        path.join(dir, "examples", "stack-provider.js"),
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--drain-timeout",
+        "1500",
+      ],
+      {
+        cwd: dir,
+        env: { ...process.env, EXHOOK_CONFIG: config, EXHOOK_DATA_DIR: path.join(dir, "data") },
+      },
+    );
     const [m] = await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/g);
     const client = createEmqxLikeClient(`http://127.0.0.1:${m?.[1]}`, 8);
     const body = (i: number) =>
       toBinary(
         v3.ClientAuthenticateRequestSchema,
-        create(v3.ClientAuthenticateRequestSchema, { clientinfo: { clientid: `c${i}`, username: `ghost${i}`, password: "x", peerhost: `10.7.${i % 50}.1`, peerport: 1000 + i } }),
+        create(v3.ClientAuthenticateRequestSchema, {
+          clientinfo: { clientid: `c${i}`, username: `ghost${i}`, password: "x", peerhost: `10.7.${i % 50}.1`, peerport: 1000 + i },
+        }),
       );
     // 300 logins in flight with a long deadline: far more than can be hashed before the stop.
-    const calls = Array.from({ length: 300 }, (_, i) => client.call("/emqx.exhook.v3.HookProvider/OnClientAuthenticate", body(i), { timeout: "60S" }).catch(() => undefined));
+    const calls = Array.from({ length: 300 }, (_, i) =>
+      client.call("/emqx.exhook.v3.HookProvider/OnClientAuthenticate", body(i), { timeout: "60S" }).catch(() => undefined),
+    );
     await new Promise((r) => setTimeout(r, 500));
     cli.kill("SIGTERM");
     let exited = false;

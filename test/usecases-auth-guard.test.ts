@@ -85,7 +85,11 @@ describe("fair queue", () => {
     const q = createFairQueue({ concurrency: 1, expressSlots: 1 });
     const g = gate();
     const log: string[] = [];
-    const flood = [q.run("flood", g.job(log, "f0")), q.run("flood", async () => void log.push("f1")), q.run("flood", async () => void log.push("f2"))];
+    const flood = [
+      q.run("flood", g.job(log, "f0")),
+      q.run("flood", async () => void log.push("f1")),
+      q.run("flood", async () => void log.push("f2")),
+    ];
     expect(q.stats()).toMatchObject({ running: 1, queued: 2 });
     const newcomer = q.run("alice", async () => (log.push("alice"), "in"));
     await expect(newcomer).resolves.toBe("in");
@@ -215,13 +219,22 @@ describe("login throttle", () => {
 });
 
 describe("authenticator", () => {
-  const decide = async (auth: ReturnType<typeof createAuthenticator>, u: string, p: string, c = "c", peerhost = "10.1.1.1") => (await auth.check(u, p, c, { peerhost })).outcome;
+  const decide = async (auth: ReturnType<typeof createAuthenticator>, u: string, p: string, c = "c", peerhost = "10.1.1.1") =>
+    (await auth.check(u, p, c, { peerhost })).outcome;
 
   test("unknown users, wrong passwords and cheap imported hashes cost the same (one scrypt-priced job each)", async () => {
     const params = { N: 2 ** 13, r: 8, p: 1, keylen: 32 };
     await addUser(store, "eve", "right", { scrypt: params });
     // md5, EMQX format: far cheaper than scrypt on its own.
-    await store.putUser({ username: "md5user", passwordHash: emqxSimpleHash("md5", "disable", "", "33e1b232a4e6fa0028a6670753749a17"), hashFormat: "md5", clientIds: [], superuser: false, createdAt: 1, updatedAt: 1 });
+    await store.putUser({
+      username: "md5user",
+      passwordHash: emqxSimpleHash("md5", "disable", "", "33e1b232a4e6fa0028a6670753749a17"),
+      hashFormat: "md5",
+      clientIds: [],
+      superuser: false,
+      createdAt: 1,
+      updatedAt: 1,
+    });
     const auth = createAuthenticator({ store, scrypt: params, throttle: false, cacheTtlMs: 0, rehash: false });
     expect(await decide(auth, "nobody", "x")).toBe("unknown-user"); // warms the dummy hash
     const sample = async (u: string, p: string) => {
@@ -269,7 +282,11 @@ describe("authenticator", () => {
 
   test("throttling: after the free failures a pair is refused without hashing, even with the right password", async () => {
     await addUser(store, "tom", "tom-pw", { scrypt: FAST });
-    const auth = createAuthenticator({ store, scrypt: FAST, throttle: { perPair: { freeFailures: 2, baseDelayMs: 60_000, maxDelayMs: 60_000 } } });
+    const auth = createAuthenticator({
+      store,
+      scrypt: FAST,
+      throttle: { perPair: { freeFailures: 2, baseDelayMs: 60_000, maxDelayMs: 60_000 } },
+    });
     for (let i = 0; i < 3; i++) expect(await decide(auth, "tom", "nope", "c", "10.9.9.9")).toBe("bad-password");
     const hashed = auth.stats().hashing.started;
     expect(await decide(auth, "tom", "tom-pw", "c", "10.9.9.9")).toBe("throttled");
@@ -306,7 +323,13 @@ describe("authenticator", () => {
   test("a full queue refuses at once (overloaded), counted and logged once", async () => {
     const lines: string[] = [];
     const logger = { debug() {}, info() {}, error() {}, warn: (_o: object, m?: string) => void lines.push(m ?? "") };
-    const auth = createAuthenticator({ store, scrypt: { N: 2 ** 14, r: 8, p: 1, keylen: 32 }, throttle: false, logger, hashing: { concurrency: 1, maxQueued: 3 } });
+    const auth = createAuthenticator({
+      store,
+      scrypt: { N: 2 ** 14, r: 8, p: 1, keylen: 32 },
+      throttle: false,
+      logger,
+      hashing: { concurrency: 1, maxQueued: 3 },
+    });
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => auth.check(`ghost${i}`, "x", "c", { peerhost: `10.0.0.${i}` })));
     // 1 running, 1 in the express slot (each address is new), 3 waiting: 5 refused.
     expect(results.filter((r) => r.outcome === "overloaded").length).toBe(5);
@@ -319,15 +342,25 @@ describe("authenticator", () => {
     await addUser(store, "plain", "plain-pw", { scrypt: FAST });
     const auth = createAuthenticator({ store, scrypt: FAST, throttle: false });
     const ctx = { deadline: Date.now() + 5000, signal: new AbortController().signal } as unknown as HookContext;
-    const info = (username: string, clientid: string) => create(v3.ClientInfoSchema, { username, clientid, password: `${username}-pw`, peerhost: "10.0.0.1", peerport: 1234, node: "n1" });
-    for (const [user, cid] of [["admin", "a1"], ["plain", "p1"]] as const) {
+    const info = (username: string, clientid: string) =>
+      create(v3.ClientInfoSchema, { username, clientid, password: `${username}-pw`, peerhost: "10.0.0.1", peerport: 1234, node: "n1" });
+    for (const [user, cid] of [
+      ["admin", "a1"],
+      ["plain", "p1"],
+    ] as const) {
       const ci = info(user, cid);
       expect(await auth.handler(create(v3.ClientAuthenticateRequestSchema, { clientinfo: ci }), ctx)).toEqual({ kind: "allow" });
       auth.clients.connected(ci);
     }
     const authz = (ci: v3.ClientInfo) => create(v3.ClientAuthorizeRequestSchema, { clientinfo: ci, topic: "t" });
     expect(auth.isSuperuser(authz(info("admin", "a1")))).toBe(true);
-    expect(auth.clientAuth(authz(info("admin", "a1")))).toEqual({ username: "admin", superuser: true, via: "password", acl: undefined, expiresAt: undefined });
+    expect(auth.clientAuth(authz(info("admin", "a1")))).toEqual({
+      username: "admin",
+      superuser: true,
+      via: "password",
+      acl: undefined,
+      expiresAt: undefined,
+    });
     expect(auth.isSuperuser(authz(info("plain", "p1")))).toBe(false);
     // Gone with the connection.
     auth.clients.disconnected(info("admin", "a1"));
@@ -349,7 +382,16 @@ describe("authenticator", () => {
 
   test("imported hashes are rehashed with scrypt on the next good login (unless rehash is off)", async () => {
     const md5 = emqxSimpleHash("md5", "disable", "", "33e1b232a4e6fa0028a6670753749a17"); // "s3cret"
-    for (const name of ["legacy", "keep"]) await store.putUser({ username: name, passwordHash: md5, hashFormat: "md5", clientIds: [], superuser: true, createdAt: 1, updatedAt: 1 });
+    for (const name of ["legacy", "keep"])
+      await store.putUser({
+        username: name,
+        passwordHash: md5,
+        hashFormat: "md5",
+        clientIds: [],
+        superuser: true,
+        createdAt: 1,
+        updatedAt: 1,
+      });
     const auth = createAuthenticator({ store, scrypt: FAST, throttle: false, cacheTtlMs: 0 });
     expect(await decide(auth, "legacy", "s3cret")).toBe("ok");
     for (let i = 0; i < 200 && (await store.getUser("legacy"))?.hashFormat !== "scrypt"; i++) await new Promise((r) => setTimeout(r, 10));

@@ -3,7 +3,13 @@ import { compileClientIdPatterns, compileGlob, compileGlobs } from "../src/useca
 
 /** Reference semantics: a RegExp, on inputs small enough that its backtracking does not matter. */
 const reference = (pattern: string, input: string) =>
-  new RegExp(`^${pattern.split("*").map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`, "s").test(input);
+  new RegExp(
+    `^${pattern
+      .split("*")
+      .map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))
+      .join(".*")}$`,
+    "s",
+  ).test(input);
 
 test("matches exactly like the regular-expression reading of * on every small pattern and input", () => {
   const alphabet = ["a", "b", "*"];

@@ -35,10 +35,21 @@ const hs = (claims: Record<string, unknown>, secret = SECRET, alg = "HS256") =>
 
 test("HS256: signature, exp/nbf/iat with clock skew, requireExp, maxAge", async () => {
   const v = createJwtVerifier({ secret: SECRET, clockSkewMs: 10_000 });
-  expect(await v.verify(await hs({ sub: "alice", exp: nowSec() + 60 }), client)).toEqual({ ok: true, superuser: false, acl: undefined, expiresAt: (nowSec() + 60) * 1000 });
-  expect(await v.verify(await hs({ exp: nowSec() + 60 }, "another-secret-another-secret-xx"), client)).toMatchObject({ ok: false, reason: expect.stringContaining("ERR_JWS_SIGNATURE_VERIFICATION_FAILED") });
+  expect(await v.verify(await hs({ sub: "alice", exp: nowSec() + 60 }), client)).toEqual({
+    ok: true,
+    superuser: false,
+    acl: undefined,
+    expiresAt: (nowSec() + 60) * 1000,
+  });
+  expect(await v.verify(await hs({ exp: nowSec() + 60 }, "another-secret-another-secret-xx"), client)).toMatchObject({
+    ok: false,
+    reason: expect.stringContaining("ERR_JWS_SIGNATURE_VERIFICATION_FAILED"),
+  });
   expect(await v.verify(await hs({ exp: nowSec() - 5 }), client)).toMatchObject({ ok: true }); // within the skew
-  expect(await v.verify(await hs({ exp: nowSec() - 30 }), client)).toMatchObject({ ok: false, reason: expect.stringContaining("ERR_JWT_EXPIRED") });
+  expect(await v.verify(await hs({ exp: nowSec() - 30 }), client)).toMatchObject({
+    ok: false,
+    reason: expect.stringContaining("ERR_JWT_EXPIRED"),
+  });
   expect(await v.verify(await hs({ nbf: nowSec() + 60 }), client)).toMatchObject({ ok: false, reason: expect.stringContaining("nbf") });
   expect(await v.verify(await hs({ iat: nowSec() + 60 }), client)).toEqual({ ok: false, reason: "iat lies in the future" });
   expect(await v.verify(await hs({}), client)).toMatchObject({ ok: true }); // no exp: accepted, as EMQX does
@@ -55,7 +66,10 @@ test("hostile tokens: alg none, HS token against a public key, garbage", async (
   const none = `${Buffer.from('{"alg":"none"}').toString("base64url")}.${Buffer.from('{"sub":"alice"}').toString("base64url")}.`;
   expect(await v.verify(none, client)).toMatchObject({ ok: false });
   // Algorithm confusion: an HMAC signed with the public key's PEM text as the secret.
-  expect(await v.verify(await hs({ sub: "alice" }, pem), client)).toMatchObject({ ok: false, reason: expect.stringContaining("ERR_JOSE_ALG_NOT_ALLOWED") });
+  expect(await v.verify(await hs({ sub: "alice" }, pem), client)).toMatchObject({
+    ok: false,
+    reason: expect.stringContaining("ERR_JOSE_ALG_NOT_ALLOWED"),
+  });
   expect(await v.verify("eyJ.not.a-token", client)).toMatchObject({ ok: false });
   const rs = await new jose.SignJWT({ sub: "alice" }).setProtectedHeader({ alg: "RS256" }).sign(privateKey);
   expect(await v.verify(rs, client)).toMatchObject({ ok: true });
@@ -92,8 +106,13 @@ test("required claims with ${username} / ${clientid}; superuser and ACL claims",
       { permission: "allow", action: "all", topic: "c" },
     ],
   });
-  expect(await full.verify(await hs({ acl: [{ permission: "allow", topic: "a/+x" }] }), client)).toMatchObject({ ok: false, reason: expect.stringContaining("claim acl: acl rule #1: topic") });
-  expect(() => aclRulesFromClaim([{ permission: "allow", topic: "x", username: "bob" }])).toThrow("username/clientid conditions are not allowed in a token");
+  expect(await full.verify(await hs({ acl: [{ permission: "allow", topic: "a/+x" }] }), client)).toMatchObject({
+    ok: false,
+    reason: expect.stringContaining("claim acl: acl rule #1: topic"),
+  });
+  expect(() => aclRulesFromClaim([{ permission: "allow", topic: "x", username: "bob" }])).toThrow(
+    "username/clientid conditions are not allowed in a token",
+  );
   expect(() => aclRulesFromClaim({ publish: ["x"], write: ["y"] })).toThrow('acl claim: unknown key "write"');
   expect(aclRulesFromClaim([{ permission: "deny", action: "sub", topics: ["x", "y"] }])).toEqual([
     { permission: "deny", action: "subscribe", topic: "x" },
@@ -104,7 +123,7 @@ test("required claims with ${username} / ${clientid}; superuser and ACL claims",
 /** A JWKS endpoint the test controls. */
 async function jwksServer() {
   const state: { body: string; status: number; delayMs: number; hits: number } = { body: "{}", status: 200, delayMs: 0, hits: 0 };
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     state.hits++;
     setTimeout(() => {
       res.writeHead(state.status, { "content-type": "application/json" });
@@ -135,7 +154,10 @@ test("JWKS over HTTP: fetched once and cached, key rotation refetches, an outage
     expect(srv.state.hits).toBe(2);
     // An unknown key that is in no set: refused (not an outage).
     const k3 = await jose.generateKeyPair("ES256");
-    expect(await v.verify(await es(k3.privateKey, "three"), client)).toMatchObject({ ok: false, reason: expect.stringContaining("ERR_JWKS_NO_MATCHING_KEY") });
+    expect(await v.verify(await es(k3.privateKey, "three"), client)).toMatchObject({
+      ok: false,
+      reason: expect.stringContaining("ERR_JWKS_NO_MATCHING_KEY"),
+    });
     // The key server fails (500, then an oversized body, then too slow): the last good set still verifies.
     srv.state.status = 500;
     expect(await v.verify(await es(k3.privateKey, "four"), client)).toMatchObject({ ok: false });
@@ -182,7 +204,13 @@ test("through the authenticator: token in the password or the username, recorded
   expect(await auth.check("alice", token, "c1")).toEqual({
     decision: { kind: "allow" },
     outcome: "ok",
-    client: { username: "alice", superuser: true, via: "jwt", acl: [{ permission: "allow", action: "publish", topic: "x/1" }], expiresAt: (nowSec() + 600) * 1000 },
+    client: {
+      username: "alice",
+      superuser: true,
+      via: "jwt",
+      acl: [{ permission: "allow", action: "publish", topic: "x/1" }],
+      expiresAt: (nowSec() + 600) * 1000,
+    },
   });
   expect((await auth.check("mallory", token, "c1")).outcome).toBe("bad-token");
   expect((await auth.check("alice", "not-a-token", "c1")).outcome).toBe("unknown-user");
@@ -193,6 +221,8 @@ test("through the authenticator: token in the password or the username, recorded
   expect((await byName.check(long, "", "c1")).outcome).toBe("ok");
   expect((await byName.check(await hs({ pad: "p".repeat(3000) }), "", "c1")).outcome).toBe("invalid-input");
   byName.close();
-  expect(() => parseConfig({ auth: { jwt: { secret: "a", jwksUrl: "http://x" } } })).toThrow("auth.jwt: give exactly one of secret, publicKey, jwksUrl");
+  expect(() => parseConfig({ auth: { jwt: { secret: "a", jwksUrl: "http://x" } } })).toThrow(
+    "auth.jwt: give exactly one of secret, publicKey, jwksUrl",
+  );
   expect(() => parseConfig({ auth: { jwt: { secret: "a", claims: { sub: "${peerhost}" } } } })).toThrow("unknown placeholder ${peerhost}");
 });

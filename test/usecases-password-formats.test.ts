@@ -56,8 +56,14 @@ test.each(SIMPLE)("EMQX %s with salt %s", async (algo, pos, hex) => {
   expect(await verifyPassword("s3creT", stored)).toBe(false);
   expect(await verifyPassword(PW + "x", stored)).toBe(false);
   // The other salt position does not verify (the position is part of the format).
-  if (pos !== "disable") expect(await verifyPassword(PW, emqxSimpleHash(algo, pos === "prefix" ? "suffix" : "prefix", SALT, hex))).toBe(false);
-  expect(toEmqxHash(stored)).toEqual({ algorithm: algo, settings: `name = ${algo}, salt_position = ${pos}`, passwordHash: hex, salt: pos === "disable" ? "" : SALT });
+  if (pos !== "disable")
+    expect(await verifyPassword(PW, emqxSimpleHash(algo, pos === "prefix" ? "suffix" : "prefix", SALT, hex))).toBe(false);
+  expect(toEmqxHash(stored)).toEqual({
+    algorithm: algo,
+    settings: `name = ${algo}, salt_position = ${pos}`,
+    passwordHash: hex,
+    salt: pos === "disable" ? "" : SALT,
+  });
   expect(isCheapHash(stored)).toBe(true);
 });
 
@@ -69,12 +75,21 @@ test("EMQX plain, with and without salt", async () => {
   const salted = emqxSimpleHash("plain", "prefix", "NaCl", "NaClhunter2");
   expect(await verifyPassword("hunter2", salted)).toBe(true);
   expect(await verifyPassword("NaClhunter2", salted)).toBe(false);
-  expect(toEmqxHash(salted)).toEqual({ algorithm: "plain", settings: "name = plain, salt_position = prefix", passwordHash: "NaClhunter2", salt: "NaCl" });
+  expect(toEmqxHash(salted)).toEqual({
+    algorithm: "plain",
+    settings: "name = plain, salt_position = prefix",
+    passwordHash: "NaClhunter2",
+    salt: "NaCl",
+  });
 });
 
 test.each([
   ["sha256", 4096, "64e9b965a1fd7b37946215876c62f164a7f34c96963bb725321ddd66c7857e4b"],
-  ["sha512", 1000, "547a3d80ca18bc8bca530831ff0b301216ffd2dce946238c6d58189edf33c954514968b37b17abf5c46ea2dcae3723eafb2f0b92078358a298bef4a6c4a8d41c"],
+  [
+    "sha512",
+    1000,
+    "547a3d80ca18bc8bca530831ff0b301216ffd2dce946238c6d58189edf33c954514968b37b17abf5c46ea2dcae3723eafb2f0b92078358a298bef4a6c4a8d41c",
+  ],
   ["sha", 2, "55bb8186ef812eb921ad30700d2c9061b38ae8e0"],
 ] as const)("EMQX pbkdf2 mac_fun %s, %d iterations", async (mac, iterations, hex) => {
   const stored = emqxPbkdf2Hash(mac, iterations, SALT, hex);
@@ -82,7 +97,12 @@ test.each([
   expect(await verifyPassword(PW, stored)).toBe(true);
   expect(await verifyPassword("wrong", stored)).toBe(false);
   expect(await verifyPassword(PW, emqxPbkdf2Hash(mac, iterations + 1, SALT, hex))).toBe(false);
-  expect(toEmqxHash(stored)).toEqual({ algorithm: "pbkdf2", settings: `name = pbkdf2, mac_fun = ${mac}, iterations = ${iterations}, dk_length = ${hex.length / 2}`, passwordHash: hex, salt: SALT });
+  expect(toEmqxHash(stored)).toEqual({
+    algorithm: "pbkdf2",
+    settings: `name = pbkdf2, mac_fun = ${mac}, iterations = ${iterations}, dk_length = ${hex.length / 2}`,
+    passwordHash: hex,
+    salt: SALT,
+  });
 });
 
 test.each([
@@ -100,10 +120,25 @@ test.each([
 
 test.each([
   // mosquitto_passwd -b (default -H sha512-pbkdf2): $7$<iterations>$<salt>$<hash>
-  ["alice", "$7$101$vyCLKqoXlj7CikVS$EOYXA8MFfHPFzVjNbIN2ZJAI91i8VleSHLGcCTR1N2D9H04ayW7q/Fkkb7r/JZEtGUmywpRfuzn14Rvhqorf3A==", "alice-pw", "mosquitto-pbkdf2"],
-  ["bob", "$7$101$7Lg7pxkBcPPK2PtS$MGDurYGv3OqzjTBsALvj+OQOnyZlNk+Asju8dfm243378LTdfzz3CIn8IGos2Riqbd0cN6/jMAmksKyj3QCHOQ==", "b0b!pässwörd", "mosquitto-pbkdf2"],
+  [
+    "alice",
+    "$7$101$vyCLKqoXlj7CikVS$EOYXA8MFfHPFzVjNbIN2ZJAI91i8VleSHLGcCTR1N2D9H04ayW7q/Fkkb7r/JZEtGUmywpRfuzn14Rvhqorf3A==",
+    "alice-pw",
+    "mosquitto-pbkdf2",
+  ],
+  [
+    "bob",
+    "$7$101$7Lg7pxkBcPPK2PtS$MGDurYGv3OqzjTBsALvj+OQOnyZlNk+Asju8dfm243378LTdfzz3CIn8IGos2Riqbd0cN6/jMAmksKyj3QCHOQ==",
+    "b0b!pässwörd",
+    "mosquitto-pbkdf2",
+  ],
   // mosquitto_passwd -H sha512 (the 1.6 default): $6$<salt>$<sha512(password + salt)>
-  ["carol", "$6$5wCfjpExECnQ6GGK$e5aRL95kyc9m+0fTovjaYzwSEow66gALCKYj7eUXvUtbdDh6h9KDzIqdMcYV/oc9pLex1LjREwkUK1dYYm3ztw==", "carol-pw", "mosquitto-sha512"],
+  [
+    "carol",
+    "$6$5wCfjpExECnQ6GGK$e5aRL95kyc9m+0fTovjaYzwSEow66gALCKYj7eUXvUtbdDh6h9KDzIqdMcYV/oc9pLex1LjREwkUK1dYYm3ztw==",
+    "carol-pw",
+    "mosquitto-sha512",
+  ],
 ])("mosquitto_passwd: %s", async (_user, hash, password, format) => {
   expect(hashFormatOf(hash)).toBe(format);
   expect(importSelfDescribingHash(hash)).toBe(hash);
@@ -115,7 +150,8 @@ test.each([
 
 test("mosquitto-go-auth PBKDF2, base64 and utf-8 salt encodings", async () => {
   // pw-gen defaults: sha512, 100000 iterations, base64 salt (python: hashlib.pbkdf2_hmac over bytes(range(16))).
-  const b64 = "PBKDF2$sha512$100000$AAECAwQFBgcICQoLDA0ODw==$W8hYHsNXhHH/D0KUSZwX3UTODDOtPuqfu+HhteofeEkMfAWqLSrDSEc2Z5tAaOWCphUnvKNNZ2JHPIA4m2VCug==";
+  const b64 =
+    "PBKDF2$sha512$100000$AAECAwQFBgcICQoLDA0ODw==$W8hYHsNXhHH/D0KUSZwX3UTODDOtPuqfu+HhteofeEkMfAWqLSrDSEc2Z5tAaOWCphUnvKNNZ2JHPIA4m2VCug==";
   const stored = importSelfDescribingHash(b64);
   expect(hashFormatOf(stored)).toBe("pbkdf2");
   expect(await verifyPassword(PW, stored)).toBe(true);

@@ -20,7 +20,8 @@ async function run(args: string[], stdin = "") {
   const out: string[] = [];
   const err: string[] = [];
   const changed: string[] = [];
-  const code = await runCommand(args, {
+  // --create: the first command of each test makes the store (a missing store is an error otherwise).
+  const code = await runCommand([...args, "--create"], {
     stdout: (t) => out.push(t),
     stderr: (t) => err.push(t),
     readStdin: async () => stdin,
@@ -77,7 +78,9 @@ test("EMQX CSV: invalid entries are reported by line and nothing is written; --d
     `emqx-exhook: ${csv}:4: password_hash is not a sha256 hash (64 hex digits)`,
     `emqx-exhook: ${csv}:5: user "alice" already given at ${csv}:2`,
   ]);
-  expect(bad.out).toBe("nothing written (invalid entries (fix them, or --skip-invalid to import the rest)): would be 2 added, 0 replaced, 0 skipped (already exist; --replace to overwrite), 3 invalid; hash formats: sha256: 1, bcrypt: 1\n");
+  expect(bad.out).toBe(
+    "nothing written (invalid entries (fix them, or --skip-invalid to import the rest)): would be 2 added, 0 replaced, 0 skipped (already exist; --replace to overwrite), 3 invalid; hash formats: sha256: 1, bcrypt: 1\n",
+  );
   expect((await run(["users", "list"])).err).toBe("no users\n");
 
   const dry = await run([...args, "--dry-run", "--skip-invalid"]);
@@ -86,9 +89,15 @@ test("EMQX CSV: invalid entries are reported by line and nothing is written; --d
 
   const done = await run([...args, "--skip-invalid"]);
   expect(done.code).toBe(1); // some entries were invalid
-  expect(done.out).toBe("imported: 2 added, 0 replaced, 0 skipped (already exist; --replace to overwrite), 3 invalid; hash formats: sha256: 1, bcrypt: 1\n");
+  expect(done.out).toBe(
+    "imported: 2 added, 0 replaced, 0 skipped (already exist; --replace to overwrite), 3 invalid; hash formats: sha256: 1, bcrypt: 1\n",
+  );
   const list = (await run(["users", "list"])).out.split("\n").map((l) => l.split("\t").slice(0, 4).join(" | "));
-  expect(list).toEqual(["alice | client ids: any | superuser: yes | hash: sha256", "bob, the builder | client ids: any | superuser: no | hash: bcrypt", ""]);
+  expect(list).toEqual([
+    "alice | client ids: any | superuser: yes | hash: sha256",
+    "bob, the builder | client ids: any | superuser: no | hash: bcrypt",
+    "",
+  ]);
   expect(await login("alice", "s3cret")).toBe("ok");
   expect(await login("alice", "S3cret")).toBe("bad-password");
   expect(await login("bob, the builder", "s3cret")).toBe("ok");
@@ -107,7 +116,9 @@ test("EMQX JSON: pbkdf2 settings, plain-text passwords; existing users skipped u
   const args = ["users", "import", json, "--algorithm", "pbkdf2", "--mac-fun", "sha256", "--iterations", "4096", "--skip-invalid"];
   const first = await run(args);
   expect(first.err).toBe(`emqx-exhook: ${json}: entry #3 (): a username must not be empty\n`);
-  expect(first.out).toBe("imported: 2 added, 0 replaced, 0 skipped (already exist; --replace to overwrite), 1 invalid; hash formats: pbkdf2: 1, scrypt (from plain text): 1\n");
+  expect(first.out).toBe(
+    "imported: 2 added, 0 replaced, 0 skipped (already exist; --replace to overwrite), 1 invalid; hash formats: pbkdf2: 1, scrypt (from plain text): 1\n",
+  );
   expect(await login("p1", "s3cret")).toBe("ok");
   expect(await login("p2", "typed-in")).toBe("ok");
   const again = await run(args);
@@ -143,7 +154,13 @@ test("mosquitto_passwd and mosquitto-go-auth files; bad lines named", async () =
   ]);
   expect(r.out).toContain("5 added");
   expect(r.out).toContain("mosquitto-pbkdf2: 1, mosquitto-sha512: 1, bcrypt: 1, argon2id: 1, pbkdf2: 1");
-  for (const [u, p] of [["alice", "alice-pw"], ["carol", "carol-pw"], ["dave", "dave-pw"], ["erin", "s3cret"], ["np", "123"]]) {
+  for (const [u, p] of [
+    ["alice", "alice-pw"],
+    ["carol", "carol-pw"],
+    ["dave", "dave-pw"],
+    ["erin", "s3cret"],
+    ["np", "123"],
+  ]) {
     expect(await login(u as string, p as string)).toBe("ok");
     expect(await login(u as string, `${p}x`)).toBe("bad-password");
   }
@@ -154,7 +171,9 @@ test("export in EMQX's format: what EMQX can verify, grouped by the settings it 
   expect((await run(["users", "import", csv, "--algorithm", "sha256", "--salt-position", "suffix"])).code).toBe(0);
   expect((await run(["users", "add", "zoe", "--password-stdin"], "zoe-pw\n")).code).toBe(0);
   const out = await run(["users", "export"]);
-  expect(out.out).toBe(`user_id,password_hash,salt,is_superuser\nalice,${SHA256_SUFFIX},${SALT},true\nbob,${BCRYPT},${BCRYPT.slice(0, 29)},false\n`);
+  expect(out.out).toBe(
+    `user_id,password_hash,salt,is_superuser\nalice,${SHA256_SUFFIX},${SALT},true\nbob,${BCRYPT},${BCRYPT.slice(0, 29)},false\n`,
+  );
   expect(out.err.split("\n").filter(Boolean)).toEqual([
     "1 user need the EMQX built-in database authenticator with password_hash_algorithm { name = sha256, salt_position = suffix }",
     "1 user need the EMQX built-in database authenticator with password_hash_algorithm { name = bcrypt }",
@@ -163,7 +182,11 @@ test("export in EMQX's format: what EMQX can verify, grouped by the settings it 
   ]);
   const json = await run(["users", "export", "--format", "emqx-json", "--all"]);
   const rows = JSON.parse(json.out) as Array<{ user_id: string; password_hash: string; is_superuser: boolean }>;
-  expect(rows.map((r) => [r.user_id, r.is_superuser])).toEqual([["alice", true], ["bob", false], ["zoe", false]]);
+  expect(rows.map((r) => [r.user_id, r.is_superuser])).toEqual([
+    ["alice", true],
+    ["bob", false],
+    ["zoe", false],
+  ]);
   expect(rows[2]?.password_hash).toMatch(/^\$scrypt\$/);
   // What was exported imports again as the same users (round trip through EMQX's format).
   rmSync(join(dir, "data"), { recursive: true, force: true });
@@ -176,7 +199,11 @@ test("superuser flag: add --superuser, superuser on|off, shown in list; password
   const add = await run(["users", "add", "root", "--password-stdin", "--superuser"], "pw\n");
   expect(add).toMatchObject({ code: 0, out: "added user root (superuser)\n", changed: [] });
   expect((await run(["users", "list"])).out).toContain("root\tclient ids: any\tsuperuser: yes\thash: scrypt\t");
-  expect(await run(["users", "superuser", "root", "off"])).toMatchObject({ code: 0, out: "user root is no longer a superuser\n", changed: ["root"] });
+  expect(await run(["users", "superuser", "root", "off"])).toMatchObject({
+    code: 0,
+    out: "user root is no longer a superuser\n",
+    changed: ["root"],
+  });
   expect((await run(["users", "list"])).out).toContain("superuser: no");
   expect((await run(["users", "superuser", "ghost", "on"])).code).toBe(1);
   expect((await run(["users", "superuser", "root", "maybe"])).code).toBe(2);

@@ -205,7 +205,17 @@ export function compileClientIdPatterns(patterns: readonly string[]): (clientId:
   return compileGlobs(patterns);
 }
 
-const OUTCOMES: readonly AuthOutcome[] = ["ok", "bad-password", "unknown-user", "clientid-not-allowed", "throttled", "overloaded", "abandoned", "invalid-input", "bad-token"];
+const OUTCOMES: readonly AuthOutcome[] = [
+  "ok",
+  "bad-password",
+  "unknown-user",
+  "clientid-not-allowed",
+  "throttled",
+  "overloaded",
+  "abandoned",
+  "invalid-input",
+  "bad-token",
+];
 
 /**
  * Hash jobs at once by default: one per core but one (that core stays free for the event loop, which
@@ -230,7 +240,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   const cache = new Map<string, CacheEntry>();
   const counts = Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as Record<AuthOutcome, number>;
   let rehashed = 0;
-  const digest = (username: string, password: string) => createHmac("sha256", key).update(username).update("\0").update(password).digest("base64");
+  const digest = (username: string, password: string) =>
+    createHmac("sha256", key).update(username).update("\0").update(password).digest("base64");
   const clients = options.clients ?? createClientContext<AuthClientData>();
   const queue = createFairQueue({
     concurrency: options.hashing?.concurrency || defaultHashConcurrency(),
@@ -246,7 +257,10 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           ...DEFAULT_THROTTLE,
           ...options.throttle,
           onBlock: ({ kind, key: k, failures, forMs }) =>
-            logger?.warn({ [kind]: kind === "pair" ? k.replace("\u0000", " / ") : k, failures, blockedForMs: forMs }, "failed logins: throttling"),
+            logger?.warn(
+              { [kind]: kind === "pair" ? k.replace("\u0000", " / ") : k, failures, blockedForMs: forMs },
+              "failed logins: throttling",
+            ),
         });
   const jwt = options.jwt ? createJwtVerifier({ ...options.jwt, ...(logger ? { logger } : {}) }) : undefined;
   const jwtFrom = options.jwt?.from ?? "password";
@@ -392,7 +406,8 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
         logger?.info({ username: user.username, from: user.hashFormat }, "password rehashed with scrypt");
       })
       .catch((err: unknown) => {
-        if (!(err instanceof QueueRefusedError)) logger?.warn({ username: user.username, err: (err as Error).message }, "password rehash failed");
+        if (!(err instanceof QueueRefusedError))
+          logger?.warn({ username: user.username, err: (err as Error).message }, "password rehash failed");
       });
   }
 
@@ -456,7 +471,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
 export function usernameError(username: string): string | undefined {
   if (username.length === 0) return "a username must not be empty";
   if (username.length > 256) return "a username must be at most 256 characters";
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects
   if (/[\u0000-\u001f\u007f]/.test(username)) return "a username must not contain control characters";
   return undefined;
 }

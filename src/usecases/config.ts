@@ -257,7 +257,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
     lineOf = (p) => {
       for (let n = p.length; n > 0; n--) {
         const node = doc.getIn(p.slice(0, n) as unknown[], true) as { range?: [number, number, number] } | undefined;
-        if (node && node.range) return lc.linePos(node.range[0]).line;
+        if (node?.range) return lc.linePos(node.range[0]).line;
       }
       return undefined;
     };

@@ -26,7 +26,13 @@ export type QueueRefusal = "full" | "abandoned" | "closed";
 /** Thrown (as the rejection of `run`) when a job did not run. */
 export class QueueRefusedError extends Error {
   constructor(readonly reason: QueueRefusal) {
-    super(reason === "full" ? "work queue full" : reason === "abandoned" ? "work abandoned: its caller is gone or out of time" : "work queue closed");
+    super(
+      reason === "full"
+        ? "work queue full"
+        : reason === "abandoned"
+          ? "work abandoned: its caller is gone or out of time"
+          : "work queue closed",
+    );
     this.name = "QueueRefusedError";
   }
 }

@@ -4,7 +4,8 @@
  * `emqx-exhook/usecases`, or run them all with `emqx-exhook serve examples/stack-provider.js`.
  */
 export { createStack, openStore, loadAcl } from "./stack.js";
-export type { Stack, StackOptions, ClosableProvider } from "./stack.js";
+export type { Stack, StackOptions } from "./stack.js";
+export { stackProvider } from "./stack-provider.js";
 export { loadConfig, parseConfig, parseDuration, resolvedStore, configSchema, aclRuleSchema, DEFAULT_ACL_RULES } from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
 // Authentication (H4): passwords in many formats, bounded fair hashing, throttling, JWT, superuser.
@@ -39,12 +40,12 @@ export { compileAcl, aclTopicError } from "./acl.js";
 export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
 export { createPersistence, createMessageWriter, createMessageRetention, RETENTION_CHUNK } from "./persistence.js";
 export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats, MessageRetention, MessageRetentionOptions } from "./persistence.js";
-export { createPresence, connectionOf, presenceStoreSink } from "./presence.js";
-export type { Presence, PresenceOptions, PresenceEvent, PresenceStats } from "./presence.js";
+export { createStoredPresence } from "./presence.js";
+export type { StoredPresence, StoredPresenceOptions, StoredPresenceStats } from "./presence.js";
 export { createReadServer, messageJson, messageQueryFrom, parseTime } from "./http.js";
 export type { ReadServer, ReadServerOptions, MessageJson } from "./http.js";
 export { openSqliteStore } from "./sqlite-store.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
-export type { Store, UserRecord, StoredMessage, MessageQuery, ConnectionInfo, PresenceState, PresenceChange } from "./store.js";
+export type { Store, UserRecord, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";

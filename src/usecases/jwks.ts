@@ -53,7 +53,10 @@ export interface JwksSource {
 }
 
 /** Fetches a JWKS with the bounds above; rejects with a message saying what was wrong. */
-export async function fetchJwks(url: string, options: { timeoutMs: number; maxBytes: number; headers?: Readonly<Record<string, string>> | undefined }): Promise<JsonWebKeySet> {
+export async function fetchJwks(
+  url: string,
+  options: { timeoutMs: number; maxBytes: number; headers?: Readonly<Record<string, string>> | undefined },
+): Promise<JsonWebKeySet> {
   const signal = AbortSignal.timeout(options.timeoutMs);
   let res: Response;
   try {
@@ -87,7 +90,8 @@ export async function fetchJwks(url: string, options: { timeoutMs: number; maxBy
       throw new Error("body is not JSON");
     }
     const keys = (json as { keys?: unknown } | null)?.keys;
-    if (!Array.isArray(keys) || keys.some((k) => typeof k !== "object" || k === null)) throw new Error('body is not a JWKS ({ "keys": [...] })');
+    if (!Array.isArray(keys) || keys.some((k) => typeof k !== "object" || k === null))
+      throw new Error('body is not a JWKS ({ "keys": [...] })');
     return { keys: keys as Record<string, unknown>[] };
   } finally {
     // Release the connection whatever happened (an unread body keeps the socket busy).
@@ -146,7 +150,12 @@ export function createJwksSource(options: JwksSourceOptions): JwksSource {
           // Retry sooner than the refresh period while failing: 1 s, 2 s, 4 s ... up to refreshMs.
           const retry = Math.min(1000 * 2 ** Math.min(failedInARow - 1, 20), refreshMs);
           logger?.warn(
-            { url: options.url, err: lastError, retryInMs: retry, keeping: set ? `${set.keys.length} keys from ${new Date(lastSuccess).toISOString()}` : "none" },
+            {
+              url: options.url,
+              err: lastError,
+              retryInMs: retry,
+              keeping: set ? `${set.keys.length} keys from ${new Date(lastSuccess).toISOString()}` : "none",
+            },
             "JWKS fetch failed",
           );
           schedule(retry);

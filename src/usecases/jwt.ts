@@ -25,7 +25,7 @@ import type { AclRule } from "./acl.js";
 import { aclRuleSchema } from "./config.js";
 import { createJwksSource, type JsonWebKeySet, type JwksSource, type JwksSourceOptions } from "./jwks.js";
 
-type Jose = typeof import("jose", { with: { "resolution-mode": "import" } });
+type Jose = typeof import("jose", { with: { "resolution-mode": "import" }});
 let joseModule: Promise<Jose> | undefined;
 // jose is ESM only; a dynamic import loads it from this CommonJS package on every Node 20 release.
 const jose = () => (joseModule ??= import("jose"));
@@ -115,14 +115,23 @@ export function aclRulesFromClaim(value: unknown): AclRule[] {
       const rule = { ...(r as Record<string, unknown>) };
       if (rule["action"] === "pub") rule["action"] = "publish";
       if (rule["action"] === "sub") rule["action"] = "subscribe";
-      if ("username" in rule || "clientid" in rule) throw new Error(`acl rule #${i + 1}: username/clientid conditions are not allowed in a token (the rules apply to this client only)`);
+      if ("username" in rule || "clientid" in rule)
+        throw new Error(
+          `acl rule #${i + 1}: username/clientid conditions are not allowed in a token (the rules apply to this client only)`,
+        );
       if (Array.isArray(rule["topics"]) && rule["topic"] === undefined) {
         const { topics, ...rest } = rule;
         for (const t of topics as unknown[]) raw.push({ ...rest, topic: t });
       } else raw.push(rule);
     }
   } else if (typeof value === "object" && value !== null) {
-    const actions: Record<string, "publish" | "subscribe" | "all"> = { pub: "publish", publish: "publish", sub: "subscribe", subscribe: "subscribe", all: "all" };
+    const actions: Record<string, "publish" | "subscribe" | "all"> = {
+      pub: "publish",
+      publish: "publish",
+      sub: "subscribe",
+      subscribe: "subscribe",
+      all: "all",
+    };
     for (const [k, topics] of Object.entries(value)) {
       const action = actions[k];
       if (!action) throw new Error(`acl claim: unknown key ${JSON.stringify(k)} (pub, sub, all)`);
@@ -215,14 +224,19 @@ export function createJwtVerifier(options: JwtVerifierOptions): JwtVerifier {
       payload = r.payload as Record<string, unknown>;
     } catch (err) {
       if (err instanceof JwtKeysUnavailableError) throw err;
-      return { ok: false, reason: (err as { code?: string }).code ? `${(err as { code: string }).code}: ${(err as Error).message}` : (err as Error).message };
+      return {
+        ok: false,
+        reason: (err as { code?: string }).code ? `${(err as { code: string }).code}: ${(err as Error).message}` : (err as Error).message,
+      };
     }
     const nowSec = Date.now() / 1000;
     if (typeof payload["iat"] === "number" && payload["iat"] > nowSec + skewSec) return { ok: false, reason: "iat lies in the future" };
     for (const [name, template] of claims) {
       const want = template.replace(PLACEHOLDER, (_m, ph: string) => (ph === "username" ? client.username : client.clientid));
       const have = payload[name];
-      const ok = Array.isArray(have) ? have.some((v) => String(v) === want) : (typeof have === "string" || typeof have === "number") && String(have) === want;
+      const ok = Array.isArray(have)
+        ? have.some((v) => String(v) === want)
+        : (typeof have === "string" || typeof have === "number") && String(have) === want;
       if (!ok) return { ok: false, reason: `claim ${name} is not ${JSON.stringify(want)}` };
     }
     let acl: AclRule[] | undefined;

@@ -45,7 +45,12 @@ export interface LoginThrottleOptions {
   /** Clock, for tests. Default `Date.now`. */
   readonly now?: () => number;
   /** Called when a key becomes blocked (not for every refused attempt), e.g. to log it. */
-  readonly onBlock?: (info: { readonly kind: "host" | "user" | "pair"; readonly key: string; readonly failures: number; readonly forMs: number }) => void;
+  readonly onBlock?: (info: {
+    readonly kind: "host" | "user" | "pair";
+    readonly key: string;
+    readonly failures: number;
+    readonly forMs: number;
+  }) => void;
 }
 
 /** The answer of {@link LoginThrottle.check}. */
@@ -162,6 +167,11 @@ export function createLoginThrottle(options: LoginThrottleOptions): LoginThrottl
       for (const k of [...pairs.keys()]) if (k.endsWith(suffix)) pairs.delete(k);
       for (const k of [...trust.keys()]) if (k.endsWith(suffix)) trust.delete(k);
     },
-    stats: () => ({ blockedHosts: countBlocked(hosts), blockedUsers: countBlocked(users), blockedPairs: countBlocked(pairs), trustedPairs: trust.size }),
+    stats: () => ({
+      blockedHosts: countBlocked(hosts),
+      blockedUsers: countBlocked(users),
+      blockedPairs: countBlocked(pairs),
+      trustedPairs: trust.size,
+    }),
   };
 }

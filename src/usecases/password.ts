@@ -78,7 +78,13 @@ export function parseHash(hash: string): ParsedHash | undefined {
 /** Whether a hash is not the project's scrypt with exactly `params` (so it should be rehashed). */
 export function needsRehash(hash: string, params: ScryptParams): boolean {
   const parsed = parseHash(hash);
-  return !parsed || parsed.params.N !== params.N || parsed.params.r !== params.r || parsed.params.p !== params.p || parsed.params.keylen !== params.keylen;
+  return (
+    !parsed ||
+    parsed.params.N !== params.N ||
+    parsed.params.r !== params.r ||
+    parsed.params.p !== params.p ||
+    parsed.params.keylen !== params.keylen
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,13 +152,15 @@ export function isCheapHash(hash: string): boolean {
 
 /** The stored form of an EMQX built-in database entry with a simple algorithm. Throws on a malformed one. */
 export function emqxSimpleHash(algorithm: EmqxSimpleAlgorithm, saltPosition: SaltPosition, salt: string, passwordHash: string): string {
-  if (!SIMPLE.has(algorithm)) throw new Error(`unknown EMQX hash algorithm ${JSON.stringify(algorithm)} (plain, md5, sha, sha256, sha512, bcrypt, pbkdf2)`);
+  if (!SIMPLE.has(algorithm))
+    throw new Error(`unknown EMQX hash algorithm ${JSON.stringify(algorithm)} (plain, md5, sha, sha256, sha512, bcrypt, pbkdf2)`);
   let hex: string;
   if (algorithm === "plain") hex = Buffer.from(passwordHash, "utf8").toString("hex");
   else {
     hex = passwordHash.toLowerCase();
     const bytes = { md5: 16, sha: 20, sha256: 32, sha512: 64 }[algorithm];
-    if (!/^[0-9a-f]*$/.test(hex) || hex.length !== bytes * 2) throw new Error(`password_hash is not a ${algorithm} hash (${bytes * 2} hex digits)`);
+    if (!/^[0-9a-f]*$/.test(hex) || hex.length !== bytes * 2)
+      throw new Error(`password_hash is not a ${algorithm} hash (${bytes * 2} hex digits)`);
   }
   const pos = salt === "" ? "disable" : saltPosition;
   return `$emqx-${algorithm}$${pos}$${Buffer.from(pos === "disable" ? "" : salt, "utf8").toString("base64")}$${hex}`;
@@ -160,8 +168,10 @@ export function emqxSimpleHash(algorithm: EmqxSimpleAlgorithm, saltPosition: Sal
 
 /** The stored form of an EMQX pbkdf2 entry (salt as EMQX stores it: text). Throws on a malformed one. */
 export function emqxPbkdf2Hash(mac: string, iterations: number, salt: string, passwordHash: string): string {
-  if (!PBKDF2_MACS.has(mac)) throw new Error(`pbkdf2 mac_fun ${JSON.stringify(mac)} is not supported (md5, sha, sha224, sha256, sha384, sha512, ripemd160)`);
-  if (!Number.isInteger(iterations) || iterations < 1 || iterations > 100_000_000) throw new Error(`pbkdf2 iterations must be a positive integer, got ${iterations}`);
+  if (!PBKDF2_MACS.has(mac))
+    throw new Error(`pbkdf2 mac_fun ${JSON.stringify(mac)} is not supported (md5, sha, sha224, sha256, sha384, sha512, ripemd160)`);
+  if (!Number.isInteger(iterations) || iterations < 1 || iterations > 100_000_000)
+    throw new Error(`pbkdf2 iterations must be a positive integer, got ${iterations}`);
   const hex = passwordHash.toLowerCase();
   if (!/^([0-9a-f]{2}){1,512}$/.test(hex)) throw new Error("password_hash is not a hex pbkdf2 hash");
   return `$pbkdf2-${mac}$i=${iterations}$${Buffer.from(salt, "utf8").toString("base64")}$${hex}`;
@@ -205,6 +215,9 @@ export interface EmqxExport {
   readonly salt: string;
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this finds
+const hasControlCharacters = (s: string) => /[\u0000-\u001f\u007f]/.test(s);
+
 /** The EMQX built-in database form of a stored hash (what `users export` writes). */
 export function toEmqxHash(hash: string): EmqxExport | undefined {
   const e = EMQX_RE.exec(hash);
@@ -219,12 +232,17 @@ export function toEmqxHash(hash: string): EmqxExport | undefined {
     const saltBytes = Buffer.from(p[3] as string, "base64");
     const salt = saltBytes.toString("utf8");
     // EMQX keeps the salt as text: a binary salt (from mosquitto-go-auth) cannot be written there.
-    // eslint-disable-next-line no-control-regex
-    if (!Buffer.from(salt, "utf8").equals(saltBytes) || /[\u0000-\u001f\u007f]/.test(salt)) return undefined;
+    if (!Buffer.from(salt, "utf8").equals(saltBytes) || hasControlCharacters(salt)) return undefined;
     const hex = p[4] as string;
-    return { algorithm: "pbkdf2", settings: `name = pbkdf2, mac_fun = ${p[1]}, iterations = ${p[2]}, dk_length = ${hex.length / 2}`, passwordHash: hex, salt };
+    return {
+      algorithm: "pbkdf2",
+      settings: `name = pbkdf2, mac_fun = ${p[1]}, iterations = ${p[2]}, dk_length = ${hex.length / 2}`,
+      passwordHash: hex,
+      salt,
+    };
   }
-  if (BCRYPT_RE.test(hash) && !hash.startsWith("$2x$")) return { algorithm: "bcrypt", settings: "name = bcrypt", passwordHash: hash, salt: hash.slice(0, 29) };
+  if (BCRYPT_RE.test(hash) && !hash.startsWith("$2x$"))
+    return { algorithm: "bcrypt", settings: "name = bcrypt", passwordHash: hash, salt: hash.slice(0, 29) };
   return undefined;
 }
 
@@ -248,7 +266,9 @@ function loadNative<T>(name: string, format: string): Promise<T> {
 const equalBytes = (a: Buffer, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
 
 function pbkdf2Async(password: string, salt: Buffer, iterations: number, keylen: number, digest: string): Promise<Buffer> {
-  return new Promise((resolve, reject) => pbkdf2(password, salt, iterations, keylen, digest, (err, key) => (err ? reject(err) : resolve(key))));
+  return new Promise((resolve, reject) =>
+    pbkdf2(password, salt, iterations, keylen, digest, (err, key) => (err ? reject(err) : resolve(key))),
+  );
 }
 
 /**
@@ -282,7 +302,10 @@ export async function verifyPassword(password: string, hash: string): Promise<bo
     return equalBytes(await pbkdf2Async(password, Buffer.from(m[2] as string, "base64"), Number(m[1]), want.length, "sha512"), want);
   }
   if ((m = MOSQ6_RE.exec(hash))) {
-    const got = createHash("sha512").update(password, "utf8").update(Buffer.from(m[1] as string, "base64")).digest();
+    const got = createHash("sha512")
+      .update(password, "utf8")
+      .update(Buffer.from(m[1] as string, "base64"))
+      .digest();
     return equalBytes(got, Buffer.from(m[2] as string, "base64"));
   }
   if (BCRYPT_RE.test(hash)) {

@@ -10,7 +10,7 @@ import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from
 import { createReadServer, type ReadServer } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
 import { openPostgresStore } from "./pg-store.js";
-import { createPresence, type Presence } from "./presence.js";
+import { createStoredPresence, type StoredPresence } from "./presence.js";
 import { openSqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
 import { ExHookConfigError } from "../errors.js";
@@ -22,19 +22,17 @@ export async function openStore(cfg: StackConfig): Promise<Store> {
   return openPostgresStore({ url: s.url, poolSize: s.poolSize });
 }
 
-/** A provider that also owns resources; the CLI calls `close()` after the server stopped. */
-export type ClosableProvider = Provider & { close(): Promise<void> };
-
 /** The assembled stack. */
 export interface Stack {
-  readonly provider: ClosableProvider;
+  /** The provider to serve; close the stack (`close()`) after the server stopped. */
+  readonly provider: Provider;
   readonly store: Store;
   readonly config: StackConfig;
   readonly auth: Authenticator | undefined;
   /** The rule set in use (config rules, then store rules); changes when store rules are re-read. */
   acl(): Acl | undefined;
   readonly persistence: Persistence | undefined;
-  readonly presence: Presence | undefined;
+  readonly presence: StoredPresence | undefined;
   /** The HTTP read server, listening, when enabled. */
   readonly http: ReadServer | undefined;
   /** Counters of every use case. */
@@ -97,7 +95,7 @@ export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
 export function authenticatorOptions(cfg: StackConfig, store: Store, logger?: Logger): AuthenticatorOptions {
   const a = cfg.auth;
   const t = a.throttle;
-  const j = a.jwt && a.jwt.enabled ? a.jwt : undefined;
+  const j = a.jwt?.enabled ? a.jwt : undefined;
   let publicKey = j?.publicKey;
   if (publicKey !== undefined && !publicKey.trimStart().startsWith("-----BEGIN")) {
     try {
@@ -146,7 +144,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   let auth: Authenticator | undefined;
   let acl: Acl | undefined;
   let persistence: Persistence | undefined;
-  let presence: Presence | undefined;
+  let presence: StoredPresence | undefined;
   let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
@@ -178,7 +176,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onMessagePublish = persistence.hook;
     }
     if (cfg.presence.enabled) {
-      presence = createPresence({
+      presence = createStoredPresence({
         store,
         reorderWindowMs: cfg.presence.reorderWindowMs,
         ...(cfg.presence.webhook ? { webhook: cfg.presence.webhook } : {}),
@@ -235,7 +233,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   // context; wrapping registers connected/disconnected so the record lives as long as the connection.
   const provider = defineProvider(auth ? auth.clients.wrap(handlers) : handlers, { name: "emqx-exhook-stack" });
   return {
-    provider: Object.freeze({ ...provider, close }),
+    provider,
     store,
     config: cfg,
     auth,
