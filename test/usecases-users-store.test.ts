@@ -146,6 +146,10 @@ const suite = (label: string, make: () => Backend) =>
         ["old", false, "scrypt"],
         ["root", false, "bcrypt"],
       ]);
+      // Written without the new fields (code from before them): not a superuser, format read from the hash.
+      const bcrypt = "$2b$04$G3us/Dj34oNjejo/jbWOIOI8xEyR8VWNRmv1elYTyDIax7VbFJV8W";
+      await store.putUser({ username: "legacy", passwordHash: bcrypt, clientIds: [], createdAt: 1, updatedAt: 1 });
+      expect(await store.getUser("legacy")).toMatchObject({ superuser: false, hashFormat: "bcrypt" });
     });
   });
 

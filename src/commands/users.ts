@@ -34,6 +34,7 @@ import {
   type EmqxSimpleAlgorithm,
   type SaltPosition,
 } from "../usecases/password.js";
+import { loadOptional } from "../usecases/optional-dependency.js";
 import type { Store, UserRecord } from "../usecases/store.js";
 import { stringOption, UsageError, type Command, type CommandIo, type OptionValues } from "./command.js";
 import { commandConfig, openCommandStore, STORE_OPTIONS, withStore } from "./store-access.js";
@@ -268,6 +269,20 @@ async function importUsers(file: string, options: OptionValues, cfg: StackConfig
     for (const e of toWrite) {
       const f = e.hash !== undefined ? hashFormatOf(e.hash) : "scrypt (from plain text)";
       formats.set(f, (formats.get(f) ?? 0) + 1);
+    }
+    // bcrypt / Argon2 hashes are verified by optional packages: say so now rather than at the first login.
+    for (const [fmt, pkg] of [
+      ["bcrypt", "@node-rs/bcrypt"],
+      ["argon2id", "@node-rs/argon2"],
+      ["argon2i", "@node-rs/argon2"],
+      ["argon2d", "@node-rs/argon2"],
+    ] as const) {
+      if (!formats.has(fmt)) continue;
+      try {
+        loadOptional(pkg, `verifying ${fmt} password hashes`);
+      } catch (err) {
+        io.stderr(`emqx-exhook: warning: ${(err as Error).message}\n`);
+      }
     }
     const summary = `${counts.added} added, ${counts.replaced} replaced, ${counts.skipped} skipped (already exist${replace ? "" : "; --replace to overwrite"}), ${counts.invalid} invalid`;
     const byFormat = [...formats].map(([f, n]) => `${f}: ${n}`).join(", ");

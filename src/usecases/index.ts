@@ -48,4 +48,4 @@ export { openSqliteStore } from "./sqlite-store.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
-export type { Store, UserRecord, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";
+export type { Store, UserRecord, UserInput, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";

@@ -18,12 +18,14 @@
  * | `mosquitto-sha512` | `$6$<salt b64>$<hash b64>` (as written) | mosquitto_passwd before 2.0 (SHA-512 of password + salt) |
  * | `argon2id` (also `argon2i`, `argon2d`) | `$argon2id$v=19$m=..,t=..,p=..$<salt>$<hash>` (PHC, as written) | mosquitto-go-auth |
  *
- * bcrypt and Argon2 run natively on libuv's thread pool (`@node-rs/bcrypt`, `@node-rs/argon2`,
- * prebuilt binaries, loaded on first use): a pure-JavaScript bcrypt would hold the event loop for
- * ~90 ms per check at cost 10, stalling every other hook. PBKDF2 runs on the thread pool too
- * (`crypto.pbkdf2`); the salted SHA/MD5 formats are single digests.
+ * bcrypt and Argon2 run natively on libuv's thread pool (`@node-rs/bcrypt`, `@node-rs/argon2`:
+ * prebuilt binaries, optional peer dependencies loaded on the first such hash; without them such a
+ * check fails with an error that says what to install): a pure-JavaScript bcrypt would hold the event
+ * loop for ~90 ms per check at cost 10, stalling every other hook. PBKDF2 runs on the thread pool
+ * too (`crypto.pbkdf2`); the salted SHA/MD5 formats are single digests.
  */
 import { createHash, pbkdf2, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from "node:crypto";
+import { loadOptional } from "./optional-dependency.js";
 
 /** scrypt cost parameters. */
 export interface ScryptParams {
@@ -251,17 +253,8 @@ export function toEmqxHash(hash: string): EmqxExport | undefined {
 
 type BcryptModule = { verify(password: string, hash: string): Promise<boolean> };
 type ArgonModule = { verify(hashed: string, password: string): Promise<boolean> };
-let bcryptModule: Promise<BcryptModule> | undefined;
-let argonModule: Promise<ArgonModule> | undefined;
-
-function loadNative<T>(name: string, format: string): Promise<T> {
-  return import(name).then(
-    (m: { default?: T } & T) => (m.default ?? m) as T,
-    (err: unknown) => {
-      throw new Error(`${format} hashes cannot be verified: ${name} did not load on this platform (${(err as Error).message})`);
-    },
-  );
-}
+let bcryptModule: BcryptModule | undefined;
+let argonModule: ArgonModule | undefined;
 
 const equalBytes = (a: Buffer, b: Buffer) => a.length === b.length && timingSafeEqual(a, b);
 
@@ -273,8 +266,8 @@ function pbkdf2Async(password: string, salt: Buffer, iterations: number, keylen:
 
 /**
  * Whether `password` matches `hash`, in any supported format (constant-time comparison). A malformed
- * or unknown hash never matches. Rejects only when a native verifier (bcrypt, Argon2) cannot be
- * loaded on this platform.
+ * or unknown hash never matches. Rejects only when the optional verifier of a bcrypt or Argon2 hash
+ * is not installed (the error says what to install).
  */
 export async function verifyPassword(password: string, hash: string): Promise<boolean> {
   if (hash.startsWith("$scrypt$")) {
@@ -309,11 +302,11 @@ export async function verifyPassword(password: string, hash: string): Promise<bo
     return equalBytes(got, Buffer.from(m[2] as string, "base64"));
   }
   if (BCRYPT_RE.test(hash)) {
-    const b = await (bcryptModule ??= loadNative<BcryptModule>("@node-rs/bcrypt", "bcrypt"));
+    const b = (bcryptModule ??= loadOptional<BcryptModule>("@node-rs/bcrypt", "verifying bcrypt password hashes"));
     return b.verify(password, hash);
   }
   if (ARGON_RE.test(hash)) {
-    const a = await (argonModule ??= loadNative<ArgonModule>("@node-rs/argon2", "Argon2"));
+    const a = (argonModule ??= loadOptional<ArgonModule>("@node-rs/argon2", "verifying Argon2 password hashes"));
     try {
       return await a.verify(hash, password);
     } catch {

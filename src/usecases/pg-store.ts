@@ -18,6 +18,7 @@ import {
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
+import { hashFormatOf } from "./password.js";
 
 /**
  * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
@@ -203,7 +204,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, hash_format = excluded.hash_format,
            client_ids = excluded.client_ids, superuser = excluded.superuser, updated_at = excluded.updated_at`,
-        [u.username, u.passwordHash, u.hashFormat, JSON.stringify(u.clientIds), u.superuser, u.createdAt, u.updatedAt],
+        [u.username, u.passwordHash, u.hashFormat ?? hashFormatOf(u.passwordHash), JSON.stringify(u.clientIds), u.superuser === true, u.createdAt, u.updatedAt],
       );
     },
     async listUsers() {

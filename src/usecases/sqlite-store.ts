@@ -21,6 +21,7 @@ import {
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
+import { hashFormatOf } from "./password.js";
 
 /**
  * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
@@ -225,7 +226,8 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return r ? toUser(r) : undefined;
     },
     async putUser(u) {
-      upsertUser.run(u.username, u.passwordHash, u.hashFormat, JSON.stringify(u.clientIds), u.superuser ? 1 : 0, u.createdAt, u.updatedAt);
+      const format = u.hashFormat ?? hashFormatOf(u.passwordHash);
+      upsertUser.run(u.username, u.passwordHash, format, JSON.stringify(u.clientIds), u.superuser ? 1 : 0, u.createdAt, u.updatedAt);
     },
     async listUsers() {
       return allUsers.all().map(toUser);

@@ -30,6 +30,12 @@ export interface UserRecord {
   readonly updatedAt: number;
 }
 
+/**
+ * What `putUser` takes: a {@link UserRecord} whose `superuser` (default false) and `hashFormat`
+ * (default: read from the hash) may be left out.
+ */
+export type UserInput = Omit<UserRecord, "hashFormat" | "superuser"> & { readonly hashFormat?: string; readonly superuser?: boolean };
+
 /** One stored MQTT message. */
 export interface StoredMessage {
   /** EMQX message id (32 hex characters); unique, so a message stored twice is kept once. */
@@ -79,8 +85,8 @@ export interface Store {
   readonly location: string;
 
   getUser(username: string): Promise<UserRecord | undefined>;
-  /** Creates or replaces a user. */
-  putUser(user: UserRecord): Promise<void>;
+  /** Creates or replaces a user (the creation time of an existing user is kept). */
+  putUser(user: UserInput): Promise<void>;
   listUsers(): Promise<UserRecord[]>;
   /** Whether a user was removed. */
   removeUser(username: string): Promise<boolean>;
