@@ -59,6 +59,8 @@ export interface AuthFloodResult {
     readonly p50Ms: number;
     readonly maxMs: number;
   };
+  /** How long the flood ran, in ms. */
+  readonly elapsedMs: number;
   /** The authenticator's counters after the run. */
   readonly auth: Record<string, unknown>;
 }
@@ -187,12 +189,14 @@ export async function runAuthFlood(options: AuthFloodOptions = {}): Promise<Auth
     }
     probesDone = true;
     await floodDone;
+    const elapsedMs = Math.round(performance.now() - start);
     await Promise.all(inFlight);
     return {
       rate,
       seconds,
       attackers,
       requestTimeoutMs,
+      elapsedMs,
       probes: {
         allowed: probeResults.filter((r) => r.allowed === true).length,
         total: probes,
