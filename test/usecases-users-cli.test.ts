@@ -197,7 +197,7 @@ test("export in EMQX's format: what EMQX can verify, grouped by the settings it 
 
 test("superuser flag: add --superuser, superuser on|off, shown in list; password changes and removals are reported", async () => {
   const add = await run(["users", "add", "root", "--password-stdin", "--superuser"], "pw\n");
-  expect(add).toMatchObject({ code: 0, out: "added user root (superuser)\n", changed: [] });
+  expect(add).toMatchObject({ code: 0, out: "added user root (superuser)\n", changed: ["root"] });
   expect((await run(["users", "list"])).out).toContain("root\tclient ids: any\tsuperuser: yes\thash: scrypt\t");
   expect(await run(["users", "superuser", "root", "off"])).toMatchObject({
     code: 0,

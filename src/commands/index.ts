@@ -8,13 +8,14 @@
  *   emqx-exhook messages query [--topic FILTER] [--since T] [--until T] [--limit N] [--order asc|desc]
  *   emqx-exhook messages prune --older-than DURATION
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
- *   emqx-exhook acl list | acl set --file RULES | acl check --action A --topic T [--username U] [--clientid C]
+ *   emqx-exhook acl list | acl set --file RULES | acl check --action A --topic T [--username U] [--clientid C] [--peerhost IP] ...
+ *   emqx-exhook cache invalidate (--all | --user U | --client C)
  *
  * Each command is a {@link Command} in its own module; to add one, write it there and add it to
  * {@link COMMANDS} (one line). Parsing (util.parseArgs, strict), `--help` and usage errors are
  * handled here for all of them.
  */
-import { aclCheck, aclList, aclSet } from "./acl.js";
+import { aclCheck, aclList, aclSet, cacheInvalidate } from "./acl.js";
 import { commandHelp, optionLines, parseCommandLine, UsageError, type Command, type CommandIo } from "./command.js";
 import { messagesPrune, messagesQuery } from "./messages.js";
 import { presenceList } from "./presence.js";
@@ -37,6 +38,7 @@ export const COMMANDS: readonly Command[] = [
   aclList,
   aclSet,
   aclCheck,
+  cacheInvalidate,
 ];
 
 /** The first words of the commands (`users`, `messages`, ...): what the CLI hands to {@link runCommand}. */

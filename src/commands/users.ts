@@ -36,11 +36,17 @@ import {
 } from "../usecases/password.js";
 import { loadOptional } from "../usecases/optional-dependency.js";
 import type { Store, UserRecord } from "../usecases/store.js";
+import { announceChange } from "./acl.js";
 import { stringOption, UsageError, type Command, type CommandIo, type OptionValues } from "./command.js";
 import { commandConfig, openCommandStore, STORE_OPTIONS, withStore } from "./store-access.js";
 
-/** Reports a change to `io.onUserChanged`; a failing listener is a warning, not a failed command. */
-async function changed(io: CommandIo, username: string): Promise<void> {
+/**
+ * Announces a user's change (running servers drop what they cached for it: the invalidation hub,
+ * see docs/usecases.md) and reports it to `io.onUserChanged`; a failing listener is a warning, not
+ * a failed command.
+ */
+async function changed(io: CommandIo, cfg: StackConfig, store: Store, username: string): Promise<void> {
+  await announceChange(cfg, store, { scope: "user", key: username });
   try {
     await io.onUserChanged?.(username);
   } catch (err) {
@@ -86,7 +92,8 @@ export const usersAdd: Command = {
         ...(options["superuser"] === true ? { superuser: true } : {}),
         scrypt: cfg.auth.scrypt,
       });
-      if (existed) await changed(io, name);
+      // Also for a new user: a server may have cached "unknown user" for the name.
+      await changed(io, cfg, store, name);
       const details = [user.clientIds.length ? `client ids: ${user.clientIds.join(", ")}` : "", user.superuser ? "superuser" : ""].filter(
         Boolean,
       );
@@ -124,12 +131,13 @@ export const usersRemove: Command = {
   async run({ args, options }, io) {
     const name = args[0];
     if (name === undefined) throw new UsageError("users remove takes one <name>");
-    return withStore(openCommandStore(commandConfig(options, io), options), async (store) => {
+    const cfg = commandConfig(options, io);
+    return withStore(openCommandStore(cfg, options), async (store) => {
       if (!(await store.removeUser(name))) {
         io.stderr(`emqx-exhook: no user ${JSON.stringify(name)}\n`);
         return 1;
       }
-      await changed(io, name);
+      await changed(io, cfg, store, name);
       io.stdout(`removed user ${name}\n`);
       return 0;
     });
@@ -145,14 +153,15 @@ export const usersSuperuser: Command = {
   async run({ args, options }, io) {
     const [name, value] = args;
     if (name === undefined || (value !== "on" && value !== "off")) throw new UsageError("users superuser takes <name> on|off");
-    return withStore(openCommandStore(commandConfig(options, io), options), async (store) => {
+    const cfg = commandConfig(options, io);
+    return withStore(openCommandStore(cfg, options), async (store) => {
       const user = await store.getUser(name);
       if (!user) {
         io.stderr(`emqx-exhook: no user ${JSON.stringify(name)}\n`);
         return 1;
       }
       await store.putUser({ ...user, superuser: value === "on", updatedAt: Date.now() });
-      await changed(io, name);
+      await changed(io, cfg, store, name);
       io.stdout(`user ${name} is ${value === "on" ? "now" : "no longer"} a superuser\n`);
       return 0;
     });
@@ -306,8 +315,10 @@ async function importUsers(file: string, options: OptionValues, cfg: StackConfig
         updatedAt: now,
       };
       await store.putUser(user);
-      if (old) await changed(io, e.username);
+      if (old) await changed(io, cfg, store, e.username);
     }
+    // New users: one announcement for all (a server may have cached "unknown user" for their names).
+    if (counts.added > 0) await announceChange(cfg, store, { scope: "all", key: "" });
     io.stdout(`imported: ${summary}${byFormat ? `; hash formats: ${byFormat}` : ""}\n`);
     return errors.length > 0 ? 1 : 0;
   });

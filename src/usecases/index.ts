@@ -38,6 +38,18 @@ export { createJwksSource, fetchJwks } from "./jwks.js";
 export type { JwksSource, JwksSourceOptions, JwksStats, JsonWebKeySet } from "./jwks.js";
 export { compileAcl, aclTopicError } from "./acl.js";
 export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
+// Authorization: rule options, the authorizer (superuser / per-client rules), the decision cache,
+// invalidations across workers, instances and EMQX.
+export { aclRequestOf, peerhostError, EMQX_DEFAULT_LISTENERS } from "./acl.js";
+export type { AclOptions } from "./acl.js";
+export { createAuthorizer, deriveClientAttrs } from "./authorizer.js";
+export type { Authorizer, AuthorizerOptions, AuthorizeResult, AuthorizeSource, ClientRules, ClientAttrRule, SuperuserCheck, ClientRulesLookup, ClientAttrsLookup } from "./authorizer.js";
+export { createDecisionCache } from "./decision-cache.js";
+export type { DecisionCache, DecisionCacheOptions, DecisionCacheStats, CacheInvalidation, CacheableHook } from "./decision-cache.js";
+export { createInvalidationHub, LISTENER_APP_NAME } from "./invalidation.js";
+export type { Invalidation, InvalidationHub, InvalidationHubOptions, InvalidationHubStats, InvalidationOrigin } from "./invalidation.js";
+export { createEmqxNotifier } from "./emqx-api.js";
+export type { EmqxNotifier, EmqxNotifierOptions, EmqxNotifierStats } from "./emqx-api.js";
 export { createPersistence, createMessageWriter, createMessageRetention, RETENTION_CHUNK } from "./persistence.js";
 export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats, MessageRetention, MessageRetentionOptions } from "./persistence.js";
 export { createStoredPresence } from "./presence.js";
@@ -49,3 +61,4 @@ export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
 export type { Store, UserRecord, UserInput, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";
+export type { InvalidationRecord, InvalidationScope } from "./store.js";

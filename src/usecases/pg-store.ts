@@ -9,8 +9,10 @@ import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
 import { loadOptional } from "./optional-dependency.js";
 import {
+  INVALIDATION_KEEP_MS,
   groupPresence,
   pagedQuery,
+  type InvalidationScope,
   type MessageQuery,
   type PresenceChange,
   type PresenceState,
@@ -68,10 +70,20 @@ export const MIGRATIONS: readonly string[] = [
    UPDATE exhook_presence SET
      live = CASE WHEN disconnected_at IS NULL AND connected_at IS NOT NULL THEN 1 WHEN connected_at IS NULL THEN -1 ELSE 0 END,
      conn_key = node || '|' || peerhost || '|' || peerport || '|' || sockport;`,
-  // 3: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
+  // 3: invalidation announcements (src/usecases/invalidation.ts), read by every process on the store.
+  `CREATE TABLE exhook_invalidations (
+     seq BIGSERIAL PRIMARY KEY,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at BIGINT NOT NULL
+   );`,
+  // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
   `ALTER TABLE exhook_users ADD COLUMN superuser BOOLEAN NOT NULL DEFAULT false,
      ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
 ];
+
+/** The NOTIFY channel of {@link Store.recordInvalidation} (payload: the record's seq). */
+export const INVALIDATION_CHANNEL = "exhook_invalidation";
 
 /** Advisory lock key serializing schema migrations across instances ("exhook" in ASCII). */
 const MIGRATION_LOCK = 0x657868_6f6f6b;
@@ -291,6 +303,26 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         [before],
       );
       return r.rowCount ?? 0;
+    },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      await pool.query("DELETE FROM exhook_invalidations WHERE at < $1", [now - INVALIDATION_KEEP_MS]);
+      // One statement: the row and the notification commit together (NOTIFY is sent at commit).
+      const r = await pool.query(
+        `WITH ins AS (INSERT INTO exhook_invalidations (scope, key, at) VALUES ($1, $2, $3) RETURNING seq)
+         SELECT seq, pg_notify('${INVALIDATION_CHANNEL}', seq::text) FROM ins`,
+        [scope, key, now],
+      );
+      return num(r.rows[0]?.["seq"]);
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = num((await pool.query("SELECT max(seq) AS seq FROM exhook_invalidations")).rows[0]?.["seq"]);
+      if (after < 0) return { latest, records: [] };
+      const r = await pool.query("SELECT seq, scope, key, at FROM exhook_invalidations WHERE seq > $1 ORDER BY seq LIMIT $2", [after, limit]);
+      return {
+        latest,
+        records: r.rows.map((row) => ({ seq: num(row["seq"]), scope: row["scope"] as InvalidationScope, key: row["key"] as string, at: num(row["at"]) })),
+      };
     },
     async close() {
       if (closed) return;

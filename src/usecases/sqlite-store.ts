@@ -11,9 +11,11 @@ import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
 import { loadOptional } from "./optional-dependency.js";
 import {
+  INVALIDATION_KEEP_MS,
   groupPresence,
   pagedQuery,
   parseHeaders,
+  type InvalidationRecord,
   type MessageQuery,
   type PresenceChange,
   type PresenceState,
@@ -71,7 +73,14 @@ export const MIGRATIONS: readonly string[] = [
    UPDATE presence SET
      live = CASE WHEN disconnected_at IS NULL AND connected_at IS NOT NULL THEN 1 WHEN connected_at IS NULL THEN -1 ELSE 0 END,
      conn_key = node || '|' || peerhost || '|' || peerport || '|' || sockport;`,
-  // 3: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
+  // 3: invalidation announcements (src/usecases/invalidation.ts), read by every process on the store.
+  `CREATE TABLE invalidations (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at INTEGER NOT NULL
+   );`,
+  // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
   `ALTER TABLE users ADD COLUMN superuser INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE users ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
 ];
@@ -191,6 +200,10 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
      ON CONFLICT (clientid, conn_key) DO UPDATE SET node = excluded.node, username = excluded.username, protocol = excluded.protocol,
        live = excluded.live, connected_at = excluded.connected_at, disconnected_at = excluded.disconnected_at, reason = excluded.reason`,
   );
+  const insertInvalidation = db.prepare<[string, string, number], { seq: number }>("INSERT INTO invalidations (scope, key, at) VALUES (?, ?, ?) RETURNING seq");
+  const pruneInvalidations = db.prepare<[number]>("DELETE FROM invalidations WHERE at < ?");
+  const invalidationsAfter = db.prepare<[number, number], InvalidationRecord>("SELECT seq, scope, key, at FROM invalidations WHERE seq > ? ORDER BY seq LIMIT ?");
+  const latestInvalidation = db.prepare<[], { seq: number | null }>("SELECT max(seq) AS seq FROM invalidations");
   const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toRecord));
   // One transaction per event: read the client's records, apply the rule, write the one record.
   const change = (conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): PresenceChange =>
@@ -295,6 +308,15 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
                AND (p2.live > 0 OR p2.disconnected_at > presence.disconnected_at))`,
         )
         .run(before).changes;
+    },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      pruneInvalidations.run(now - INVALIDATION_KEEP_MS);
+      return (insertInvalidation.get(scope, key, now) as { seq: number }).seq;
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = latestInvalidation.get()?.seq ?? 0;
+      return { latest, records: after < 0 ? [] : invalidationsAfter.all(after, limit) };
     },
     async close() {
       if (closed) return;

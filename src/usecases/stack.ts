@@ -6,6 +6,11 @@ import { readFileSync } from "node:fs";
 import { defineProvider, type HookHandlers, type Logger, type Provider } from "../provider.js";
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
 import { createAuthenticator, type Authenticator, type AuthenticatorOptions } from "./auth.js";
+import { createAuthorizer, type Authorizer, type ClientAttrRule, type ClientAttrsLookup, type ClientRulesLookup, type SuperuserCheck } from "./authorizer.js";
+import { createDecisionCache, type DecisionCache } from "./decision-cache.js";
+import { createEmqxNotifier, type EmqxNotifier } from "./emqx-api.js";
+import { createInvalidationHub, type Invalidation, type InvalidationHub } from "./invalidation.js";
+import type { ClusterBus } from "../ops/cluster-bus.js";
 import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from "./config.js";
 import { createReadServer, type ReadServer } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
@@ -31,6 +36,20 @@ export interface Stack {
   readonly auth: Authenticator | undefined;
   /** The rule set in use (config rules, then store rules); changes when store rules are re-read. */
   acl(): Acl | undefined;
+  /** The authorize answer (superusers, per-client rules, global rules), when `acl.enabled`. */
+  readonly authorizer: Authorizer | undefined;
+  /** Re-reads the store's rules now; resolves with whether they changed (cached decisions are then dropped). */
+  reloadAcl(): Promise<boolean>;
+  /** The decision cache, when `cache.enabled`. */
+  readonly cache: DecisionCache | undefined;
+  /** Where invalidations are announced and heard (other workers, other instances, the CLI, EMQX). */
+  readonly invalidations: InvalidationHub;
+  /**
+   * Announces a change: a user's password, rights or superuser flag changed or it was removed
+   * (`{ scope: "user", key }`), a client's (`client`), the rules (`rules`), or anything (`all`).
+   * Every worker and instance drops what it cached about it; EMQX too when `cache.emqx` is set.
+   */
+  invalidate(inv: Invalidation): Promise<void>;
   readonly persistence: Persistence | undefined;
   readonly presence: StoredPresence | undefined;
   /** The HTTP read server, listening, when enabled. */
@@ -47,6 +66,14 @@ export interface StackOptions {
   /** Use this store instead of opening the configured one (closed with the stack unless `ownStore` is false). */
   readonly store?: Store;
   readonly ownStore?: boolean;
+  /** Superusers are allowed everything without rules (the authentication side knows who they are). */
+  readonly isSuperuser?: SuperuserCheck;
+  /** A connection's own rules (e.g. a JWT `acl` claim), checked before the global rules. */
+  readonly clientRules?: ClientRulesLookup;
+  /** A connection's client attributes for `${client_attrs.NAME}` (e.g. from JWT claims). */
+  readonly clientAttrs?: ClientAttrsLookup;
+  /** Cluster bus for invalidations across `--workers`; `false` for none. Default: the process's bus. */
+  readonly bus?: ClusterBus | false;
 }
 
 /**
@@ -80,6 +107,7 @@ export function compileAclRules(cfg: StackConfig, rules: ReadonlyArray<{ readonl
       rules.map((r) => r.rule),
       cfg.acl.noMatch,
       (i) => rules[i]?.source ?? `rule #${i + 1}`,
+      { listeners: cfg.acl.listeners, denyOverlap: cfg.acl.denyOverlap },
     );
   } catch (err) {
     throw new ExHookConfigError((err as Error).message);
@@ -89,6 +117,22 @@ export function compileAclRules(cfg: StackConfig, rules: ReadonlyArray<{ readonl
 /** Compiles config rules followed by store rules; errors name the file rule or store rule. */
 export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
   return compileAclRules(cfg, await effectiveAclRules(cfg, store));
+}
+
+/** The authorizer's superuser check from what the authenticator recorded for the connection. */
+export function superuserOf(auth: Authenticator): SuperuserCheck {
+  return (clientinfo) => auth.isSuperuser({ clientinfo });
+}
+
+/** The authorizer's per-client rules from the connection's JWT ACL claim (and its expiry). */
+export function clientRulesOf(auth: Authenticator): ClientRulesLookup {
+  const none: readonly AclRule[] = [];
+  return (clientinfo) => {
+    const a = auth.clientAuth({ clientinfo });
+    // A token's expiry applies with or without an ACL claim (as EMQX's JWT authorizer: denied after exp).
+    if (!a || (a.acl === undefined && a.expiresAt === undefined)) return undefined;
+    return a.expiresAt !== undefined ? { rules: a.acl ?? none, expiresAt: a.expiresAt } : { rules: a.acl ?? none };
+  };
 }
 
 /** The authenticator's options from `auth.*` (throws an ExHookConfigError when the JWT public key file cannot be read). */
@@ -143,28 +187,82 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   const handlers: { -readonly [K in keyof HookHandlers]: HookHandlers[K] } = {};
   let auth: Authenticator | undefined;
   let acl: Acl | undefined;
+  let aclText = "";
+  let authorizer: Authorizer | undefined;
+  let cache: DecisionCache | undefined;
+  let emqx: EmqxNotifier | undefined;
+  let hub: InvalidationHub | undefined;
   let persistence: Persistence | undefined;
   let presence: StoredPresence | undefined;
   let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
     if (cfg.auth.enabled) {
-      auth = createAuthenticator(authenticatorOptions(cfg, store, logger));
+      auth = createAuthenticator({
+        ...authenticatorOptions(cfg, store, logger),
+        // Changes made through the authenticator reach the decision cache, the other workers and instances.
+        onUserChanged: (username) =>
+          void hub?.announce({ scope: "user", key: username }).catch((err: unknown) => logger?.error({ username, err: (err as Error).message }, "user change not announced")),
+      });
       handlers.onClientAuthenticate = auth.handler;
     }
+    if (cfg.cache.enabled) {
+      cache = createDecisionCache({
+        ttlMs: cfg.cache.ttl,
+        negativeTtlMs: cfg.cache.negativeTtl,
+        jitter: cfg.cache.jitter,
+        maxEntries: cfg.cache.maxEntries,
+        hooks: cfg.cache.hooks,
+      });
+    }
+    if (cfg.cache.emqx) emqx = createEmqxNotifier({ ...cfg.cache.emqx, ...(logger ? { logger } : {}) });
+    const storeCfg = resolvedStore(cfg);
+    hub = createInvalidationHub({
+      store,
+      pollMs: cfg.cache.pollInterval,
+      ...(storeCfg.kind === "postgres" && store.kind === "postgres" ? { listenUrl: storeCfg.url } : {}),
+      ...(options.bus !== undefined ? { bus: options.bus } : {}),
+      ...(emqx ? { emqx } : {}),
+      ...(logger ? { logger } : {}),
+    });
     if (cfg.acl.enabled) {
-      acl = await loadAcl(cfg, store);
-      handlers.onClientAuthorize = (req, ctx) => (acl as Acl).handler(req, ctx);
+      const rules = await effectiveAclRules(cfg, store);
+      acl = compileAclRules(cfg, rules);
+      aclText = JSON.stringify(rules);
+      authorizer = createAuthorizer({
+        acl: () => acl as Acl,
+        compile: (own) => compileAcl(own, "no-opinion", (i) => `per-client rule #${i + 1}`, { listeners: cfg.acl.listeners, denyOverlap: cfg.acl.denyOverlap }),
+        attrRules: cfg.acl.clientAttrs as ClientAttrRule[],
+        // Superuser and a JWT's ACL claim: what the authenticator recorded for the connection, unless given.
+        ...(options.isSuperuser ? { isSuperuser: options.isSuperuser } : auth ? { isSuperuser: superuserOf(auth) } : {}),
+        ...(options.clientRules ? { clientRules: options.clientRules } : auth ? { clientRules: clientRulesOf(auth) } : {}),
+        ...(options.clientAttrs ? { clientAttrs: options.clientAttrs } : {}),
+        ...(logger ? { logger } : {}),
+      });
+      handlers.onClientAuthorize = authorizer.handler;
       if (cfg.acl.useStoreRules && cfg.acl.storeRefreshMs > 0) {
         refresh = setInterval(() => {
-          loadAcl(cfg, store).then(
-            (a) => (acl = a),
+          reloadAcl().then(
+            // Changed behind our back (not announced): EMQX's cache does not know either.
+            (changed) => (changed ? emqx?.notify("rules", "") : undefined),
             (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded; keeping the previous rules"),
           );
         }, cfg.acl.storeRefreshMs);
         refresh.unref();
       }
     }
+    hub.subscribe((inv) => {
+      if (inv.scope === "rules") {
+        reloadAcl().then(
+          (changed) => (changed ? undefined : cache?.invalidate({ scope: "all" })),
+          (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded after a change was announced; keeping the previous rules"),
+        );
+        return;
+      }
+      cache?.invalidate(inv.scope === "all" ? { scope: "all" } : { scope: inv.scope, key: inv.key });
+      if (inv.scope === "all") auth?.invalidate();
+      else if (inv.scope === "user") auth?.invalidate(inv.key);
+    });
     if (cfg.persistence.enabled) {
       const { enabled: _e, retention, retentionSweep, ...p } = cfg.persistence;
       persistence = createPersistence({
@@ -188,14 +286,30 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   } catch (err) {
     if (refresh) clearInterval(refresh);
     auth?.close();
+    await hub?.close();
     if (ownStore) await store.close();
     throw err;
+  }
+
+  /** Re-reads the rules; swaps them in (and drops cached decisions) only when they changed. */
+  async function reloadAcl(): Promise<boolean> {
+    if (!cfg.acl.enabled) return false;
+    const rules = await effectiveAclRules(cfg, store);
+    const text = JSON.stringify(rules);
+    if (text === aclText) return false;
+    acl = compileAclRules(cfg, rules);
+    aclText = text;
+    cache?.invalidate({ scope: "all" });
+    logger?.info({ rules: acl.size }, "ACL rules changed; reloaded");
+    return true;
   }
 
   const stats = (): Record<string, unknown> => ({
     store: { kind: store.kind },
     ...(auth ? { auth: auth.stats() } : {}),
-    ...(acl ? { acl: { rules: acl.size } } : {}),
+    ...(acl ? { acl: { rules: acl.size, ...(authorizer ? { answers: authorizer.stats() } : {}) } } : {}),
+    ...(cache ? { cache: cache.stats() } : {}),
+    invalidations: { ...(hub as InvalidationHub).stats(), ...(emqx ? { emqx: emqx.stats() } : {}) },
     ...(persistence ? { persistence: { ...persistence.writer.stats(), ...(persistence.retention ? { retention: persistence.retention.stats() } : {}) } } : {}),
     ...(presence ? { presence: presence.stats() } : {}),
   });
@@ -213,6 +327,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       await http.listen();
     } catch (err) {
       if (refresh) clearInterval(refresh);
+      await hub?.close();
       if (ownStore) await store.close();
       throw new ExHookConfigError(`cannot start the HTTP read path on ${cfg.http.host}:${cfg.http.port}: ${(err as Error).message} (set http.port / EXHOOK_HTTP_PORT, or http.enabled: false)`);
     }
@@ -223,6 +338,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     (closing ??= (async () => {
       if (refresh) clearInterval(refresh);
       auth?.close();
+      await (hub as InvalidationHub).close();
       await http?.close();
       await persistence?.close();
       await presence?.close();
@@ -231,13 +347,22 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
 
   // The authenticator records each connection's login (superuser, JWT rules) in its client
   // context; wrapping registers connected/disconnected so the record lives as long as the connection.
-  const provider = defineProvider(auth ? auth.clients.wrap(handlers) : handlers, { name: "emqx-exhook-stack" });
+  const provider = defineProvider(auth ? auth.clients.wrap(handlers) : handlers, {
+    name: "emqx-exhook-stack",
+    ...(cache ? { middleware: [cache.middleware] } : {}),
+  });
+  const invalidations = hub as InvalidationHub;
   return {
     provider,
     store,
     config: cfg,
     auth,
     acl: () => acl,
+    authorizer,
+    reloadAcl,
+    cache,
+    invalidations,
+    invalidate: (inv) => invalidations.announce(inv),
     persistence,
     presence,
     http,

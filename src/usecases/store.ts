@@ -78,6 +78,23 @@ export interface PresenceChange {
   readonly state: PresenceState;
 }
 
+/** What an invalidation is about: everything, one username, one client id, or the ACL rules (reload them, then everything). */
+export type InvalidationScope = "all" | "user" | "client" | "rules";
+
+/** One invalidation recorded in the store, for the other processes using it (`invalidationsAfter`). */
+export interface InvalidationRecord {
+  /** Increasing; gaps are possible (PostgreSQL sequences) and read as "maybe missed: drop everything". */
+  readonly seq: number;
+  readonly scope: InvalidationScope;
+  /** The username or client id; "" for `all` and `rules`. */
+  readonly key: string;
+  /** `Date.now()` when recorded. */
+  readonly at: number;
+}
+
+/** How long invalidation records are kept (a reader asleep for longer drops everything instead). */
+export const INVALIDATION_KEEP_MS = 24 * 3_600_000;
+
 /** The storage the use cases need. Both backends implement it; methods never block on each other's I/O. */
 export interface Store {
   readonly kind: "sqlite" | "postgres";
@@ -119,6 +136,18 @@ export interface Store {
    * ended before `before` (ms), except the one each offline client is shown with.
    */
   prunePresence(before: number): Promise<number>;
+
+  /**
+   * Records an invalidation for the other processes using this store (another instance, the server
+   * when the CLI made a change); resolves with its `seq`. PostgreSQL also sends
+   * `NOTIFY exhook_invalidation, '<seq>'`. Records older than {@link INVALIDATION_KEEP_MS} are deleted.
+   */
+  recordInvalidation(scope: InvalidationScope, key: string): Promise<number>;
+  /**
+   * Invalidations with `seq > after`, oldest first, at most `limit`, and the newest `seq` there is
+   * (0 when none). `after < 0` reads only `latest` (where a new reader starts).
+   */
+  invalidationsAfter(after: number, limit: number): Promise<{ latest: number; records: InvalidationRecord[] }>;
 
   /** Closes the store (waits for nothing queued: the use cases flush before calling this). */
   close(): Promise<void>;
