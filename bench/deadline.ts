@@ -14,7 +14,8 @@
  * - sequential: `DEADLINE_SEQUENTIAL` (200) calls one after the other;
  * - concurrent: `DEADLINE_BURSTS` (20) bursts of `DEADLINE_BURST` (50) calls at once.
  * A call is late when no answer with grpc-status 0 arrived within 100 ms of sending it (what EMQX
- * sees: it has applied its failed_action by then). Prints a table; writes bench/results/deadline-latest.json.
+ * sees: it has applied its failed_action by then). Five bursts before the measured calls warm up
+ * connections and JIT (a cold Connect path on a shared core takes over a second for its first burst). Prints a table; writes bench/results/deadline-latest.json.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
@@ -78,8 +79,8 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-/** One authenticate call; resolves with the latency (ms) and whether it was answered OK. */
-function call(session: http2.ClientHttp2Session, frame: Buffer): Promise<{ ms: number; ok: boolean }> {
+/** One authenticate call; resolves with the latency (ms), whether it was answered OK, and its status. */
+function call(session: http2.ClientHttp2Session, frame: Buffer): Promise<{ ms: number; ok: boolean; status: string }> {
   const start = performance.now();
   return new Promise((resolve) => {
     let status: string | undefined;
@@ -88,12 +89,14 @@ function call(session: http2.ClientHttp2Session, frame: Buffer): Promise<{ ms: n
     req.on("trailers", (t) => (status = t["grpc-status"] as string | undefined));
     req.on("data", () => {});
     req.on("error", () => {});
-    req.on("close", () => resolve({ ms: performance.now() - start, ok: status === "0" }));
+    req.on("close", () => resolve({ ms: performance.now() - start, ok: status === "0", status: status ?? `rst${req.rstCode}` }));
     req.end(frame);
   });
 }
 
 interface Result {
+  /** Answers by gRPC status (late ones included). */
+  readonly statuses: Record<string, number>;
   readonly calls: number;
   readonly late: number;
   readonly lateShare: number;
@@ -102,11 +105,13 @@ interface Result {
   readonly max: number;
 }
 
-function summarize(samples: Array<{ ms: number; ok: boolean }>): Result {
+function summarize(samples: Array<{ ms: number; ok: boolean; status: string }>): Result {
   const ms = samples.map((s) => s.ms).sort((a, b) => a - b);
+  const statuses: Record<string, number> = {};
+  for (const s of samples) statuses[s.status] = (statuses[s.status] ?? 0) + 1;
   const late = samples.filter((s) => !s.ok || s.ms > DEADLINE_MS).length;
   const q = (p: number) => Math.round((ms[Math.min(ms.length - 1, Math.floor(p * ms.length))] ?? 0) * 10) / 10;
-  return { calls: samples.length, late, lateShare: Math.round((late / samples.length) * 1000) / 10, p50: q(0.5), p99: q(0.99), max: Math.round((ms[ms.length - 1] ?? 0) * 10) / 10 };
+  return { statuses, calls: samples.length, late, lateShare: Math.round((late / samples.length) * 1000) / 10, p50: q(0.5), p99: q(0.99), max: Math.round((ms[ms.length - 1] ?? 0) * 10) / 10 };
 }
 
 async function measure(port: number): Promise<{ sequential: Result; concurrent: Result }> {
@@ -120,11 +125,12 @@ async function measure(port: number): Promise<{ sequential: Result; concurrent: 
   const frame = Buffer.alloc(5 + body.length);
   frame.writeUInt32BE(body.length, 1);
   body.copy(frame, 5);
-  // Warm-up (JIT, connections), not counted.
+  // Warm-up (connections, JIT of both the one-call and the burst paths), not counted.
   await Promise.all(sessions.map((s) => call(s, frame)));
-  const seq: Array<{ ms: number; ok: boolean }> = [];
+  for (let b = 0; b < 5; b++) await Promise.all(Array.from({ length: BURST }, (_, i) => call(sessions[i % 8] as http2.ClientHttp2Session, frame)));
+  const seq: Array<{ ms: number; ok: boolean; status: string }> = [];
   for (let i = 0; i < SEQUENTIAL; i++) seq.push(await call(sessions[i % 8] as http2.ClientHttp2Session, frame));
-  const conc: Array<{ ms: number; ok: boolean }> = [];
+  const conc: Array<{ ms: number; ok: boolean; status: string }> = [];
   for (let b = 0; b < BURSTS; b++) {
     conc.push(...(await Promise.all(Array.from({ length: BURST }, (_, i) => call(sessions[i % 8] as http2.ClientHttp2Session, frame)))));
     await new Promise((r) => setTimeout(r, 50));

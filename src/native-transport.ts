@@ -9,7 +9,15 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Dispatcher } from "./dispatch.js";
 import { createFairScheduler } from "./fair-scheduler.js";
 import { readBody, respondFailure, respondMessage, respondUnsupportedMediaType } from "./protocol/grpc-http2.js";
-import { createUnaryService, grpcContentType, isFailure, type GrpcContentType, type GrpcFailure, type UnaryHead, type UnaryReplier } from "./protocol/grpc-unary.js";
+import {
+  createUnaryService,
+  grpcContentType,
+  isFailure,
+  type GrpcContentType,
+  type GrpcFailure,
+  type UnaryHead,
+  type UnaryReplier,
+} from "./protocol/grpc-unary.js";
 
 export { parseGrpcTimeout } from "./protocol/grpc-unary.js";
 
@@ -52,26 +60,25 @@ export function nativeHandler(dispatcher: Dispatcher, options: NativeHandlerOpti
     // Hook calls learn of cancellation through bindAbort: no AbortController per call; the
     // handler's ctx.signal is created only if it reads it (CallContext does that lazily).
     const bindAbort = (ctx: { abort(reason: unknown): void }) => onCancel(stream, ctx);
-    readBody(
-      stream,
-      maxRequestBytes,
-      (body) => {
-        if (turns.tryStart()) {
-          service.run(head, body, stream, reply, bindAbort);
-          return;
-        }
-        // This turn's budget is spent: the call waits for its connection's turn, and the time it
-        // waits comes off its deadline.
-        const owner = stream.session;
-        if (owner === undefined) return; // the connection is gone
-        const queuedAt = performance.now();
-        turns.enqueue(owner, () => {
-          if (stream.destroyed || stream.closed) return;
-          service.run(waited(head, performance.now() - queuedAt), body, stream, reply, bindAbort);
-        });
-      },
-      () => respondFailure(stream, contentType, tooLarge),
-    );
+    readBody(stream, maxRequestBytes, (body) => {
+      if (body === undefined) {
+        respondFailure(stream, contentType, tooLarge);
+        return;
+      }
+      if (turns.tryStart()) {
+        service.run(head, body, stream, reply, bindAbort);
+        return;
+      }
+      // This turn's budget is spent: the call waits for its connection's turn, and the time it
+      // waits comes off its deadline.
+      const owner = stream.session;
+      if (owner === undefined) return; // the connection is gone
+      const queuedAt = performance.now();
+      turns.enqueue(owner, () => {
+        if (stream.destroyed || stream.closed) return;
+        service.run(waited(head, performance.now() - queuedAt), body, stream, reply, bindAbort);
+      });
+    });
   };
 }
 

@@ -18,7 +18,7 @@ import { nativeHandler } from "./native-transport.js";
 import { HEALTH_PATH_PREFIX, serveHealthStream, type HealthState } from "./ops/health.js";
 import { createOpsServer, type OpsServer, type ReadyWhen } from "./ops/http-probes.js";
 import { shareLearnedState } from "./ops/learned-state.js";
-import { monitorLoopDelay } from "./ops/loop-delay.js";
+import { monitorLoopDelay, type LoopDelayMonitor } from "./ops/loop-delay.js";
 import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
 import { createServerErrors, type ErrorCounts } from "./ops/peer-errors.js";
 import { readTlsOptions, watchTls, type TlsFiles } from "./ops/tls.js";
@@ -171,14 +171,15 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   const middleware = [...(metrics ? [metrics.middleware] : []), ...(options.middleware ?? [])];
   const logger = options.logger;
   const errors = createServerErrors(logger);
-  const loopDelay = monitorLoopDelay();
+  // Measured while listening (started by listen(), stopped by close()).
+  let loopDelay: LoopDelayMonitor | undefined;
   const learned = shareLearnedState({ file: options.stateFile, logger });
   const dispatcher =
     options.dispatcher ??
     createDispatcher(options.provider, {
       ...(options.logger ? { logger: options.logger } : {}),
       ...(middleware.length > 0 ? { middleware } : {}),
-      loopDelayMs: loopDelay.ms,
+      loopDelayMs: (inFlight) => (loopDelay ? loopDelay.ms(inFlight) : 0),
       ...(options.legacyResponseNumbering !== undefined ? { legacyResponseNumbering: options.legacyResponseNumbering } : {}),
       onLearned: (state) => learned.publish(state),
     });
@@ -260,6 +261,7 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     async listen() {
       // The probe port first: /healthz answers while the ExHook port binds.
       await ops?.listen();
+      loopDelay ??= monitorLoopDelay();
       return new Promise<AddressInfo>((resolve, reject) => {
         const onError = (err: Error) => reject(err);
         server.once("error", onError);
@@ -294,7 +296,8 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
       });
       return drained.then(async () => {
         state = "closed";
-        loopDelay.stop();
+        loopDelay?.stop();
+        loopDelay = undefined;
         learned.stop();
         await ops?.close();
       });

@@ -33,7 +33,16 @@ const registry = createFileRegistry(
       { name: "HealthCheckRequest", field: [{ name: "service", number: 1, type: 9 /* string */, label: 1, jsonName: "service" }] },
       {
         name: "HealthCheckResponse",
-        field: [{ name: "status", number: 1, type: 14 /* enum */, label: 1, typeName: ".grpc.health.v1.HealthCheckResponse.ServingStatus", jsonName: "status" }],
+        field: [
+          {
+            name: "status",
+            number: 1,
+            type: 14 /* enum */,
+            label: 1,
+            typeName: ".grpc.health.v1.HealthCheckResponse.ServingStatus",
+            jsonName: "status",
+          },
+        ],
         enumType: [
           {
             name: "ServingStatus",
@@ -47,7 +56,12 @@ const registry = createFileRegistry(
         ],
       },
     ],
-    service: [{ name: "Health", method: [{ name: "Check", inputType: ".grpc.health.v1.HealthCheckRequest", outputType: ".grpc.health.v1.HealthCheckResponse" }] }],
+    service: [
+      {
+        name: "Health",
+        method: [{ name: "Check", inputType: ".grpc.health.v1.HealthCheckRequest", outputType: ".grpc.health.v1.HealthCheckResponse" }],
+      },
+    ],
   }),
   () => undefined,
 );
@@ -101,7 +115,12 @@ export function healthRoutes(state: HealthState, requireLoaded: boolean): (route
  * {@link HEALTH_PATH_PREFIX}), with the same envelope and error replies as the hook calls
  * (src/protocol). The stream already has the server's `error` listener.
  */
-export function serveHealthStream(state: HealthState, requireLoaded: boolean, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+export function serveHealthStream(
+  state: HealthState,
+  requireLoaded: boolean,
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+): void {
   const contentType = grpcContentType(headers["content-type"]);
   if (contentType === undefined) {
     respondUnsupportedMediaType(stream);
@@ -114,22 +133,19 @@ export function serveHealthStream(state: HealthState, requireLoaded: boolean, st
     return;
   }
   // Health requests are a few bytes; anything big is not a health check.
-  readBody(
-    stream,
-    4096,
-    (body) => {
-      const message = unframeRequest(body);
-      if (isFailure(message)) return void respondFailure(stream, contentType, message);
-      let status: ServingStatus;
-      try {
-        status = check(state, requireLoaded, decodeHealthRequest(message).service);
-      } catch (err) {
-        return void respondFailure(stream, contentType, errorReply(err, undefined));
-      }
-      respondMessage(stream, contentType, toBinary(ResponseSchema, create(ResponseSchema, { status })));
-    },
-    () => respondFailure(stream, contentType, { code: Code.ResourceExhausted, message: "health request larger than 4096 bytes" }),
-  );
+  readBody(stream, 4096, (body) => {
+    if (body === undefined)
+      return void respondFailure(stream, contentType, { code: Code.ResourceExhausted, message: "health request larger than 4096 bytes" });
+    const message = unframeRequest(body);
+    if (isFailure(message)) return void respondFailure(stream, contentType, message);
+    let status: ServingStatus;
+    try {
+      status = check(state, requireLoaded, decodeHealthRequest(message).service);
+    } catch (err) {
+      return void respondFailure(stream, contentType, errorReply(err, undefined));
+    }
+    respondMessage(stream, contentType, toBinary(ResponseSchema, create(ResponseSchema, { status })));
+  });
 }
 
 function decodeHealthRequest(bytes: Uint8Array): { service: string } {

@@ -14,7 +14,10 @@ const OK_HEADERS: Readonly<Record<GrpcContentType, http2.OutgoingHttpHeaders>> =
   "application/grpc+proto": { ":status": 200, "content-type": "application/grpc+proto" },
   "application/grpc": { ":status": 200, "content-type": "application/grpc" },
 };
-const RESPOND_WITH_TRAILERS: http2.ServerStreamResponseOptions = { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions;
+const RESPOND_WITH_TRAILERS: http2.ServerStreamResponseOptions = {
+  waitForTrailers: true,
+  sendDate: false,
+} as http2.ServerStreamResponseOptions;
 const RESPOND_AND_END: http2.ServerStreamResponseOptions = { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions;
 
 /** One `wantTrailers` listener for every stream (no closure per call). */
@@ -74,15 +77,10 @@ export function respondUnsupportedMediaType(stream: http2.ServerHttp2Stream): vo
 }
 
 /**
- * Reads a whole request body, at most `maxBytes` (+5 for the envelope): `onBody` gets it at
- * END_STREAM, or `onTooLarge` once the bound is passed (what comes after is discarded, not kept).
+ * Reads a whole request body, at most `maxBytes` (+5 for the envelope), and hands it to `onBody`
+ * at END_STREAM; `undefined` when the bound was passed (what comes after is discarded, not kept).
  */
-export function readBody(
-  stream: http2.ServerHttp2Stream,
-  maxBytes: number,
-  onBody: (body: Buffer) => void,
-  onTooLarge: () => void,
-): void {
+export function readBody(stream: http2.ServerHttp2Stream, maxBytes: number, onBody: (body: Buffer | undefined) => void): void {
   let first: Buffer | undefined;
   let chunks: Buffer[] | undefined;
   let size = 0;
@@ -99,10 +97,7 @@ export function readBody(
     if (first === undefined) first = chunk;
     else (chunks ??= [first]).push(chunk);
   });
-  stream.on("end", () => {
-    if (tooLarge) onTooLarge();
-    else onBody(chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY));
-  });
+  stream.on("end", () => onBody(tooLarge ? undefined : chunks ? Buffer.concat(chunks, size) : (first ?? EMPTY)));
 }
 
 const EMPTY = Buffer.alloc(0);

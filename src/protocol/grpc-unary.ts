@@ -109,8 +109,14 @@ export function unframeRequest(body: Uint8Array): Uint8Array | GrpcFailure {
 }
 
 const INCOMPLETE: GrpcFailure = Object.freeze({ code: Code.InvalidArgument, message: "protocol error: incomplete envelope" });
-const MORE_THAN_ONE: GrpcFailure = Object.freeze({ code: Code.InvalidArgument, message: "protocol error: more than one message in a unary call" });
-const COMPRESSED: GrpcFailure = Object.freeze({ code: Code.Internal, message: "compressed messages are not supported (send grpc-encoding identity)" });
+const MORE_THAN_ONE: GrpcFailure = Object.freeze({
+  code: Code.InvalidArgument,
+  message: "protocol error: more than one message in a unary call",
+});
+const COMPRESSED: GrpcFailure = Object.freeze({
+  code: Code.Internal,
+  message: "compressed messages are not supported (send grpc-encoding identity)",
+});
 const BAD_TIMEOUT: GrpcFailure = Object.freeze({ code: Code.InvalidArgument, message: "protocol error: invalid grpc timeout value" });
 
 /** Whether a value is a {@link GrpcFailure} (a unary step's "no"). */
@@ -129,7 +135,8 @@ export function encodeGrpcMessage(text: string): string {
   if (/^[\x20-\x24\x26-\x7e]*$/.test(text)) return text;
   let out = "";
   for (const byte of new TextEncoder().encode(text)) {
-    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   return out;
 }
@@ -139,7 +146,12 @@ export function encodeGrpcMessage(text: string): string {
  * no message): what every error answer is, so a client can never mistake it for an answer.
  */
 export function trailersOnlyHeaders(contentType: GrpcContentType, failure: GrpcFailure): Record<string, string | number> {
-  return { ":status": 200, "content-type": contentType, "grpc-status": String(failure.code), "grpc-message": encodeGrpcMessage(failure.message) };
+  return {
+    ":status": 200,
+    "content-type": contentType,
+    "grpc-status": String(failure.code),
+    "grpc-message": encodeGrpcMessage(failure.message),
+  };
 }
 
 /** The trailers of a successful unary answer. */
@@ -184,15 +196,22 @@ export interface UnaryServiceOptions {
 
 /** Creates the unary service of a dispatcher. */
 export function createUnaryService(dispatcher: Dispatcher, options: UnaryServiceOptions = {}): UnaryService {
-  const routes = routeTable();
+  // Per path, the heads already made for each grpc-timeout value: EMQX sends the same value on
+  // every call, so a call's head is found, not allocated (at most 64 values per path are kept).
+  const paths = new Map<string, { readonly route: Route; readonly heads: Map<string | undefined, UnaryHead | GrpcFailure> }>();
+  for (const [path, route] of routeTable()) paths.set(path, { route, heads: new Map() });
   const onInternalError = options.onInternalError;
   return {
     head(method, path, grpcTimeout) {
-      const route = routes.get(path);
-      if (route === undefined || method !== "POST") return { code: Code.Unimplemented, message: `unknown method ${path}` };
-      const timeoutMs = grpcTimeoutMs(grpcTimeout);
-      if (timeoutMs !== undefined && Number.isNaN(timeoutMs)) return BAD_TIMEOUT;
-      return { route, timeoutMs };
+      const entry = paths.get(path);
+      if (entry === undefined || method !== "POST") return { code: Code.Unimplemented, message: `unknown method ${path}` };
+      let head = entry.heads.get(grpcTimeout);
+      if (head === undefined) {
+        const timeoutMs = parseGrpcTimeout(grpcTimeout);
+        head = timeoutMs !== undefined && Number.isNaN(timeoutMs) ? BAD_TIMEOUT : Object.freeze({ route: entry.route, timeoutMs });
+        if (entry.heads.size < 64) entry.heads.set(grpcTimeout, head);
+      }
+      return head;
     },
     run(head, body, target, reply, bindAbort) {
       const message = unframeRequest(body);
