@@ -5,6 +5,7 @@
  * handling the two connections of a takeover still agree.
  */
 import pg from "pg";
+import { PG_OUTBOX_MIGRATION, pgOutboxMethods } from "./bridge/pg-outbox.js";
 import {
   derivePresence,
   groupPresence,
@@ -57,6 +58,8 @@ const MIGRATIONS: readonly string[] = [
      reason TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (clientid, conn_key)
    );`,
+  // 2: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
+  PG_OUTBOX_MIGRATION,
 ];
 
 /** Advisory lock key serializing schema migrations across instances ("exhook" in ASCII). */
@@ -276,6 +279,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       );
       return r.rowCount ?? 0;
     },
+    ...pgOutboxMethods(pool),
     async close() {
       if (closed) return;
       closed = true;

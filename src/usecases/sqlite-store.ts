@@ -7,6 +7,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { SQLITE_OUTBOX_MIGRATION, sqliteOutboxMethods } from "./bridge/sqlite-outbox.js";
 import {
   derivePresence,
   groupPresence,
@@ -60,6 +61,8 @@ const MIGRATIONS: readonly string[] = [
      reason TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (clientid, conn_key)
    );`,
+  // 2: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
+  SQLITE_OUTBOX_MIGRATION,
 ];
 
 /** Options of {@link openSqliteStore}. */
@@ -268,6 +271,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
         )
         .run(before).changes;
     },
+    ...sqliteOutboxMethods(db),
     async close() {
       if (closed) return;
       closed = true;
