@@ -11,7 +11,10 @@ import { ExHookConfigError, isExHookConfigError } from "./errors.js";
 import type { Provider } from "./provider.js";
 import { createExHookServer } from "./server.js";
 import { readProcessStdin, runCommand, SUBCOMMANDS } from "./commands/index.js";
+import type { Registry } from "prom-client";
+import type { ReadinessCheck } from "./ops/http-probes.js";
 import { createLogger, LOG_LEVELS } from "./ops/logger.js";
+import { createMetrics } from "./ops/metrics.js";
 import { relayClusterBus } from "./ops/cluster-bus.js";
 
 const USAGE = `usage: emqx-exhook serve <provider-module> [--port N] [--host ADDR] [--transport native|connect]
@@ -203,6 +206,8 @@ async function main(): Promise<void> {
   try {
     const provider = await loadProvider(args.module as string);
     const logger = createLogger({ level: args.logLevel ?? "info" });
+    // A provider owning metrics or readiness checks (the use-case stack with the bridge on) adds them to the ops port.
+    const extras = provider as { metricsRegistry?: Registry; readiness?: () => ReadinessCheck[] };
     const server = createExHookServer({
       provider,
       port: args.port,
@@ -210,6 +215,8 @@ async function main(): Promise<void> {
       transport: args.transport,
       logger,
       ...(args.metricsPort !== undefined ? { metricsPort: args.metricsPort } : {}),
+      ...(args.metricsPort !== undefined && extras.metricsRegistry ? { metrics: createMetrics({ registry: extras.metricsRegistry }) } : {}),
+      ...(extras.readiness ? { readiness: () => (extras.readiness as () => ReadinessCheck[])() } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
     });
