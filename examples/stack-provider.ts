@@ -9,11 +9,13 @@
  * `users/<own username>/#`, subscribe to `public/#`, publish under `public/<own username>/#`,
  * nothing else; every message reaching the hook is stored; presence of every client is kept.
  */
+import { createLogger } from "../src/ops/logger.js";
 import { createStack, loadConfig } from "../src/usecases/index.js";
 
 export default async function stackProvider() {
   const cfg = loadConfig();
-  const stack = await createStack(cfg);
+  // The use cases log their failure paths (bridge engine down, outbox full, ...) through it.
+  const stack = await createStack(cfg, { logger: createLogger({ level: process.env["LOG_LEVEL"] || "info" }) });
   const users = await stack.store.listUsers();
   const http = stack.http?.server.address();
   process.stdout.write(
@@ -21,6 +23,7 @@ export default async function stackProvider() {
       `${users.length} user(s)${users.length === 0 ? " (add one: emqx-exhook users add <name> --password-stdin)" : ""}; ` +
       `ACL ${stack.acl()?.size ?? 0} rule(s), no match = ${cfg.acl.noMatch}; ` +
       `storing ${cfg.persistence.enabled ? cfg.persistence.topics.join(", ") : "nothing"}` +
+      (stack.bridge ? `; bridging to ${stack.bridge.sinks.map((s) => `${s.name} (${s.kind})`).join(", ")}` : "") +
       (http && typeof http === "object" ? `; read API http://${http.address}:${http.port}/messages, /presence` : "") +
       "\n",
   );

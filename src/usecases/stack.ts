@@ -2,9 +2,12 @@
  * The use-case stack: authentication, authorization, message persistence and presence on one store,
  * assembled from a validated configuration into one provider (what `make start` serves).
  */
+import type { Registry } from "prom-client";
 import { defineProvider, type HookHandlers, type Logger, type Provider } from "../provider.js";
+import type { ReadinessCheck } from "../ops/http-probes.js";
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
 import { createAuthenticator, type Authenticator } from "./auth.js";
+import { createBridge, mergeHookHandlers, type Bridge } from "./bridge/bridge.js";
 import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from "./config.js";
 import { createReadServer, type ReadServer } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
@@ -21,8 +24,16 @@ export async function openStore(cfg: StackConfig): Promise<Store> {
   return openPostgresStore({ url: s.url, poolSize: s.poolSize });
 }
 
-/** A provider that also owns resources; the CLI calls `close()` after the server stopped. */
-export type ClosableProvider = Provider & { close(): Promise<void> };
+/**
+ * A provider that also owns resources; the CLI calls `close()` after the server stopped. With the
+ * bridge on, it also carries the bridge's metrics (`metricsRegistry`, served on the server's
+ * /metrics) and readiness checks (`readiness`, part of /readyz).
+ */
+export type ClosableProvider = Provider & {
+  close(): Promise<void>;
+  readonly metricsRegistry?: Registry;
+  readiness?(): ReadinessCheck[];
+};
 
 /** The assembled stack. */
 export interface Stack {
@@ -34,6 +45,8 @@ export interface Stack {
   acl(): Acl | undefined;
   readonly persistence: Persistence | undefined;
   readonly presence: Presence | undefined;
+  /** The bridge to NATS JetStream / RabbitMQ / Redis Streams, when enabled. */
+  readonly bridge: Bridge | undefined;
   /** The HTTP read server, listening, when enabled. */
   readonly http: ReadServer | undefined;
   /** Counters of every use case. */
@@ -48,6 +61,8 @@ export interface StackOptions {
   /** Use this store instead of opening the configured one (closed with the stack unless `ownStore` is false). */
   readonly store?: Store;
   readonly ownStore?: boolean;
+  /** Registry for the bridge's metrics. Default: a registry of its own (`provider.metricsRegistry`). */
+  readonly registry?: Registry;
 }
 
 /**
@@ -102,6 +117,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   let acl: Acl | undefined;
   let persistence: Persistence | undefined;
   let presence: Presence | undefined;
+  let bridge: Bridge | undefined;
   let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
@@ -148,6 +164,10 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onClientConnected = presence.onClientConnected;
       handlers.onClientDisconnected = presence.onClientDisconnected;
     }
+    if (cfg.bridge.enabled) {
+      bridge = createBridge({ config: cfg.bridge, store, ...(logger ? { logger } : {}), ...(options.registry ? { registry: options.registry } : {}) });
+      Object.assign(handlers, mergeHookHandlers(handlers, bridge.handlers));
+    }
   } catch (err) {
     if (refresh) clearInterval(refresh);
     if (ownStore) await store.close();
@@ -160,6 +180,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     ...(acl ? { acl: { rules: acl.size } } : {}),
     ...(persistence ? { persistence: { ...persistence.writer.stats(), ...(persistence.retention ? { retention: persistence.retention.stats() } : {}) } } : {}),
     ...(presence ? { presence: presence.stats() } : {}),
+    ...(bridge ? { bridge: bridge.stats() } : {}),
   });
 
   if (cfg.http.enabled) {
@@ -187,18 +208,28 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       await http?.close();
       await persistence?.close();
       await presence?.close();
+      await bridge?.close();
       if (ownStore) await store.close();
     })());
 
-  const provider = defineProvider(handlers, { name: "emqx-exhook-stack" });
+  let provider: Provider;
+  try {
+    provider = defineProvider(handlers, { name: "emqx-exhook-stack" });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  bridge?.start();
+  const b = bridge;
   return {
-    provider: Object.freeze({ ...provider, close }),
+    provider: Object.freeze({ ...provider, close, ...(b ? { metricsRegistry: b.registry, readiness: () => b.readiness() } : {}) }),
     store,
     config: cfg,
     auth,
     acl: () => acl,
     persistence,
     presence,
+    bridge,
     http,
     stats,
     close,
