@@ -132,9 +132,15 @@ export interface OutboxBound {
 
 /** What {@link Store.outboxAppend} did. */
 export interface OutboxAppendResult {
-  /** Indices (into the batch) of the entries refused by a full outbox (`refuse-new`, or a batch larger than the bound). */
+  /**
+   * Indices (into the batch) of the entries not stored because of a bound: the newest ones with
+   * `refuse-new`; with `drop-oldest`, the batch's oldest ones when the batch alone exceeds the bound.
+   */
   readonly refused: number[];
-  /** Per sink: rows added, entries already there (same sink + id), old rows evicted, entries refused. */
+  /**
+   * Per sink: rows added, entries already there (same sink + id), entries lost to `drop-oldest`
+   * (old rows deleted plus the batch's own oldest entries), entries refused by `refuse-new`.
+   */
   readonly perSink: Record<string, { appended: number; duplicates: number; evicted: number; refused: number }>;
 }
 

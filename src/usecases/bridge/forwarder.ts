@@ -30,6 +30,8 @@ export interface ForwarderObserver {
   parked(n: number): void;
   confirmSeconds(s: number): void;
   partitions(n: number): void;
+  /** A connection attempt to the engine failed. */
+  connectFailed(): void;
 }
 
 /** Options of {@link createForwarder}. */
@@ -58,6 +60,8 @@ export interface ForwarderStats {
   readonly retried: number;
   readonly parked: number;
   readonly batches: number;
+  /** Failed connection attempts to the engine. */
+  readonly connectFailures: number;
   /** Consecutive failed rounds now (0 when the last send went through). */
   readonly failing: number;
   readonly partitions: number[];
@@ -97,7 +101,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   const random = options.random ?? Math.random;
   const host = hostname();
   const renewEvery = Math.max(50, Math.floor(leaseMs / 3));
-  const s = { delivered: 0, unreachable: 0, rejected: 0, retried: 0, parked: 0, batches: 0 };
+  const s = { delivered: 0, unreachable: 0, rejected: 0, retried: 0, parked: 0, batches: 0, connectFailures: 0 };
   let held: number[] = [];
   let nextLeaseAt = 0;
   let expire: string[] = [];
@@ -165,6 +169,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         await sink.connect();
       } catch (err) {
         const msg = (err as Error).message;
+        s.connectFailures++;
+        observer?.connectFailed();
         if (failing === 0 || msg !== lastError) logger?.warn({ sink: sink.name, kind: sink.kind, err: msg }, "bridge: cannot connect to the engine; retrying with backoff");
         fail(msg);
         return "wait";

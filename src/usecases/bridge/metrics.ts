@@ -6,6 +6,7 @@
  * - `exhook_bridge_failed_total{sink,reason}` — sends not confirmed: `unreachable` (timeout,
  *   connection down) or `rejected` (the engine refused the message);
  * - `exhook_bridge_retries_total{sink}` — messages sent again after a failed attempt;
+ * - `exhook_bridge_connect_failures_total{sink}` — failed connection attempts to the engine;
  * - `exhook_bridge_parked_total{sink}` — messages parked after `retry.maxAttempts` refusals;
  * - `exhook_bridge_lost_total{sink,reason}` — messages that never reached the outbox or left it
  *   unsent: `queue_full`, `outbox_full` (refuse-new), `evicted` (drop-oldest), `unroutable`,
@@ -52,6 +53,7 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
   const delivered = new Counter({ name: `${prefix}bridge_delivered_total`, help: "Messages the engine confirmed.", labelNames: ["sink"], registers });
   const failed = new Counter({ name: `${prefix}bridge_failed_total`, help: "Sends the engine did not confirm, by reason (unreachable, rejected).", labelNames: ["sink", "reason"], registers });
   const retries = new Counter({ name: `${prefix}bridge_retries_total`, help: "Messages sent again after a failed attempt.", labelNames: ["sink"], registers });
+  const connectFailures = new Counter({ name: `${prefix}bridge_connect_failures_total`, help: "Failed connection attempts to the engine.", labelNames: ["sink"], registers });
   const parked = new Counter({ name: `${prefix}bridge_parked_total`, help: "Messages parked after too many refusals.", labelNames: ["sink"], registers });
   const lost = new Counter({ name: `${prefix}bridge_lost_total`, help: "Messages not bridged, by reason.", labelNames: ["sink", "reason"], registers });
   const confirm = new Histogram({
@@ -111,6 +113,7 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
       const p = parked.labels({ sink });
       const c = confirm.labels({ sink });
       const h = held.labels({ sink });
+      const cf = connectFailures.labels({ sink });
       return {
         delivered: (n) => d.inc(n),
         failed: (n, reason) => (reason === "rejected" ? rej : un).inc(n),
@@ -118,6 +121,7 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
         parked: (n) => p.inc(n),
         confirmSeconds: (x) => c.observe(x),
         partitions: (n) => h.set(n),
+        connectFailed: () => cf.inc(),
       };
     },
     committed: (sink, n) => committed.labels({ sink }).inc(n),

@@ -134,7 +134,8 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
             appended = r.rowCount ?? 0;
           }
           if (appended - evicted !== 0) await addDepth(c, sink, appended - evicted);
-          result.perSink[sink] = { appended, duplicates: kept - appended, evicted, refused: refuseNewest + refuseOldest };
+          // drop-oldest: the batch's own oldest entries, dropped when it alone exceeds the bound, count as evicted.
+          result.perSink[sink] = { appended, duplicates: kept - appended, evicted: evicted + refuseOldest, refused: refuseNewest };
         }
         result.refused.sort((a, b) => a - b);
         return result;

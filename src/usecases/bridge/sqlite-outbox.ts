@@ -129,7 +129,8 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
         else duplicates++;
       }
       addDepth.run(sink, appended - evicted);
-      result.perSink[sink] = { appended, duplicates, evicted, refused: refuseNewest + refuseOldest };
+      // drop-oldest: the batch's own oldest entries, dropped when it alone exceeds the bound, count as evicted.
+      result.perSink[sink] = { appended, duplicates, evicted: evicted + refuseOldest, refused: refuseNewest };
     }
     result.refused.sort((a, b) => a - b);
     return result;
