@@ -11,6 +11,7 @@
  *   emqx-exhook acl list
  *   emqx-exhook acl set --file RULES      (YAML or JSON list of rules; "-" = stdin)
  *   emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C]
+ *   emqx-exhook outbox status | list | replay | purge     (src/commands/outbox.ts)
  *
  * Every command takes `--config FILE` (default `EXHOOK_CONFIG`). Messages and presence are printed as
  * JSON lines. Passwords are never printed or logged; prefer `--password-stdin` (`--password` shows
@@ -25,9 +26,10 @@ import { createMessageRetention } from "../usecases/persistence.js";
 import { messageJson, messageQueryFrom, presenceJson } from "../usecases/http.js";
 import { compileAclRules, effectiveAclRules, openStore, parseAclRules } from "../usecases/stack.js";
 import type { Store } from "../usecases/store.js";
+import { OUTBOX_USAGE, OutboxUsageError, runOutboxCommand } from "./outbox.js";
 
 /** The subcommands this module runs. */
-export const SUBCOMMANDS: readonly string[] = ["users", "messages", "presence", "acl"];
+export const SUBCOMMANDS: readonly string[] = ["users", "messages", "presence", "acl", "outbox"];
 
 /** Where a command reads and writes. */
 export interface CommandIo {
@@ -48,7 +50,7 @@ export const COMMANDS_USAGE = `usage:
   emqx-exhook acl list [--config FILE]
   emqx-exhook acl set --file RULES [--config FILE]
   emqx-exhook acl check --action publish|subscribe --topic T [--username U] [--clientid C] [--config FILE]
-
+${OUTBOX_USAGE}
   --clientid PATTERN  (users add; repeatable) client ids the user may connect with, * = any run of
                       characters; none = any client id
   --older-than D      (messages prune) delete messages whose EMQX timestamp is older than D:
@@ -66,8 +68,8 @@ interface Parsed {
   readonly flags: Map<string, string[]>;
 }
 
-const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than", "--file", "--action", "--username"]);
-const BOOL_FLAGS = new Set(["--password-stdin", "--online", "--offline"]);
+const VALUE_FLAGS = new Set(["--password", "--clientid", "--config", "--topic", "--since", "--until", "--limit", "--order", "--older-than", "--file", "--action", "--username", "--sink"]);
+const BOOL_FLAGS = new Set(["--password-stdin", "--online", "--offline", "--parked", "--all"]);
 
 function parse(argv: readonly string[]): Parsed {
   const positional: string[] = [];
@@ -99,7 +101,7 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     const one = (f: string) => flags.get(f)?.at(-1);
     const [group, action, ...rest] = positional;
     const key = `${group} ${action}`;
-    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list", "acl list", "acl set", "acl check"];
+    const known = ["users add", "users list", "users remove", "messages query", "messages prune", "presence list", "acl list", "acl set", "acl check", "outbox status", "outbox list", "outbox replay", "outbox purge"];
     if (!known.includes(key)) throw new UsageError(`unknown command ${JSON.stringify(positional.slice(0, 2).join(" "))}`);
     const cfg = loadConfig(one("--config"), io.env);
     if (key === "users add") {
@@ -153,6 +155,15 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
       const retention = createMessageRetention({ store, maxAgeMs, everyMs: 0 });
       const deleted = await retention.sweep();
       io.stdout(`deleted ${deleted} message${deleted === 1 ? "" : "s"} older than ${new Date(Date.now() - maxAgeMs).toISOString()}\n`);
+    } else if (group === "outbox") {
+      if (rest.length) throw new UsageError(`outbox ${action} takes no positional arguments`);
+      store = await openStore(cfg);
+      const values = { sink: one("--sink"), parked: flags.has("--parked"), all: flags.has("--all"), limit: one("--limit") };
+      try {
+        return await runOutboxCommand(action as string, values, cfg, store, io);
+      } catch (err) {
+        throw err instanceof OutboxUsageError ? new UsageError(err.message) : err;
+      }
     } else if (group === "acl") {
       if (rest.length) throw new UsageError(`acl ${action} takes no positional arguments`);
       store = await openStore(cfg);
