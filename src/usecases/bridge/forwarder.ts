@@ -254,8 +254,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         // The store failed (lease, fetch or settle): unsettled rows stay and are sent again.
         const msg = (err as Error).message;
         if (failing === 0 || msg !== lastError) logger?.error({ sink: sink.name, err: msg }, "bridge: outbox store error; retrying with backoff");
-        nextLeaseAt = Math.min(nextLeaseAt, Date.now() + retry.initialMs);
         fail(msg);
+        // A failed lease is tried again after the backoff too (never in a tight loop: a store that
+        // fails at once, such as a closed pool, would otherwise starve the event loop).
+        if (nextLeaseAt <= Date.now()) nextLeaseAt = retryAt;
       }
     }
   }
