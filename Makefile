@@ -47,9 +47,10 @@ typecheck: install
 	npm run typecheck
 
 # Everything CI runs: proto lint, gen/ drift, then type check + jest, with a throwaway PostgreSQL
-# (installed from Debian's postgresql package when missing) so the storage tests run on both backends.
+# (installed from Debian's postgresql package when missing) so the storage tests run on both backends,
+# and NATS/RabbitMQ/Redis for the bridge tests (scripts/with-brokers.sh: the running ones, else throwaway).
 test: install lint-proto drift
-	scripts/with-postgres.sh npm test
+	scripts/with-postgres.sh scripts/with-brokers.sh npm test
 
 # Replays the Dockerfile without a Docker engine (npm ci, build, prune in a temp copy) and starts
 # the image's CMD: it must answer OnProviderLoaded, /healthz, /metrics and drain on SIGTERM.
