@@ -84,6 +84,8 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     expect(rows[0]).toMatchObject({ sink: "s", key: "c1", khash: keyHash("c1"), dest: "mqtt.t.c1", headers: { topic: "t/c1", qos: "1" }, attempts: 0, parked: false, lastError: "" });
     expect(new TextDecoder().decode(rows[0]?.payload)).toBe(a[0] && new TextDecoder().decode(a[0].payload));
     expect(rows.map((x) => x.seq)).toEqual([...rows.map((x) => x.seq)].sort((x, y) => x - y));
+    // A cursor: the rows after a seq (the forwarder fetches the next batch while one is in flight).
+    expect((await store.outboxFetch("s", 4, [0, 1, 2, 3], 2, rows[1]?.seq)).map((x) => x.id)).toEqual([a[2]?.id, `id-${n}`]);
     expect(await store.outboxStats(["other"])).toEqual([
       { sink: "other", pending: 0, parked: 0, oldestCreatedAt: null },
       { sink: "s", pending: 4, parked: 0, oldestCreatedAt: a[0]?.createdAt },

@@ -229,8 +229,8 @@ export interface Store {
    * Row locks (PostgreSQL `FOR UPDATE SKIP LOCKED`) make each partition leased by one owner at a time.
    */
   outboxLease(sink: string, owner: string, options: OutboxLeaseOptions): Promise<OutboxLease>;
-  /** The oldest pending rows (commit order) of the given partitions, at most `limit`. */
-  outboxFetch(sink: string, partitions: number, held: readonly number[], limit: number): Promise<OutboxRow[]>;
+  /** The oldest pending rows (commit order) of the given partitions with `seq > afterSeq` (default 0), at most `limit`. */
+  outboxFetch(sink: string, partitions: number, held: readonly number[], limit: number, afterSeq?: number): Promise<OutboxRow[]>;
   /** Deletes delivered rows and counts refusals (parking at `maxAttempts`), in one transaction. */
   outboxSettle(sink: string, settlement: OutboxSettlement): Promise<{ deleted: number; parked: number }>;
   /** Depth per sink (every sink with rows, plus the ones named). */

@@ -112,7 +112,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   let stopped = false;
   let loop: Promise<void> | undefined;
   /** Rows that failed in the last round: sending them again counts as a retry. */
-  let failedSeqs = new Set<number>();
+  const failedSeqs = new Set<number>();
   let wake: (() => void) | undefined;
   let lingerTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -144,6 +144,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     nextLeaseAt = Date.now() + renewEvery;
     observer?.partitions(held.length);
     if (held.join(",") !== before) {
+      cursor = 0;
       logger?.info({ sink: sink.name, owner, partitions: held, others: r.others.length }, "bridge: outbox partitions held");
     }
     // A dead process of this host (a crash, kill -9) still holds leases until they expire: free them now.
@@ -163,41 +164,44 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     retryAt = Date.now() + backoff();
   }
 
-  async function round(): Promise<"more" | "idle" | "wait"> {
-    if (!sink.connected()) {
-      try {
-        await sink.connect();
-      } catch (err) {
-        const msg = (err as Error).message;
-        s.connectFailures++;
-        observer?.connectFailed();
-        if (failing === 0 || msg !== lastError) logger?.warn({ sink: sink.name, kind: sink.kind, err: msg }, "bridge: cannot connect to the engine; retrying with backoff");
-        fail(msg);
-        return "wait";
-      }
-    }
-    const rows = await store.outboxFetch(sink.name, partitions, held, batchSize);
-    if (rows.length === 0) return "idle";
+  /** A batch on its way: sent, confirms not yet all in. */
+  interface Flight {
+    readonly rows: readonly OutboxRow[];
+    readonly sent: Promise<SinkOutcome[]>;
+    readonly t0: number;
+  }
+  let flight: Flight | undefined;
+  /** Rows after this seq are fetched next (reset to 0 after a failure, when idle, when partitions change). */
+  let cursor = 0;
+
+  function launch(rows: readonly OutboxRow[]): Flight {
     let retried = 0;
     for (const r of rows) if (failedSeqs.has(r.seq)) retried++;
     if (retried > 0) {
       s.retried += retried;
       observer?.retried(retried);
     }
+    cursor = (rows[rows.length - 1] as OutboxRow).seq;
     const t0 = performance.now();
-    let outcomes: SinkOutcome[];
+    let sent: Promise<SinkOutcome[]>;
     try {
-      outcomes = await sink.send(rows);
+      sent = sink.send(rows).catch((err: unknown) => rows.map(() => ({ error: (err as Error).message, rejected: false })));
     } catch (err) {
-      outcomes = rows.map(() => ({ error: (err as Error).message, rejected: false }));
+      sent = Promise.resolve(rows.map(() => ({ error: (err as Error).message, rejected: false })));
     }
-    observer?.confirmSeconds((performance.now() - t0) / 1000);
+    return { rows, sent, t0 };
+  }
+
+  /** Waits for a flight's confirms and settles it in the store; resolves with the first error, or "" when all were confirmed. */
+  async function land(f: Flight): Promise<string> {
+    const outcomes = await f.sent;
+    observer?.confirmSeconds((performance.now() - f.t0) / 1000);
     const delivered: number[] = [];
     const rejected: Array<{ seq: number; error: string }> = [];
     const failed = new Set<number>();
     let unreachable = 0;
     let firstError = "";
-    rows.forEach((r: OutboxRow, i) => {
+    f.rows.forEach((r, i) => {
       const o = outcomes[i];
       if (o === null) delivered.push(r.seq);
       else {
@@ -207,7 +211,10 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         else unreachable++;
       }
     });
-    failedSeqs = failed;
+    // Only for the retries metric; bounded so a long outage cannot grow it without limit.
+    if (failedSeqs.size > 100_000) failedSeqs.clear();
+    for (const seq of failed) failedSeqs.add(seq);
+    for (const seq of delivered) failedSeqs.delete(seq);
     s.batches++;
     const settled = await store.outboxSettle(sink.name, { delivered, rejected, maxAttempts: retry.maxAttempts });
     s.delivered += delivered.length;
@@ -221,37 +228,94 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       observer?.parked(settled.parked);
       logger?.error({ sink: sink.name, parked: settled.parked, maxAttempts: retry.maxAttempts, err: firstError }, "bridge: messages parked after repeated refusals (emqx-exhook outbox replay to retry them)");
     }
-    if (failed.size > 0) {
-      if (failing === 0) logger?.warn({ sink: sink.name, failed: failed.size, of: rows.length, err: firstError }, "bridge: engine did not confirm; retrying with backoff");
-      fail(firstError);
-      return "wait";
+    if (failed.size > 0 && failing === 0) logger?.warn({ sink: sink.name, failed: failed.size, of: f.rows.length, err: firstError }, "bridge: engine did not confirm; retrying with backoff");
+    return firstError;
+  }
+
+  /** Lands the batch in flight, if any (before leases change, on stop). */
+  async function landFlight(): Promise<void> {
+    const f = flight;
+    flight = undefined;
+    if (!f) return;
+    const err = await land(f);
+    if (err) {
+      cursor = 0;
+      fail(err);
     }
-    if (failing > 0) logger?.info({ sink: sink.name, afterFailedRounds: failing }, "bridge: engine confirms again");
-    failing = 0;
-    lastError = "";
-    return rows.length >= batchSize ? "more" : "idle";
+  }
+
+  /**
+   * One step: fetch the next batch (while the previous one awaits its confirms: two batches in
+   * flight), send it, then land the previous one. A failure in the previous batch stops there:
+   * the newer one is landed too, and everything unconfirmed is sent again, oldest first, after
+   * the backoff. With two batches in flight on one connection, a connection failure or timeout
+   * cannot deliver a later message of a client before an earlier one for the first time (the
+   * engine reads the connection in order); re-sends are duplicates with the same id.
+   */
+  async function step(): Promise<"busy" | "idle" | "wait"> {
+    if (!sink.connected()) {
+      await landFlight();
+      if (Date.now() < retryAt) return "wait";
+      try {
+        await sink.connect();
+      } catch (err) {
+        const msg = (err as Error).message;
+        s.connectFailures++;
+        observer?.connectFailed();
+        if (failing === 0 || msg !== lastError) logger?.warn({ sink: sink.name, kind: sink.kind, err: msg }, "bridge: cannot connect to the engine; retrying with backoff");
+        fail(msg);
+        return "wait";
+      }
+    }
+    const rows = !flight || flight.rows.length >= batchSize ? await store.outboxFetch(sink.name, partitions, held, batchSize, cursor) : [];
+    const next = rows.length > 0 ? launch(rows) : undefined;
+    const prev = flight;
+    flight = next;
+    if (prev) {
+      const err = await land(prev);
+      if (err) {
+        await landFlight();
+        cursor = 0;
+        fail(err);
+        return "wait";
+      }
+      if (failing > 0) logger?.info({ sink: sink.name, afterFailedRounds: failing }, "bridge: engine confirms again");
+      failing = 0;
+      lastError = "";
+    }
+    if (flight) return "busy";
+    cursor = 0;
+    return "idle";
   }
 
   async function run(): Promise<void> {
     while (!stopped) {
       try {
-        if (Date.now() >= nextLeaseAt) await lease();
+        if (Date.now() >= nextLeaseAt) {
+          // Partitions may be released: nothing of theirs may still be in flight.
+          await landFlight();
+          await lease();
+        }
         const now = Date.now();
         if (now < retryAt) {
+          await landFlight();
           await pause(Math.min(retryAt, nextLeaseAt) - now, false);
           continue;
         }
         if (held.length === 0) {
+          await landFlight();
           await pause(Math.min(pollMs, nextLeaseAt - now), true);
           continue;
         }
-        const r = await round();
+        const r = await step();
         if (r === "idle") {
           hint = 0;
           await pause(Math.min(pollMs, nextLeaseAt - Date.now()), true);
         }
       } catch (err) {
         // The store failed (lease, fetch or settle): unsettled rows stay and are sent again.
+        flight = undefined;
+        cursor = 0;
         const msg = (err as Error).message;
         if (failing === 0 || msg !== lastError) logger?.error({ sink: sink.name, err: msg }, "bridge: outbox store error; retrying with backoff");
         fail(msg);
@@ -260,6 +324,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         if (nextLeaseAt <= Date.now()) nextLeaseAt = retryAt;
       }
     }
+    await landFlight().catch(() => undefined);
   }
 
   return {

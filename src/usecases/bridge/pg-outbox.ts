@@ -185,12 +185,12 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
       });
     },
 
-    async outboxFetch(sink, partitions, held, limit) {
+    async outboxFetch(sink, partitions, held, limit, afterSeq = 0) {
       if (held.length === 0) return [];
       const all = held.length >= partitions;
       const r = await pool.query(
-        `SELECT * FROM exhook_outbox WHERE sink = $1 AND NOT parked${all ? "" : " AND (khash % $3) = ANY($4::int[])"} ORDER BY seq LIMIT $2`,
-        all ? [sink, limit] : [sink, limit, partitions, held],
+        `SELECT * FROM exhook_outbox WHERE sink = $1 AND NOT parked AND seq > $3${all ? "" : " AND (khash % $4) = ANY($5::int[])"} ORDER BY seq LIMIT $2`,
+        all ? [sink, limit, afterSeq] : [sink, limit, afterSeq, partitions, held],
       );
       return r.rows.map(toRow);
     },

@@ -105,6 +105,7 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
   const claim = db.prepare("UPDATE outbox_leases SET owner = ?, until = ? WHERE sink = ? AND part = ?");
   const parkedCount = db.prepare<[string], { n: number }>("SELECT count(*) AS n FROM outbox WHERE sink = ? AND parked = 1");
   const oldest = db.prepare<[string], { created_at: number }>("SELECT created_at FROM outbox WHERE sink = ? AND parked = 0 ORDER BY seq LIMIT 1");
+  const fetchStatements = new Map<string, Database.Statement<[string, number, number], Row>>();
   const sinksWithRows = db.prepare<[], { sink: string }>("SELECT sink FROM outbox_depth ORDER BY sink");
 
   const append = db.transaction((entries: readonly OutboxEntry[], bounds: Readonly<Record<string, { maxDepth: number; overflow: "drop-oldest" | "refuse-new" }>>) => {
@@ -189,11 +190,17 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
     async outboxLease(sink, owner, options) {
       return lease.immediate(sink, owner, options.partitions, options.leaseMs, options.expireOwners ?? []);
     },
-    async outboxFetch(sink, partitions, held, limit) {
+    async outboxFetch(sink, partitions, held, limit, afterSeq = 0) {
       if (held.length === 0) return [];
       const filter = held.length >= partitions ? "" : ` AND (khash % ${Math.trunc(partitions)}) IN (${intList(held)})`;
-      const rows = db.prepare<[string, number], Row>(`SELECT * FROM outbox WHERE sink = ? AND parked = 0${filter} ORDER BY seq LIMIT ?`).all(sink, limit);
-      return rows.map(toRow);
+      let stmt = fetchStatements.get(filter);
+      if (!stmt) {
+        // One prepared statement per partition set (few: they change only when leases move).
+        if (fetchStatements.size > 64) fetchStatements.clear();
+        stmt = db.prepare<[string, number, number], Row>(`SELECT * FROM outbox WHERE sink = ? AND parked = 0 AND seq > ?${filter} ORDER BY seq LIMIT ?`);
+        fetchStatements.set(filter, stmt);
+      }
+      return stmt.all(sink, afterSeq, limit).map(toRow);
     },
     async outboxSettle(sink, s) {
       return settle.immediate(sink, s.delivered, s.rejected, s.maxAttempts);
