@@ -1,7 +1,8 @@
 /**
  * The publish-hook server of the bridging benchmark: `node bridge-server.js <off|on> <engine-url> <outbox-spec>`.
- * Prints `READY <port>`; on SIGTERM closes (flushing the outbox writer, stopping the forwarder)
- * and prints one JSON line of the bridge's counters.
+ * Prints `READY <port>`; on SIGTERM closes (flushing the outbox writer, letting the forwarder
+ * catch up, stopping it) and prints one JSON line: hook calls, CPU ms of this process from READY
+ * to then (serving, committing and forwarding them), and the bridge's counters.
  *
  * - `off`: `onMessagePublish` answers keep() (what the hook costs without bridging);
  * - `on`: the bridge's message.publish handler with one Redis Streams sink and the outbox on
@@ -44,6 +45,11 @@ async function main(): Promise<void> {
   }
   const server = createExHookServer({ provider: defineProvider({ onMessagePublish: handler }, { name: `bridge-${mode}` }), port: 0, host: "127.0.0.1", logger: silent });
   const addr = await server.listen();
+  const cpuAtReady = process.cpuUsage();
+  const cpuSince = () => {
+    const c = process.cpuUsage(cpuAtReady);
+    return (c.user + c.system) / 1000;
+  };
   process.stdout.write(`READY ${addr.port}\n`);
   process.on("SIGTERM", () => {
     void (async () => {
@@ -54,9 +60,9 @@ async function main(): Promise<void> {
         while (Date.now() < until && ((await bridge.outboxStats())[0]?.pending ?? 0) > 0) await new Promise((r) => setTimeout(r, 50));
         await bridge.close();
         const st = bridge.stats();
-        process.stdout.write(JSON.stringify({ writer: st.writer, forwarder: st.sinks["bench"], outbox: await store?.outboxStats() }) + "\n");
+        process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince(), writer: st.writer, forwarder: st.sinks["bench"], outbox: await store?.outboxStats() }) + "\n");
         await store?.close();
-      } else process.stdout.write("{}\n");
+      } else process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince() }) + "\n");
       process.exit(0);
     })();
   });

@@ -243,7 +243,7 @@ async function main(): Promise<void> {
     }
   }
 
-  const hook: Record<string, { rounds: Array<Record<string, unknown>>; p50Ms: number; p99Ms: number; p999Ms: number }> = {};
+  const hook: Record<string, { rounds: Array<Record<string, unknown>>; p50Ms: number; p99Ms: number; p999Ms: number; cpuUsPerCall: number }> = {};
   if (up["redis"]) {
     const frames = writeFrames(fs.mkdtempSync(path.join(os.tmpdir(), "exhook-bench-frames-")));
     const modes: Array<[string, string, string]> = [["off", "off", "-"], ["on-sqlite", "on", "sqlite"], ...(up["postgres"] && STORES.includes("postgres") ? ([["on-postgres", "on", "postgres"]] as Array<[string, string, string]>) : [])];
@@ -251,13 +251,19 @@ async function main(): Promise<void> {
       for (const [label, mode, outboxKind] of modes) {
         process.stderr.write(`bridge bench: hook at ${RATE}/s, bridging ${label}, round ${round + 1}/${ROUNDS}...\n`);
         const r = await hookRound(mode, outboxKind, n++, frames["publish"] as string);
-        (hook[label] ??= { rounds: [], p50Ms: NaN, p99Ms: NaN, p999Ms: NaN }).rounds.push(r);
+        (hook[label] ??= { rounds: [], p50Ms: NaN, p99Ms: NaN, p999Ms: NaN, cpuUsPerCall: NaN }).rounds.push(r);
       }
     }
     for (const h of Object.values(hook)) {
       h.p50Ms = median(h.rounds.map((r) => r["p50Ms"] as number));
       h.p99Ms = median(h.rounds.map((r) => r["p99Ms"] as number));
       h.p999Ms = median(h.rounds.map((r) => r["p999Ms"] as number));
+      h.cpuUsPerCall = median(
+        h.rounds.map((r) => {
+          const c = r["counters"] as { calls: number; cpuMs: number };
+          return Math.round((c.cpuMs * 1000 * 10) / c.calls) / 10;
+        }),
+      );
     }
   } else skipped.push("Redis not reachable: no hook latency rows");
 
@@ -266,9 +272,12 @@ async function main(): Promise<void> {
     if ("error" in f) lines.push(`| ${f.sink} | ${f.store} | error: ${f.error} | | |`);
     else lines.push(`| ${f.sink} | ${f.store} | ${f.perSecond} | ${f.perCpuSecond} | ${f.prefillPerSecond} |`);
   }
-  lines.push("", `| publish hook at ${RATE}/s | p50 ms | p99 ms | p99.9 ms | p99 − off |`, "|---|---|---|---|---|");
+  lines.push("", `| publish hook at ${RATE}/s | p50 ms | p99 ms | p99.9 ms | p99 − off | server CPU µs per call (incl. commit + forward) |`, "|---|---|---|---|---|---|");
   const off = hook["off"]?.p99Ms ?? NaN;
-  for (const [label, h] of Object.entries(hook)) lines.push(`| bridging ${label} | ${h.p50Ms.toFixed(2)} | ${h.p99Ms.toFixed(2)} | ${h.p999Ms.toFixed(2)} | ${label === "off" ? "" : `${(h.p99Ms - off >= 0 ? "+" : "")}${(h.p99Ms - off).toFixed(2)} ms`} |`);
+  for (const [label, h] of Object.entries(hook)) {
+    const diff = label === "off" ? "" : `${h.p99Ms - off >= 0 ? "+" : ""}${(h.p99Ms - off).toFixed(2)} ms`;
+    lines.push(`| bridging ${label} | ${h.p50Ms.toFixed(2)} | ${h.p99Ms.toFixed(2)} | ${h.p999Ms.toFixed(2)} | ${diff} | ${h.cpuUsPerCall} |`);
+  }
   for (const s of skipped) lines.push(`skipped: ${s}`);
   process.stdout.write(lines.join("\n") + "\n");
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
