@@ -139,6 +139,7 @@ export function createBridge(options: BridgeOptions): Bridge {
       {
         status(status, detail) {
           if (status === "connected") logger?.info({ sink: cfg.name, kind: cfg.kind, server: detail }, "bridge: engine connected");
+          else if (detail === "closed") logger?.info({ sink: cfg.name, kind: cfg.kind }, "bridge: engine connection closed (stopping)");
           else logger?.warn({ sink: cfg.name, kind: cfg.kind, reason: detail }, "bridge: engine disconnected; messages wait in the outbox");
         },
       },

@@ -100,7 +100,7 @@ export function createRedisSink(cfg: RedisSinkConfig, events: SinkEvents, logger
       const pipe = redis.pipeline();
       for (const r of rows) {
         const args: Array<string | Buffer> = [r.dest, ...trim, "*", "id", r.id];
-        for (const k in r.headers) args.push(k, r.headers[k] as string);
+        for (const k in r.headers) if (k !== "id") args.push(k, r.headers[k] as string);
         const p = r.payload;
         args.push("payload", Buffer.from(p.buffer, p.byteOffset, p.byteLength));
         pipe.call("XADD", ...args);
