@@ -228,13 +228,15 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
     },
     async close() {
       const conn = nc;
+      const wasUp = up;
+      // Marked down first, so the status watcher does not report the drain as a lost connection.
+      up = false;
       nc = undefined;
       if (conn && !conn.isClosed()) {
         // drain() flushes what was published and waits for the server; close() if that hangs.
         await withTimeout(conn.drain(), 2000, "NATS drain").catch(() => conn.close());
       }
-      if (up) events.status("disconnected", "closed");
-      up = false;
+      if (wasUp) events.status("disconnected", "closed");
     },
   };
 }
