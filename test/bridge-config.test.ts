@@ -9,7 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCommand } from "../src/commands/index";
 import { keyHash } from "../src/usecases/bridge/outbox-shared";
-import { compileTemplate, createBridge, openSqliteStore, parseConfig, type OutboxEntry } from "../src/usecases/index";
+import { createFakeEmqx } from "../src/testing/index";
+import { compileTemplate, createBridge, createStack, openSqliteStore, parseConfig, type OutboxEntry } from "../src/usecases/index";
+import { memoryLogger } from "./helpers/bridge";
 import { compileTree, ROOT } from "./helpers/compile";
 
 const values = { topic: "a/b.c/ /*", clientid: "dev.1", username: "", node: "emqx@10.0.0.1", hook: "message.publish", qos: "1" };
@@ -154,5 +156,51 @@ describe("emqx-exhook outbox", () => {
     const unknown = await run("outbox", "replay", "--sink", "nope");
     expect(unknown).toMatchObject({ code: 1, err: 'emqx-exhook: no sink "nope" in the config or the outbox (known: js, rs)\n' });
     expect((await run("outbox", "list")).code).toBe(2);
+  });
+});
+
+describe("the stack with the bridge next to persistence and presence", () => {
+  test("one provider serves all three: each hook reaches both use cases; metrics and readiness come with the provider", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "exhook-bstack-"));
+    const logger = memoryLogger();
+    const stack = await createStack(
+      parseConfig({
+        dataDir: dir,
+        auth: { enabled: false },
+        acl: { enabled: false },
+        http: { enabled: false },
+        persistence: { topics: ["sensors/#"], flushMs: 5 },
+        bridge: {
+          enabled: true,
+          persistBeforeRoute: { enabled: true },
+          sinks: [{ name: "off", kind: "redis", url: "redis://127.0.0.1:1", hooks: ["message.publish", "client.connected"], topics: ["alarms/#"], readiness: true }],
+        },
+      }),
+      { logger },
+    );
+    const emqx = createFakeEmqx({ provider: stack.provider, logger: memoryLogger() });
+    try {
+      const mounted = await emqx.start();
+      expect(mounted.find((h) => h.name === "message.publish")?.topics.sort()).toEqual(["alarms/#", "sensors/#"]);
+      await emqx.connect({ clientid: "c1", username: "u1" });
+      expect(await emqx.publish("c1", { topic: "sensors/1", payload: "s" })).toEqual({ dropped: true, reason: "no_subscribers" });
+      expect(await emqx.publish("c1", { topic: "alarms/1", payload: "a" })).toEqual({ dropped: true, reason: "no_subscribers" });
+      await stack.persistence?.writer.flush();
+      await stack.bridge?.flush();
+      expect((await stack.store.queryMessages({ limit: 10, order: "asc" })).map((m) => m.topic)).toEqual(["sensors/1"]);
+      expect((await stack.store.getPresence("c1"))?.online).toBe(true);
+      const rows = await stack.store.outboxList("off", { parked: false, limit: 10 });
+      expect(rows.map((r) => [r.headers["hook"], r.headers["topic"] ?? ""])).toEqual([
+        ["client.connected", ""],
+        ["message.publish", "alarms/1"],
+      ]);
+      expect(stack.stats()["bridge"]).toMatchObject({ writer: { committed: 2 } });
+      expect(await stack.provider.metricsRegistry?.metrics()).toContain('exhook_bridge_committed_total{sink="off"} 2');
+      expect(stack.provider.readiness?.()).toEqual([{ name: "bridge sink off (redis)", ok: false, detail: expect.stringMatching(/^not connected/) as string }]);
+    } finally {
+      await emqx.stop();
+      await stack.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

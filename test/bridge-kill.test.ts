@@ -28,7 +28,7 @@ redisTest("SIGKILL mid-stream, restart: every message committed to the outbox is
   const key = unique("kill");
   let cli: CliProcess | undefined;
   const serve = () =>
-    spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, "examples", "stack-provider.js"), "--port", "0", "--host", "127.0.0.1", "--config", path.join(dir, "exhook.yaml")], {
+    spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, "examples", "stack-provider.js"), "--port", "0", "--host", "127.0.0.1", "--metrics-port", "0", "--config", path.join(dir, "exhook.yaml")], {
       cwd: dir,
       env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules"), LOG_LEVEL: "info" },
     });
@@ -95,6 +95,12 @@ bridge:
       const seen = new Set(l.map((x) => x.payload));
       return [...mustHave].every((p) => seen.has(p)) ? l : undefined;
     }, 20_000, `all ${mustHave.size} committed messages in Redis`);
+    // The bridge's metrics are on the server's /metrics next to the hook metrics.
+    const opsPort = /metrics and probes on http:\/\/127\.0\.0\.1:(\d+)/.exec(cli.stdout())?.[1];
+    const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^exhook_bridge_delivered_total\{sink="rs"\} \d+$/m);
+    expect(metrics).toMatch(/^exhook_bridge_outbox_depth\{sink="rs",state="pending"\} \d+$/m);
+    expect(metrics).toContain("exhook_hook_calls_total");
     // The dead process's partitions were taken over at once, not after the 15 s lease.
     expect(cli.stdout()).toContain("bridge: taking over the outbox partitions of a dead process");
     // Re-sends carry the same id: one payload per id.

@@ -337,14 +337,37 @@ export function mergeHookHandlers(a: HookHandlers, b: HookHandlers): HookHandler
     const cb = normalize(entry);
     const topics = ca.topics === undefined || cb.topics === undefined ? undefined : [...new Set([...ca.topics, ...cb.topics])];
     const isPublish = (key as HookKey) === "onMessagePublish";
-    const handler = (req: never, ctx: never): unknown => {
-      const r1 = ca.handler(req, ctx);
-      const then = (d1: unknown) => {
-        if (isPublish && d1 && (d1 as { kind?: string }).kind !== "keep") return d1;
-        return cb.handler(req, ctx);
-      };
-      return r1 instanceof Promise ? r1.then(then) : then(r1);
-    };
+    const handler = isPublish
+      ? (req: never, ctx: never): unknown => {
+          const r1 = ca.handler(req, ctx);
+          const then = (d1: unknown) => (d1 && (d1 as { kind?: string }).kind !== "keep" ? d1 : cb.handler(req, ctx));
+          return r1 instanceof Promise ? r1.then(then) : then(r1);
+        }
+      : (req: never, ctx: never): unknown => {
+          // Notification hooks: both run whatever the other does (a failing one must not hide the event from the other).
+          let r1: unknown;
+          let r2: unknown;
+          let err: unknown;
+          try {
+            r1 = ca.handler(req, ctx);
+          } catch (e) {
+            err = e;
+          }
+          try {
+            r2 = cb.handler(req, ctx);
+          } catch (e) {
+            err ??= e;
+          }
+          if (r1 instanceof Promise || r2 instanceof Promise) {
+            return Promise.allSettled([r1, r2]).then((rs) => {
+              const failed = rs.find((r) => r.status === "rejected");
+              if (err !== undefined) throw err;
+              if (failed) throw (failed as PromiseRejectedResult).reason;
+            });
+          }
+          if (err !== undefined) throw err;
+          return undefined;
+        };
     out[key] = {
       handler,
       ...(topics ? { topics } : {}),
