@@ -7,7 +7,10 @@
 
 FROM node:20-slim AS build
 WORKDIR /app
-# better-sqlite3 (an optional use case) compiles from source when no prebuilt binary downloads.
+# better-sqlite3 (a dev dependency here, for the tests; an optional peer dependency of the package)
+# compiles from source when no prebuilt binary downloads. `npm prune --omit=dev` below drops it: the
+# image serves providers that need no store. To serve the use-case stack, keep the driver it uses:
+# add `RUN npm install --omit=dev --no-save better-sqlite3@"~12.11"` (or pg) after the prune.
 RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund

@@ -4,7 +4,7 @@ PORT ?= 9000
 HOST ?= 0.0.0.0
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install generate lint-proto drift breaking build start test typecheck bench bench-bridge bench-workers soak clean docker-check test-postgres
+.PHONY: install generate lint-proto lint format drift breaking build start test typecheck bench bench-bridge bench-workers soak clean docker-check test-postgres
 
 # Installs exactly what package-lock.json pins, once (re-run when the lock file changes).
 node_modules/.installed: package.json package-lock.json
@@ -20,6 +20,14 @@ generate: install
 lint-proto: install
 	buf lint
 
+# Biome (biome.json): lint rules (unused variables/imports/parameters are errors) and the formatter's
+# check; gen/, dist/ and node_modules are left alone. `make format` rewrites the tree.
+lint: install
+	biome ci --formatter-enabled=false .
+
+format: install
+	biome format --write .
+
 # Fails when gen/ is not what `buf generate` makes from proto/ (run in `make test`, so in CI).
 drift: generate
 	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
@@ -30,8 +38,9 @@ drift: generate
 breaking: install
 	buf breaking --against '.git#branch=main'
 
+# CommonJS (dist/src, dist/gen) and ESM (dist/esm) builds with types (scripts/build.mjs; npm pack runs it too).
 build: install
-	tsc -p tsconfig.build.json
+	node scripts/build.mjs
 
 # Serves the use-case stack (examples/stack-provider.ts: auth, ACL, persistence, presence) with
 # its SQLite store in ./data (PORT/HOST env or `make start PORT=9100`).
@@ -46,10 +55,11 @@ test-postgres: install
 typecheck: install
 	npm run typecheck
 
-# Everything CI runs: proto lint, gen/ drift, then type check + jest, with a throwaway PostgreSQL
-# (installed from Debian's postgresql package when missing) so the storage tests run on both backends,
-# and NATS/RabbitMQ/Redis for the bridge tests (scripts/with-brokers.sh: the running ones, else throwaway).
-test: install lint-proto drift
+# Everything CI runs: proto lint, gen/ drift, Biome, then type check + jest (including the package
+# test: npm pack, installed into consumer projects), with a throwaway PostgreSQL (installed from
+# Debian's postgresql package when missing) so the storage tests run on both backends, and
+# NATS/RabbitMQ/Redis for the bridge tests (scripts/with-brokers.sh: the running ones, else throwaway).
+test: install lint-proto drift lint
 	scripts/with-postgres.sh scripts/with-brokers.sh npm test
 
 # Replays the Dockerfile without a Docker engine (npm ci, build, prune in a temp copy) and starts

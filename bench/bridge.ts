@@ -26,7 +26,7 @@ import { keyHash } from "../src/usecases/bridge/outbox-shared.js";
 import { median, writeFrames } from "./run.js";
 
 const env = process.env;
-const list = (v: string | undefined, d: string) => (v && v.trim() ? v : d).split(",").map((s) => s.trim()).filter(Boolean);
+const list = (v: string | undefined, d: string) => (v?.trim() ? v : d).split(",").map((s) => s.trim()).filter(Boolean);
 const ROWS = Number(env["BENCH_BRIDGE_ROWS"] ?? 40_000);
 const SINKS = list(env["BENCH_BRIDGE_SINKS"], "nats,redis,rabbitmq");
 const STORES = list(env["BENCH_BRIDGE_STORES"], "sqlite,postgres");

@@ -21,7 +21,7 @@ import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
 import { authenticateRequest, publishRequest } from "./logic.js";
 
 const env = process.env;
-const list = (v: string | undefined, d: string) => (v && v.trim() ? v : d).split(",").map((s) => s.trim()).filter(Boolean);
+const list = (v: string | undefined, d: string) => (v?.trim() ? v : d).split(",").map((s) => s.trim()).filter(Boolean);
 const SERVERS = list(env["BENCH_SERVERS"], "native,connect,connect-bare,grpc-js,floor,embedded,grpcio-python");
 const DURATION = Number(env["BENCH_DURATION"] ?? 4);
 const WARMUP = Number(env["BENCH_WARMUP"] ?? 1);

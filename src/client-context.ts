@@ -11,9 +11,10 @@
  * sequential, but two connections with the same client id overlap during a takeover or a
  * discard: the new connection's `client.authenticate` and `client.connected` usually arrive
  * before the old one's `client.disconnected`. So the store keys data by connection, not only by
- * client id. A connection is identified by `node|peerhost|peerport|sockport` of its `ClientInfo`
- * / `ConnInfo` (`peerport` is 0 before EMQX 5.4; then two connections from the same host and
- * listener look alike, and the rule below falls back to event order):
+ * client id. A connection is identified by `connectionKey` (src/connection.ts:
+ * `node|peerhost|peerport|sockport` of its `ClientInfo` / `ConnInfo`; `peerport` is 0 before EMQX
+ * 5.4, then two connections from the same host and listener look alike, and the rule below falls
+ * back to event order):
  * - hooks that run before a connection is accepted (`client.connect`, `client.authenticate`,
  *   `client.connack`, `session.created`, `session.resumed`) use the *oldest not yet connected*
  *   connection with that identity, creating it if needed;
@@ -29,7 +30,9 @@
  * forgotten after `pendingTtlMs`; client ids are evicted least-recently-used beyond `maxClients`.
  * Pure: no I/O, no `node:` imports.
  */
-import type { HookConfig, HookHandler, HookHandlers } from "./provider.js";
+import { connectionKey, type Connection, type ConnectionFields } from "./connection.js";
+import { wrapLifecycle } from "./lifecycle-hooks.js";
+import type { HookHandlers } from "./provider.js";
 
 /** Options of {@link createClientContext}. */
 export interface ClientContextOptions {
@@ -53,18 +56,10 @@ export interface ClientContextOptions {
 export type ConnectionState = "pending" | "connected";
 
 /** One MQTT connection of a client, with the handlers' data. */
-export interface ClientConnection<T extends object = Record<string, unknown>> {
-  readonly clientId: string;
-  /** Connection identity: `node|peerhost|peerport|sockport`. */
+export interface ClientConnection<T extends object = Record<string, unknown>> extends Connection {
+  /** Connection identity: `connectionKey` (`node|peerhost|peerport|sockport`). */
   readonly key: string;
   readonly state: ConnectionState;
-  readonly node: string;
-  readonly username: string;
-  readonly peerhost: string;
-  readonly peerport: number;
-  readonly sockport: number;
-  /** `ClientInfo.protocol` (`mqtt`, `mqtt-sn`, ...), "" until a hook with a `ClientInfo` was seen. */
-  readonly protocol: string;
   /** `Date.now()` when the store first saw the connection. */
   readonly firstSeen: number;
   /** `Date.now()` of `client.connected`; `undefined` before it. */
@@ -78,17 +73,6 @@ export type ClientLifecycleEvent<T extends object = Record<string, unknown>> =
   | { readonly type: "connected"; readonly connection: ClientConnection<T>; readonly connectedCount: number }
   | { readonly type: "disconnected"; readonly connection: ClientConnection<T>; readonly connectedCount: number; readonly reason: string }
   | { readonly type: "evicted"; readonly clientId: string; readonly connections: readonly ClientConnection<T>[] };
-
-/** The connection-identifying fields of a `ClientInfo` or `ConnInfo`. */
-export interface ConnIdentity {
-  readonly clientid: string;
-  readonly node?: string;
-  readonly username?: string;
-  readonly peerhost?: string;
-  readonly peerport?: number;
-  readonly sockport?: number;
-  readonly protocol?: string;
-}
 
 /** A per-client store; see the module comment for the rules. */
 export interface ClientContext<T extends object = Record<string, unknown>> {
@@ -109,9 +93,9 @@ export interface ClientContext<T extends object = Record<string, unknown>> {
   /** Every known connection of a client id, oldest first. */
   connections(clientId: string): readonly ClientConnection<T>[];
   /** Registers `client.connected` (what `wrap` calls). */
-  connected(info: ConnIdentity): ClientConnection<T>;
+  connected(info: ConnectionFields): ClientConnection<T>;
   /** Registers `client.disconnected` (what `wrap` calls); returns the connection removed. */
-  disconnected(info: ConnIdentity, reason?: string): ClientConnection<T> | undefined;
+  disconnected(info: ConnectionFields, reason?: string): ClientConnection<T> | undefined;
   /** Listens to lifecycle events; returns a function that stops listening. */
   subscribe(listener: (event: ClientLifecycleEvent<T>) => void): () => void;
   /** Number of client ids tracked. */
@@ -141,11 +125,6 @@ const PRE_CONNECTED = new Set([
   "emqx.exhook.v3.SessionCreatedRequest",
   "emqx.exhook.v3.SessionResumedRequest",
 ]);
-
-/** The connection identity key of a `ClientInfo`/`ConnInfo`. */
-export function connectionKey(info: ConnIdentity): string {
-  return `${info.node ?? ""}|${info.peerhost ?? ""}|${info.peerport ?? 0}|${info.sockport ?? 0}`;
-}
 
 /** Creates a per-client context store. `T` is the shape of the data handlers keep per connection. */
 export function createClientContext<T extends object = Record<string, unknown>>(options: ClientContextOptions = {}): ClientContext<T> {
@@ -216,7 +195,7 @@ export function createClientContext<T extends object = Record<string, unknown>>(
     if (entry.conns.length === 0 && entries.get(entry.clientId) === entry) entries.delete(entry.clientId);
   }
 
-  function newConn(entry: Entry<T>, info: ConnIdentity, state: ConnectionState): Conn<T> {
+  function newConn(entry: Entry<T>, info: ConnectionFields, state: ConnectionState): Conn<T> {
     const conn: Conn<T> = {
       clientId: entry.clientId,
       key: connectionKey(info),
@@ -258,17 +237,13 @@ export function createClientContext<T extends object = Record<string, unknown>>(
 
   const api: ClientContext<T> = {
     wrap(handlers) {
-      const out: Record<string, unknown> = { ...handlers };
-      out["onClientConnected"] = chain(handlers.onClientConnected, (req) => {
-        if (req.clientinfo) api.connected(req.clientinfo);
-      }, undefined);
-      out["onClientDisconnected"] = chain(handlers.onClientDisconnected, undefined, (req) => {
-        if (req.clientinfo) api.disconnected(req.clientinfo, req.reason);
+      return wrapLifecycle(handlers, {
+        connected: (req) => void (req.clientinfo && api.connected(req.clientinfo)),
+        disconnected: (req) => void (req.clientinfo && api.disconnected(req.clientinfo, req.reason)),
       });
-      return out as HookHandlers;
     },
     of(request) {
-      const r = request as { $typeName?: string; clientinfo?: ConnIdentity; conninfo?: ConnIdentity; message?: { from?: string } };
+      const r = request as { $typeName?: string; clientinfo?: ConnectionFields; conninfo?: ConnectionFields; message?: { from?: string } };
       const info = r.clientinfo ?? r.conninfo;
       if (info && info.clientid !== "") {
         const entry = touch(info.clientid, true) as Entry<T>;
@@ -329,38 +304,6 @@ export function createClientContext<T extends object = Record<string, unknown>>(
     },
   };
   return api;
-}
-
-type Req = { clientinfo?: ConnIdentity | undefined; reason?: string };
-
-/** Wraps a user's connected/disconnected handler (function or config) with the store's step. */
-function chain<K extends "onClientConnected" | "onClientDisconnected">(
-  user: HookHandler<K> | HookConfig<K> | undefined,
-  before: ((req: Req) => void) | undefined,
-  after: ((req: Req) => void) | undefined,
-): HookHandler<K> | HookConfig<K> {
-  const fn = typeof user === "function" ? user : user?.handler;
-  const handler = ((req: Req, ctx: never) => {
-    before?.(req);
-    if (!fn) {
-      after?.(req);
-      return undefined;
-    }
-    let result: unknown;
-    try {
-      result = (fn as unknown as (r: Req, c: never) => unknown)(req, ctx);
-    } catch (err) {
-      after?.(req);
-      throw err;
-    }
-    if (after && typeof (result as Promise<unknown> | undefined)?.then === "function") {
-      return (result as Promise<unknown>).finally(() => after(req));
-    }
-    after?.(req);
-    return result;
-  }) as unknown as HookHandler<K>;
-  if (user === undefined || typeof user === "function") return handler;
-  return { ...user, handler };
 }
 
 function positive(value: number | undefined, dflt: number, name: string): number {

@@ -1,6 +1,11 @@
 /**
  * emqx-exhook: typed EMQX ExHook servers. One handler set, served to EMQX 4.3 to 6.x
  * (`emqx.exhook.v1`, `v2`, `v3`) on one port.
+ *
+ * This is the core entry: defining a provider, decisions, hooks, topics, routes for a Connect
+ * router, the dispatcher, errors and message types. It loads nothing from `node:` and no logger,
+ * metrics or server library. The standalone server and operations are in `emqx-exhook/node`, the
+ * test kit in `emqx-exhook/testing`, the ready-made use cases in `emqx-exhook/usecases`.
  */
 
 // Defining a provider
@@ -10,7 +15,6 @@ export type {
   HookHandler,
   HookConfig,
   HookResult,
-  FallbackFor,
   ProviderOptions,
   Provider,
   HookMiddleware,
@@ -20,43 +24,28 @@ export type {
   LoadedInfo,
   Logger,
 } from "./provider.js";
+export type { ProviderSetup } from "./provider-setup.js";
 
 // Decisions
 export { allow, deny, allowIf, noOpinion, keep, rewrite, drop } from "./responses.js";
-export type { AccessDecision, PublishDecision, Decision, Allow, Deny, NoOpinion, Keep, Rewrite, Drop } from "./responses.js";
+export type { AccessDecision, PublishDecision, Decision } from "./responses.js";
 
-// Hooks and context
-export { HOOKS, hookNameFor, rpcNameFor, WIRE_PACKAGES } from "./hooks.js";
-export type { HookKey, HookRequest, HookDef, WirePackage, AccessHookKey, PublishHookKey, DecisionHookKey, MessageHookKey, NotificationHookKey } from "./hooks.js";
+// Hooks, context, topics
+export type { HookKey, HookRequest, WirePackage } from "./hooks.js";
 export type { HookContext, BrokerRef } from "./context.js";
+export { matchTopic, isValidTopicFilter, topicFilterError } from "./topic.js";
 
-// Topics
-export { matchTopic, isValidTopicFilter, topicFilterError, topicNameError, compileTopicFilters, stripShare } from "./topic.js";
-export type { TopicMatcher } from "./topic.js";
-
-// Serving
-export { createDispatcher } from "./dispatch.js";
-export type { Dispatcher, DispatcherOptions, CallInfo, LoadedNode, FallbackCounts } from "./dispatch.js";
+// Serving on your own Connect router, or driving the dispatcher yourself
 export { exhookRoutes } from "./routes.js";
-export { createExHookServer } from "./server.js";
-export { parseGrpcTimeout } from "./native-transport.js";
-export type { ExHookServer, ExHookServerOptions } from "./server.js";
+export { createDispatcher } from "./dispatch.js";
+export type { Dispatcher, DispatcherOptions } from "./dispatch.js";
 
-// Operations: metrics, probes, health, TLS, logs
-export { createMetrics, DEFAULT_LATENCY_BUCKETS } from "./ops/metrics.js";
-export type { ExHookMetrics, MetricsOptions } from "./ops/metrics.js";
-export { createOpsServer } from "./ops/http-probes.js";
-export type { OpsServer, OpsServerOptions, ReadyWhen } from "./ops/http-probes.js";
-export { ServingStatus, HealthService } from "./ops/health.js";
-export type { TlsFiles } from "./ops/tls.js";
-export { createLogger, hookLogMiddleware } from "./ops/logger.js";
-export type { LoggerOptions } from "./ops/logger.js";
-
-// Per-client context and presence
-export { createClientContext, connectionKey } from "./client-context.js";
-export type { ClientContext, ClientContextOptions, ClientConnection, ClientLifecycleEvent, ConnIdentity, ConnectionState } from "./client-context.js";
-export { createPresence } from "./presence.js";
-export type { Presence, PresenceOptions, PresenceRecord, PresenceEvent, PresenceSink } from "./presence.js";
+// Connections: per-client context and presence
+export type { Connection } from "./connection.js";
+export { createClientContext } from "./client-context.js";
+export type { ClientContext, ClientContextOptions, ClientConnection } from "./client-context.js";
+export { createMemoryPresence } from "./presence.js";
+export type { MemoryPresence, MemoryPresenceOptions, PresenceState, PresenceEvent, PresenceSink } from "./presence.js";
 
 // Errors
 export { ExHookConfigError, isExHookConfigError } from "./errors.js";
@@ -66,14 +55,8 @@ export type {
   ClientInfo,
   ConnInfo,
   Message,
-  Property,
   RequestMeta,
   TopicFilter,
-  SubOpts,
-  BrokerInfo,
   ValuedResponse,
-  ClientAuthenticateRequest,
-  ClientAuthorizeRequest,
-  MessagePublishRequest,
 } from "../gen/emqx/exhook/v3/exhook_pb.js";
 export { ClientAuthorizeRequest_AuthorizeReqType as AuthorizeType } from "../gen/emqx/exhook/v3/exhook_pb.js";

@@ -7,7 +7,22 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 
 const SRC = path.join(__dirname, "..", "src");
-const CORE = ["hooks.ts", "topic.ts", "responses.ts", "provider.ts", "context.ts", "wire.ts", "dispatch.ts", "routes.ts", "errors.ts"];
+const CORE = [
+  "hooks.ts",
+  "topic.ts",
+  "responses.ts",
+  "provider.ts",
+  "context.ts",
+  "wire.ts",
+  "dispatch.ts",
+  "routes.ts",
+  "errors.ts",
+  "connection.ts",
+  "client-context.ts",
+  "presence.ts",
+  "lifecycle-hooks.ts",
+  "index.ts",
+];
 
 function imports(file: string): string[] {
   const text = fs.readFileSync(path.join(SRC, file), "utf8");
@@ -16,7 +31,7 @@ function imports(file: string): string[] {
 
 function allSourceFiles(dir = SRC, prefix = ""): string[] {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? allSourceFiles(path.join(dir, e.name), `${prefix}${e.name}/`) : e.name.endsWith(".ts") ? [`${prefix}${e.name}`] : [],
+    e.isDirectory() ? allSourceFiles(path.join(dir, e.name), `${prefix}${e.name}/`) : /\.m?ts$/.test(e.name) ? [`${prefix}${e.name}`] : [],
   );
 }
 
@@ -32,6 +47,27 @@ test("no module outside src/testing imports the test kit", () => {
   const offenders = allSourceFiles()
     .filter((f) => !f.startsWith("testing/"))
     .filter((f) => imports(f).some((i) => i.includes("/testing/") || i.endsWith("/testing") || i.endsWith("/testing/index.js")));
+  expect(offenders).toEqual([]);
+});
+
+test("relative imports in src/ and gen/ name their .js file (the ESM build runs under Node's ESM loader)", () => {
+  const GEN = path.join(SRC, "..", "gen");
+  const genFiles = (dir: string, prefix: string): string[] =>
+    fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? genFiles(path.join(dir, e.name), `${prefix}${e.name}/`) : e.name.endsWith(".ts") ? [`${prefix}${e.name}`] : []));
+  const offenders = [
+    ...allSourceFiles().flatMap((f) => imports(f).filter((i) => i.startsWith(".") && !i.endsWith(".js")).map((i) => `src/${f}: ${i}`)),
+    ...genFiles(GEN, "").flatMap((f) => {
+      const text = fs.readFileSync(path.join(GEN, f), "utf8");
+      return [...text.matchAll(/from\s+"(\.[^"]+)"/g)].map((m) => m[1] as string).filter((i) => !i.endsWith(".js")).map((i) => `gen/${f}: ${i}`);
+    }),
+  ];
+  expect(offenders).toEqual([]);
+});
+
+test("only src/own-location.ts (and its ESM twin) use __dirname, __filename, require or import.meta: the rest works in both builds", () => {
+  const offenders = allSourceFiles()
+    .filter((f) => !["own-location.ts", "own-location-esm.mts", "cli.ts"].includes(f))
+    .filter((f) => /\b__dirname\b|\b__filename\b|\brequire\s*[(.]|import\.meta/.test(fs.readFileSync(path.join(SRC, f), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "")));
   expect(offenders).toEqual([]);
 });
 

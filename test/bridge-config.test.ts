@@ -92,7 +92,7 @@ describe("bridge config", () => {
           "-e",
           `const Module = require("module"); const resolve = Module._resolveFilename;
            Module._resolveFilename = function (req, ...rest) {
-             if (req === "@nats-io/transport-node") { const e = new Error("Cannot find module " + req); e.code = "MODULE_NOT_FOUND"; throw e; }
+             if (req === "@nats-io/transport-node") { const e = new Error("Cannot find module '" + req + "'"); e.code = "MODULE_NOT_FOUND"; throw e; }
              return resolve.call(this, req, ...rest);
            };
            const { createNatsSink, sinkSchema } = require("./src/usecases/index.js");
@@ -102,7 +102,7 @@ describe("bridge config", () => {
       );
       expect(r.stderr).toBe("");
       expect(r.stdout.trim()).toBe(
-        "ExHookConfigError: a bridge sink of kind nats needs the npm packages @nats-io/transport-node and @nats-io/jetstream: npm install @nats-io/transport-node @nats-io/jetstream",
+        'ExHookConfigError: a bridge sink of kind nats needs the package @nats-io/transport-node, which is not installed: run npm install @nats-io/transport-node@"^3.4.0"',
       );
     } finally {
       rmSync(out, { recursive: true, force: true });
@@ -160,7 +160,7 @@ describe("emqx-exhook outbox", () => {
 });
 
 describe("the stack with the bridge next to persistence and presence", () => {
-  test("one provider serves all three: each hook reaches both use cases; metrics and readiness come with the provider", async () => {
+  test("one provider serves all three: each hook reaches both use cases; the bridge's metrics and readiness", async () => {
     const dir = mkdtempSync(join(tmpdir(), "exhook-bstack-"));
     const logger = memoryLogger();
     const stack = await createStack(
@@ -195,8 +195,8 @@ describe("the stack with the bridge next to persistence and presence", () => {
         ["message.publish", "alarms/1"],
       ]);
       expect(stack.stats()["bridge"]).toMatchObject({ writer: { committed: 2 } });
-      expect(await stack.provider.metricsRegistry?.metrics()).toContain('exhook_bridge_committed_total{sink="off"} 2');
-      expect(stack.provider.readiness?.()).toEqual([{ name: "bridge sink off (redis)", ok: false, detail: expect.stringMatching(/^not connected/) as string }]);
+      expect(await stack.bridge?.registry.metrics()).toContain('exhook_bridge_committed_total{sink="off"} 2');
+      expect(stack.bridge?.readiness()).toEqual([{ name: "bridge sink off (redis)", ok: false, detail: expect.stringMatching(/^not connected/) as string }]);
     } finally {
       await emqx.stop();
       await stack.close();

@@ -112,7 +112,9 @@ bridge:
     }
     // Order per client (first arrival of each message).
     const first = new Map<string, number>();
-    landed.forEach((l, i) => first.has(l.payload) || first.set(l.payload, i));
+    landed.forEach((l, i) => {
+      if (!first.has(l.payload)) first.set(l.payload, i);
+    });
     for (const c of CLIENTS) {
       const positions = kept.filter((p) => p.startsWith(`${c}-`)).map((p) => first.get(p) as number);
       expect(positions).toEqual([...positions].sort((a, b) => a - b));

@@ -169,7 +169,7 @@ redisTest("Redis Streams: stream key from the template, id + metadata fields + p
     const fields = (bin[0] as [Buffer, Buffer[]])[1];
     const at = fields.findIndex((f) => f.toString() === "payload");
     // The id field comes first, once; the metadata fields follow, the payload last.
-    expect(fields.filter((f, i) => i % 2 === 0).map(String)).toEqual(["id", "hook", "topic", "qos", "clientid", "username", "node", "timestamp", "message-id", "peerhost", "protocol", "payload"]);
+    expect(fields.filter((_f, i) => i % 2 === 0).map(String)).toEqual(["id", "hook", "topic", "qos", "clientid", "username", "node", "timestamp", "message-id", "peerhost", "protocol", "payload"]);
     expect([...(fields[at + 1] as Buffer)]).toEqual([0, 255, 10]);
     // The session event went to the template with the subscriber's client id; its payload is the request as JSON.
     const events = await readRedisStream(REDIS_URL as string, `${key}:events`);

@@ -3,10 +3,11 @@
  * serving the bundled example provider, called like EMQX calls it, and stopped with SIGTERM.
  */
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "../src/cli.js";
+import { COMMANDS, commandUsage } from "../src/commands/index.js";
 import { isExHookConfigError } from "../src/errors.js";
 import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
 import { spawnCli, type CliProcess } from "./helpers/cli-process.js";
@@ -49,7 +50,7 @@ describe("parseArgs", () => {
     expect(parseArgs(["serve", "p.js", "--transport", "connect"], {})).toMatchObject({ transport: "connect" });
   });
 
-  test.each(["notaport", "70000", "-1", "1.5", "9000x"])("a bad --port %j is an ExHookConfigError naming --port and PORT", (bad) => {
+  test.each(["notaport", "70000", "-1", "1.5", "9000x", "0x238E", "1e3", "+9000", " 9000", ""])("a bad --port %j is an ExHookConfigError naming --port and PORT", (bad) => {
     const err = thrown(() => parseArgs(["serve", "p.js", `--port=${bad}`], {}));
     expect(isExHookConfigError(err)).toBe(true);
     expect(err.message).toContain("--port");
@@ -80,6 +81,19 @@ describe("parseArgs", () => {
     const err = thrown(() => parseArgs(["serve"], {}));
     expect(isExHookConfigError(err)).toBe(true);
     expect(err.message).toMatch(/^missing <provider-module>/);
+  });
+
+  test("--config (or EXHOOK_CONFIG) is resolved to an absolute path for the provider module", () => {
+    expect(parseArgs(["serve", "p.js", "--config", "conf/x.yaml"], {}).configPath).toBe(path.resolve("conf/x.yaml"));
+    expect(parseArgs(["serve", "p.js"], { EXHOOK_CONFIG: "/etc/exhook.yaml" }).configPath).toBe("/etc/exhook.yaml");
+    expect(parseArgs(["serve", "p.js"], {}).configPath).toBeUndefined();
+  });
+
+  test("strict numbers for every numeric flag and variable", () => {
+    expect(thrown(() => parseArgs(["serve", "p.js"], { METRICS_PORT: "0x10" })).message).toBe('--metrics-port (or METRICS_PORT) must be an integer from 0 to 65535, got "0x10"');
+    expect(thrown(() => parseArgs(["serve", "p.js", "--workers", "2.0"], {})).message).toBe('--workers must be an integer from 1 to 256, got "2.0"');
+    expect(thrown(() => parseArgs(["serve", "p.js", "--drain-timeout", "1e4"], {})).message).toBe('--drain-timeout (ms) must be an integer from 0 to 2147483647, got "1e4"');
+    expect(parseArgs(["serve", "p.js", "--workers=2", "--drain-timeout=0", "--metrics-port", "9100"], {})).toMatchObject({ workers: 2, drainTimeoutMs: 0, metricsPort: 9100 });
   });
 
   test("a bad transport is refused", () => {
@@ -198,6 +212,95 @@ describe("the built CLI (node dist/src/cli.js)", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${mod} must export a provider from defineProvider()`);
     expect(r.stdout).not.toContain("listening on");
+  });
+
+  test("--help lists every command; --version prints the version; <command> --help and help <command> show its options", async () => {
+    const help = await runCli(["--help"]);
+    expect(help.code).toBe(0);
+    for (const c of ["serve <provider-module>", ...COMMANDS.map((x) => x.name)]) expect(help.stdout).toContain(`  ${c}`);
+    expect(help.stdout).toContain("-v, --version");
+    const version = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")).version as string;
+    expect(await runCli(["--version"])).toMatchObject({ code: 0, stdout: `${version}\n` });
+    const usersAdd = await runCli(["users", "add", "--help"]);
+    expect(usersAdd).toMatchObject({ code: 0, stdout: commandUsage("users add") });
+    expect(usersAdd.stdout).toContain("--password-stdin");
+    expect(await runCli(["help", "users", "add"])).toMatchObject({ code: 0, stdout: commandUsage("users add") });
+    const users = await runCli(["users", "--help"]);
+    expect(users.code).toBe(0);
+    expect(users.stdout).toContain("users remove <name>");
+    const serve = await runCli(["serve", "--help"]);
+    expect(serve.code).toBe(0);
+    for (const flag of ["--port N", "--host ADDR", "--transport T", "--config FILE", "--metrics-port N", "--ready-when W", "--tls-cert FILE", "--tls-key FILE", "--tls-ca FILE", "--log-level L", "--drain-timeout MS", "--workers N"]) {
+      expect(serve.stdout).toContain(flag);
+    }
+    const none = await runCli([]);
+    expect([none.code, none.stderr.startsWith("usage: emqx-exhook <command>")]).toEqual([2, true]);
+    expect(await runCli(["serv"])).toMatchObject({ code: 2, stderr: 'emqx-exhook: unknown command "serv"; see emqx-exhook --help\n' });
+    expect((await runCli(["users", "lst"])).code).toBe(2);
+  });
+
+  test("--port 0x238E is refused before anything starts", async () => {
+    const r = await runCli(["serve", DEMO, "--port", "0x238E"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('port (--port or PORT) must be an integer from 0 to 65535, got "0x238E"');
+  });
+
+  test("a --config file that does not exist is an error, and so is a config the provider module cannot read", async () => {
+    const missing = path.join(tmp, "missing.yaml");
+    const r = await runCli(["serve", DEMO, "--port", "0", "--config", missing]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`emqx-exhook: config file ${missing} does not exist (from --config)\n`);
+    const fromEnv = await runCli(["serve", DEMO, "--port", "0"], { EXHOOK_CONFIG: missing });
+    expect([fromEnv.code, fromEnv.stderr]).toEqual([2, `emqx-exhook: config file ${missing} does not exist (from EXHOOK_CONFIG)\n`]);
+    const cfg = path.join(tmp, "exhook.yaml");
+    writeFileSync(cfg, "dataDir: ./data\n");
+    const plain = await runCli(["serve", DEMO, "--port", "0", "--host", "127.0.0.1", "--config", cfg]);
+    expect(plain.code).toBe(1);
+    expect(plain.stderr).toContain(`exports a provider, not a function receiving { configPath }: it cannot read ${cfg}`);
+    expect(plain.stdout).not.toContain("listening on");
+  });
+
+  test("a provider module's function gets { configPath, logger, onClose }; what it registers runs after the drain, newest first", async () => {
+    const cfg = path.join(tmp, "mine.yaml");
+    writeFileSync(cfg, "x: 1\n");
+    const mod = path.join(tmp, "setup-provider.js");
+    writeFileSync(
+      mod,
+      `const { defineProvider } = require(${JSON.stringify(path.join(ROOT, "dist", "src", "index.js"))});\n` +
+        `module.exports = async ({ configPath, logger, onClose }) => {\n` +
+        `  logger.info({ configPath }, "setup seen");\n` +
+        `  onClose(() => process.stdout.write("closed first registered\\n"));\n` +
+        `  onClose(async () => { await new Promise((r) => setTimeout(r, 20)); process.stdout.write("closed last registered\\n"); });\n` +
+        `  return defineProvider({ onClientConnected: () => undefined });\n` +
+        `};\n`,
+    );
+    const cli = spawnCli([CLI, "serve", mod, "--port", "0", "--host", "127.0.0.1", "--config", cfg]);
+    try {
+      await cli.waitFor(/listening on/g);
+      const line = cli.stdout().split("\n").find((l) => l.includes("setup seen")) as string;
+      expect(JSON.parse(line)).toMatchObject({ configPath: cfg, msg: "setup seen", level: 30 });
+      cli.child.kill("SIGTERM");
+      await expect(cli.exit).resolves.toEqual({ code: 0, signal: null });
+      const out = cli.stdout();
+      expect(out.indexOf("closed last registered")).toBeGreaterThan(0);
+      expect(out.indexOf("closed first registered")).toBeGreaterThan(out.indexOf("closed last registered"));
+      expect(out.indexOf("drained, exiting")).toBeGreaterThan(out.indexOf("closed first registered"));
+    } finally {
+      cli.kill();
+    }
+  });
+
+  test("management commands refuse to create a store where none exists (no ./data appears); --create creates it", async () => {
+    const cwd = mkdtempSync(path.join(tmp, "elsewhere-"));
+    const env = { ...process.env, EXHOOK_DATA_DIR: "", EXHOOK_CONFIG: "", EXHOOK_DB_URL: "" };
+    const list = spawnCli([CLI, "users", "list"], { cwd, env });
+    expect(await list.exit).toEqual({ code: 1, signal: null });
+    expect(list.stderr()).toContain(`no store at ${path.join(cwd, "data", "exhook.db")}`);
+    expect(existsSync(path.join(cwd, "data"))).toBe(false);
+    const created = spawnCli([CLI, "users", "list", "--create"], { cwd, env });
+    expect(await created.exit).toEqual({ code: 0, signal: null });
+    expect(created.stderr()).toBe("no users\n");
+    expect(existsSync(path.join(cwd, "data", "exhook.db"))).toBe(true);
   });
 
   test("a module that does not exist: exit code 1 and a clear message", async () => {

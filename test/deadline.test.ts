@@ -3,7 +3,8 @@
 // dispatcher and over a real HTTP/2 socket with EMQX's headers.
 import * as protobuf from "protobufjs";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { allow, createDispatcher, createExHookServer, defineProvider, deny, noOpinion, rewrite, type ExHookServer, type HookContext, type Logger } from "../src/index";
+import { allow, createDispatcher, defineProvider, deny, noOpinion, rewrite, type HookContext, type Logger } from "../src/index";
+import { createExHookServer, type ExHookServer } from "../src/node";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/index";
 import { HOOK_BY_KEY, type HookDef } from "../src/hooks";
 import { decode, encode, servicePath } from "./helpers/proto";

@@ -3,7 +3,8 @@
 // package and version (behaviour spec §5.2–5.5), checked with crafted answers.
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as v3 from "../gen/emqx/exhook/v3/exhook_pb";
-import { allow, allowIf, createClientContext, createExHookServer, defineProvider, deny, drop, noOpinion, rewrite, type WirePackage } from "../src/index";
+import { allow, allowIf, createClientContext, defineProvider, deny, drop, noOpinion, rewrite, type WirePackage } from "../src/index";
+import { createExHookServer } from "../src/node";
 import { createFakeEmqx, FakeEmqxLoadError, type ExhookTransport, type FakeEmqx, type RawAnswer } from "../src/testing/index";
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };

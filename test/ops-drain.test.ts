@@ -3,7 +3,7 @@
  * answers calls already on the wire when the drain starts (OnProviderUnloaded included), refuses
  * new connections, and bounds the wait.
  */
-import * as http2 from "node:http2";
+import type * as http2 from "node:http2";
 import { allowIf, defineProvider } from "../src/index.js";
 import { createExHookServer } from "../src/server.js";
 import { decode, encode, servicePath } from "./helpers/proto.js";

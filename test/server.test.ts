@@ -15,7 +15,6 @@ import { decode, encode, servicePath, type Pkg } from "./helpers/proto.js";
 
 const PKGS = ["v1", "v2", "v3"] as const;
 const authorizeRpc = (pkg: Pkg) => (pkg === "v1" ? "OnClientCheckAcl" : "OnClientAuthorize");
-const authorizeType = (pkg: Pkg) => (pkg === "v1" ? "ClientCheckAclRequest" : "ClientAuthorizeRequest");
 const meta = (pkg: Pkg) => ({ node: `emqx-${pkg}@127.0.0.1`, version: pkg === "v1" ? "4.4.19" : "5.8.9", sysdescr: "EMQX", cluster_name: "c" });
 
 interface Snapshot {

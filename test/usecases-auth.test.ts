@@ -1,5 +1,5 @@
 /** Authentication: hashing, client-id rules, unknown users, the cache, rehashing, the users CLI. */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCommand } from "../src/commands/index";
@@ -75,7 +75,14 @@ test("users CLI: add from stdin, list, remove; the password is never printed", a
     const code = await runCommand(args, { stdout: (t) => out.push(t), stderr: (t) => err.push(t), readStdin: async () => stdin, env: { EXHOOK_DATA_DIR: join(dir, "cli") } });
     return { code, out: out.join(""), err: err.join("") };
   };
-  expect(await run(["users", "add", "erin", "--password-stdin", "--clientid", "erin-*"], "s3cret-pw\n")).toEqual({ code: 0, out: "added user erin (client ids: erin-*)\n", err: "" });
+  // No store yet: refused, nothing created, unless --create asks for it.
+  const refused = await run(["users", "list"]);
+  expect(refused.code).toBe(1);
+  expect(refused.err).toBe(`emqx-exhook: no store at ${join(dir, "cli", "exhook.db")} (dataDir ${join(dir, "cli")}): run the command where the server keeps its data, point --config / EXHOOK_DATA_DIR / EXHOOK_DB_URL at it, or pass --create to create an empty one\n`);
+  expect(existsSync(join(dir, "cli"))).toBe(false);
+  expect((await run(["users", "add", "erin", "--password-stdin"], "pw\n")).code).toBe(1);
+  expect(existsSync(join(dir, "cli"))).toBe(false);
+  expect(await run(["users", "add", "erin", "--password-stdin", "--clientid", "erin-*", "--create"], "s3cret-pw\n")).toEqual({ code: 0, out: "added user erin (client ids: erin-*)\n", err: "" });
   const byFlag = await run(["users", "add", "frank", "--password", "s3cret-pw"]);
   expect(byFlag.code).toBe(0);
   expect(byFlag.err).toContain("prefer --password-stdin");

@@ -6,9 +6,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createExHookServer, type ExHookServer } from "../src/index";
+import { createExHookServer, type ExHookServer } from "../src/node";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client";
-import { COMMANDS_USAGE, runCommand } from "../src/commands/index";
+import { commandUsage, runCommand } from "../src/commands/index";
 import { addUser, createStack, parseConfig, type Stack } from "../src/usecases/index";
 import { decode, encode, servicePath } from "./helpers/proto";
 
@@ -186,6 +186,21 @@ test("presence: online, a takeover keeps it online whatever the order, then offl
   expect(stack.presence?.stats()).toMatchObject({ connected: 3, disconnected: 3, transitions: 4 });
 });
 
+test("presence: a quick reconnect without a peer port (EMQX before 5.4) is online again, and a takeover from the same host stays online", async () => {
+  const before = stack.presence?.stats().transitions ?? 0;
+  await connected("bob", "bob-1", 0);
+  await disconnected("bob", "bob-1", 0, "tcp_closed");
+  await connected("bob", "bob-1", 0);
+  expect((await httpGet("/presence?clientid=bob-1")).body.clients).toMatchObject([{ online: true, peerport: 0, connections: 1 }]);
+  // Same host, same listener, no peer port: the new connection's connected before the old one's disconnected.
+  await connected("bob", "bob-1", 0);
+  await disconnected("bob", "bob-1", 0, "takenover");
+  expect((await httpGet("/presence?clientid=bob-1")).body.clients).toMatchObject([{ online: true, connections: 1 }]);
+  await disconnected("bob", "bob-1", 0, "normal");
+  expect((await httpGet("/presence?clientid=bob-1")).body.clients).toMatchObject([{ online: false, reason: "normal", connections: 0 }]);
+  expect((stack.presence?.stats().transitions ?? 0) - before).toBe(4);
+});
+
 test("restart on the same data directory loses no user and no message", async () => {
   await stop();
   await start();
@@ -202,7 +217,7 @@ test("messages prune: the CLI deletes messages older than --older-than; a bad du
     return { exit, lines };
   };
   expect((await prune("--older-than", "100000d")).lines[0]).toMatch(/^deleted 0 messages older than 17\d\d-/);
-  expect((await prune("--older-than", "soon")).lines[0]).toBe('ERR emqx-exhook: --older-than "soon" is not a duration: use e.g. 7d, 12h, 30m, 45s\n\n' + COMMANDS_USAGE);
+  expect((await prune("--older-than", "soon")).lines[0]).toBe('ERR emqx-exhook: --older-than "soon" is not a duration: use e.g. 7d, 12h, 30m, 45s\n\n' + commandUsage("messages prune"));
   expect((await prune()).exit).toBe(2);
   expect(await prune("--older-than", "1d")).toEqual({ exit: 0, lines: [expect.stringMatching(/^deleted 1 message older than 20\d\d-/)] });
   expect((await httpGet("/messages?topic=users/%23")).body.messages).toEqual([]);

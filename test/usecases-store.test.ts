@@ -3,11 +3,16 @@
  * EXHOOK_TEST_PG_URL is set (scripts/with-postgres.sh sets it; without it the PostgreSQL half is
  * skipped with a message saying so).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import pg from "pg";
-import { openPostgresStore, openSqliteStore, type ConnectionInfo, type Store, type StoredMessage } from "../src/usecases/index";
+import { connectionOf, type Connection } from "../src/connection";
+import { openPostgresStore, openSqliteStore, type Store, type StoredMessage } from "../src/usecases/index";
+import { MIGRATIONS as PG_MIGRATIONS } from "../src/usecases/pg-store";
+import { MIGRATIONS as SQLITE_MIGRATIONS } from "../src/usecases/sqlite-store";
+import { caseConnection, PRESENCE_CASES, REORDER_WINDOW_MS } from "./helpers/presence-cases";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
 if (!PG_URL) {
@@ -17,11 +22,27 @@ if (!PG_URL) {
 interface Backend {
   open(): Promise<Store>;
   cleanup(): Promise<void>;
+  /** Runs raw SQL on the backend's database (`$1`-style parameters), before or after `open`. */
+  exec(sql: string, params?: unknown[]): Promise<void>;
 }
 
 function sqliteBackend(): Backend {
   const dir = mkdtempSync(join(tmpdir(), "exhook-store-"));
-  return { open: async () => openSqliteStore({ file: join(dir, "sub", "exhook.db") }), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+  const file = join(dir, "sub", "exhook.db");
+  return {
+    open: async () => openSqliteStore({ file }),
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+    async exec(sql, params = []) {
+      mkdirSync(join(dir, "sub"), { recursive: true });
+      const db = new Database(file);
+      try {
+        if (params.length) db.prepare(sql.replace(/\$\d+/g, "?")).run(...params);
+        else db.exec(sql);
+      } finally {
+        db.close();
+      }
+    },
+  };
 }
 
 function pgBackend(): Backend {
@@ -33,16 +54,28 @@ function pgBackend(): Backend {
     u.pathname = `/${name}`;
     return u.toString();
   };
+  const create = async () => {
+    if (created) return;
+    const c = admin();
+    await c.connect();
+    await c.query(`CREATE DATABASE ${name}`);
+    await c.end();
+    created = true;
+  };
   return {
     async open() {
-      if (!created) {
-        const c = admin();
-        await c.connect();
-        await c.query(`CREATE DATABASE ${name}`);
-        await c.end();
-        created = true;
-      }
+      await create();
       return openPostgresStore({ url: url(), poolSize: 4 });
+    },
+    async exec(sql, params = []) {
+      await create();
+      const c = new pg.Client({ connectionString: url() });
+      await c.connect();
+      try {
+        await c.query(sql, params);
+      } finally {
+        await c.end();
+      }
     },
     async cleanup() {
       if (!created) return;
@@ -54,16 +87,8 @@ function pgBackend(): Backend {
   };
 }
 
-const conn = (clientId: string, peerport: number, node = "emqx@n1"): ConnectionInfo => ({
-  clientId,
-  connKey: `${node}|10.0.0.9:${peerport}`,
-  node,
-  username: "u",
-  peerhost: "10.0.0.9",
-  peerport,
-  sockport: 1883,
-  protocol: "mqtt",
-});
+const conn = (clientId: string, peerport: number, node = "emqx@n1"): Connection =>
+  connectionOf({ clientid: clientId, node, username: "u", peerhost: "10.0.0.9", peerport, sockport: 1883, protocol: "mqtt" });
 
 const msg = (i: number, topic: string, extra: Partial<StoredMessage> = {}): StoredMessage => ({
   id: `ID${String(i).padStart(30, "0")}`,
@@ -180,6 +205,26 @@ const contract = (label: string, make: () => Backend) =>
       }
     });
 
+    describe.each([
+      ["with peer ports (EMQX >= 5.4)", true],
+      ["without peer ports (EMQX < 5.4)", false],
+    ])("presence event orders, %s", (tag, withPeerport) => {
+      test.each(PRESENCE_CASES.map((c, i) => [c.name, c, i] as const))("%s", async (_n, c, i) => {
+        const id = `order-${withPeerport ? "p" : "n"}-${i}`;
+        const seen: Array<[boolean, number]> = [];
+        const want: Array<[boolean, number]> = [];
+        for (const s of c.steps) {
+          const cn = caseConnection(id, s.conn, withPeerport);
+          const r = s.ev === "C" ? await store.presenceConnected(cn, s.at, REORDER_WINDOW_MS) : await store.presenceDisconnected(cn, s.at, "normal");
+          const stored = await store.getPresence(id);
+          expect(stored).toEqual(r.state);
+          seen.push([r.state.online, s.connections === undefined ? -1 : r.state.connections]);
+          want.push([s.online, s.connections ?? -1]);
+        }
+        expect({ tag, seen }).toEqual({ tag, seen: want });
+      });
+    });
+
     test("messages: deleteMessagesBefore removes the oldest first, at most `limit` per call, nothing at or after `before`", async () => {
       const old = [0, 1, 2, 3].map((i) => msg(90_000 + i, "old/t", { timestamp: 1_000 + i }));
       expect(await store.insertMessages(old)).toBe(4);
@@ -192,6 +237,47 @@ const contract = (label: string, make: () => Backend) =>
       expect((await store.queryMessages({ filter: "old/t", limit: 10 })).map((m) => m.timestamp)).toEqual([1_003]);
       expect(await countAll()).toBe(before - 3);
       expect(await store.deleteMessagesBefore(1_004, 100)).toBe(1);
+    });
+
+    test("opening a schema-1 database migrates presence rows to the counted records and the new connection key", async () => {
+      const old = make();
+      try {
+        const kind = store.kind;
+        const t = kind === "sqlite" ? "presence" : "exhook_presence";
+        await old.exec((kind === "sqlite" ? SQLITE_MIGRATIONS : PG_MIGRATIONS)[0] as string);
+        await old.exec(kind === "sqlite" ? "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1)" : "CREATE TABLE exhook_schema_version (version INTEGER NOT NULL); INSERT INTO exhook_schema_version VALUES (1)");
+        // Rows as version 1 wrote them: key node|peerhost:peerport; live / ended / tombstone (disconnect before connect).
+        const row = (id: string, peerport: number, connectedAt: number | null, disconnectedAt: number | null, reason: string) =>
+          old.exec(
+            `INSERT INTO ${t} (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
+             VALUES ($1, $2, 'emqx@n1', 'u', '10.0.0.9', $3, 1883, 'mqtt', $4, $5, $6)`,
+            [id, `emqx@n1|10.0.0.9:${peerport}`, peerport, connectedAt, disconnectedAt, reason],
+          );
+        await row("m-live", 0, 1000, null, "");
+        await row("m-ended", 7, 1000, 2000, "normal");
+        await row("m-tomb", 8, null, 5000, "tcp_closed");
+        const migrated = await old.open();
+        try {
+          expect(await migrated.getPresence("m-live")).toMatchObject({ online: true, since: 1000, connections: 1, peerport: 0 });
+          expect(await migrated.getPresence("m-ended")).toMatchObject({ online: false, since: 2000, reason: "normal" });
+          expect(await migrated.getPresence("m-tomb")).toMatchObject({ online: false, since: 5000, reason: "tcp_closed" });
+          // The migrated key is the one new events use: the live connection's disconnect ends it, a quick reconnect is online.
+          expect((await migrated.presenceDisconnected(conn("m-live", 0), 3000, "tcp_closed")).state).toMatchObject({ online: false, connections: 0 });
+          expect((await migrated.presenceConnected(conn("m-live", 0), 5000, 30_000)).state).toMatchObject({ online: true, since: 5000, connections: 1 });
+          // The tombstone still holds back its late connect; the ended connection's port may connect again.
+          expect((await migrated.presenceConnected(conn("m-tomb", 8), 5001, 30_000)).state.online).toBe(false);
+          expect((await migrated.presenceConnected(conn("m-ended", 7), 6000, 30_000)).state.online).toBe(true);
+          expect((await migrated.listPresence()).filter((p) => p.clientId.startsWith("m-")).map((p) => [p.clientId, p.online])).toEqual([
+            ["m-ended", true],
+            ["m-live", true],
+            ["m-tomb", false],
+          ]);
+        } finally {
+          await migrated.close();
+        }
+      } finally {
+        await old.cleanup();
+      }
     });
 
     test("reopening the store keeps users and messages", async () => {

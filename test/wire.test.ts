@@ -350,8 +350,8 @@ describe("routeTable", () => {
     expect(routes.get(servicePath("v1", "OnClientAuthorize"))).toBeUndefined();
     expect(routes.get(servicePath("v1", "OnSessionTakenover"))).toBeUndefined();
     expect(routes.get(servicePath("v2", "OnClientCheckAcl"))).toBeUndefined();
-    expect((routes.get(servicePath("v1", "OnClientCheckAcl"))?.target as HookDef).key).toBe("onClientAuthorize");
-    expect((routes.get(servicePath("v1", "OnSessionTakeovered"))?.target as HookDef).key).toBe("onSessionTakenover");
+    expect((routes.get(servicePath("v1", "OnClientCheckAcl"))?.target as HookDef | undefined)?.key).toBe("onClientAuthorize");
+    expect((routes.get(servicePath("v1", "OnSessionTakeovered"))?.target as HookDef | undefined)?.key).toBe("onSessionTakenover");
     expect(routes.get(servicePath("v2", "OnProviderUnloaded"))?.target).toBe("unloaded");
   });
 });

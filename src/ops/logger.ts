@@ -5,6 +5,7 @@
  */
 import pino, { type DestinationStream, type Level, type Logger as PinoLogger } from "pino";
 import { performance } from "node:perf_hooks";
+import { ownRequire } from "../own-location.js";
 import type { HookMiddleware } from "../provider.js";
 
 /** Log levels accepted by {@link createLogger}. */
@@ -45,8 +46,9 @@ export function createLogger(options: LoggerOptions = {}): PinoLogger {
     redact: { paths: [...REDACT_PASSWORD_PATHS, ...(options.logPayloads ? [] : REDACT_PAYLOAD_PATHS)], censor: "[redacted]" },
   };
   if (pretty) {
-    // Synchronous pretty stream (no worker thread): logs are not lost on a fast exit.
-    const pinoPretty = require("pino-pretty") as (o: object) => DestinationStream;
+    // Synchronous pretty stream (no worker thread): logs are not lost on a fast exit. Loaded only on
+    // a terminal, through ownRequire so it works in the ESM build too.
+    const pinoPretty = ownRequire("pino-pretty") as (o: object) => DestinationStream;
     return pino(opts, pinoPretty({ colorize: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,name" }));
   }
   return options.destination ? pino(opts, options.destination) : pino(opts);

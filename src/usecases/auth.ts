@@ -129,7 +129,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
 export function usernameError(username: string): string | undefined {
   if (username.length === 0) return "a username must not be empty";
   if (username.length > 256) return "a username must be at most 256 characters";
-  // eslint-disable-next-line no-control-regex
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this rejects
   if (/[\u0000-\u001f\u007f]/.test(username)) return "a username must not contain control characters";
   return undefined;
 }

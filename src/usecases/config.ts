@@ -12,7 +12,7 @@ import { resolve } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { ExHookConfigError } from "../errors.js";
-import { aclTopicError, type AclRule } from "./acl.js";
+import { aclTopicError, EMQX_DEFAULT_LISTENERS, peerhostError, type AclRule } from "./acl.js";
 import { bridgeSchema } from "./bridge/config-schema.js";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
@@ -38,18 +38,40 @@ const duration = z.union([int(1), z.string()]).transform((v, ctx) => {
   return ms;
 });
 
-const ruleSchema = z.strictObject({
-  permission: z.enum(["allow", "deny"]),
-  action: z.enum(["publish", "subscribe", "all"]).default("all"),
-  topic: z.string().superRefine((t, ctx) => {
-    const err = aclTopicError(t);
-    if (err) ctx.addIssue({ code: "custom", message: err });
-  }),
-  qos: z.array(z.union([z.literal(0), z.literal(1), z.literal(2)])).min(1).optional(),
-  retain: z.boolean().optional(),
-  username: z.string().min(1).optional(),
-  clientid: z.string().min(1).optional(),
-});
+const oneOrMany = <T extends z.ZodType>(t: T) => z.union([t, z.array(t).min(1)]);
+
+const ruleSchema = z
+  .strictObject({
+    permission: z.enum(["allow", "deny"]),
+    action: z.enum(["publish", "subscribe", "all"]).default("all"),
+    topic: z.string().superRefine((t, ctx) => {
+      const err = aclTopicError(t);
+      if (err) ctx.addIssue({ code: "custom", message: err });
+    }),
+    qos: z.array(z.union([z.literal(0), z.literal(1), z.literal(2)])).min(1).optional(),
+    retain: z.boolean().optional(),
+    username: z.string().min(1).optional(),
+    clientid: z.string().min(1).optional(),
+    /** IP address or CIDR block (IPv4/IPv6), or a list of them. */
+    peerhost: oneOrMany(
+      z.string().superRefine((p, ctx) => {
+        const err = peerhostError(p);
+        if (err) ctx.addIssue({ code: "custom", message: err });
+      }),
+    ).optional(),
+    /** EMQX listener id(s), e.g. `tcp:default` (must be in `acl.listeners`). */
+    listener: oneOrMany(z.string().min(1)).optional(),
+    /** Deny rules: also match subscriptions that overlap the topic (default `acl.denyOverlap`). */
+    overlap: z.boolean().optional(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.overlap !== undefined && r.permission === "allow") {
+      ctx.addIssue({ code: "custom", path: ["overlap"], message: "overlap applies to deny rules only (an allow rule must cover a subscription)" });
+    }
+  });
+
+const port = int(1, 65535);
+const ATTR_SOURCES = ["clientid", "username", "peerhost", "cert_common_name", "cert_subject", "mountpoint"] as const;
 
 /** The rules used when the config does not set `acl.rules`. */
 export const DEFAULT_ACL_RULES: readonly AclRule[] = Object.freeze([
@@ -93,6 +115,60 @@ export const configSchema = z.strictObject({
       /** How often store rules are re-read, in ms (0 = only at start). */
       storeRefreshMs: int(0).default(10_000),
       rules: z.array(ruleSchema).optional(),
+      /** Deny rules also match subscriptions that overlap their topic (issue: `users/alice/#` past a deny of `users/alice/secret/#`). */
+      denyOverlap: z.boolean().default(true),
+      /** Listener ids and their ports, for `listener` conditions (ExHook sends the port, not the name). */
+      listeners: z.record(z.string().regex(/^[a-z]+:[A-Za-z0-9_-]+$/, 'must be an EMQX listener id such as "tcp:default"'), oneOrMany(port)).default({ ...EMQX_DEFAULT_LISTENERS }),
+      /**
+       * `${client_attrs.NAME}` values derived from what EMQX sends, like EMQX's `mqtt.client_attrs_init`:
+       * the `from` field, optionally split on `split` and the `nth` piece taken (1-based).
+       */
+      clientAttrs: z
+        .array(
+          z.strictObject({
+            name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, _ and - only (1-64)"),
+            from: z.enum(ATTR_SOURCES),
+            split: z.string().min(1).optional(),
+            nth: int(1, 64).optional(),
+          }),
+        )
+        .default([]),
+    })
+    .superRefine((acl, ctx) => {
+      (acl.rules ?? []).forEach((r, i) => {
+        for (const id of r.listener === undefined ? [] : Array.isArray(r.listener) ? r.listener : [r.listener]) {
+          if (!(id in acl.listeners)) {
+            ctx.addIssue({ code: "custom", path: ["rules", i, "listener"], message: `listener ${JSON.stringify(id)} is not in acl.listeners (known: ${Object.keys(acl.listeners).join(", ") || "none"})` });
+          }
+        }
+      });
+    })
+    .prefault({}),
+  cache: z
+    .strictObject({
+      /** The decision cache in front of the hooks below (off: the rules are in memory and cost < 1 µs). */
+      enabled: z.boolean().default(false),
+      hooks: z.array(z.enum(["onClientAuthenticate", "onClientAuthorize"])).min(1).default(["onClientAuthorize"]),
+      /** How long an allow is kept. */
+      ttl: duration.default(60_000),
+      /** How long a deny (or no-opinion) is kept. */
+      negativeTtl: duration.default(5_000),
+      /** Each entry lives a random 0..jitter fraction shorter, so entries made together do not expire together. */
+      jitter: z.number().min(0).max(1).default(0.1),
+      maxEntries: int(1).default(100_000),
+      /** How often the store is polled for invalidations made by other processes (PostgreSQL: also LISTEN/NOTIFY). */
+      pollInterval: duration.default(1000),
+      /** Also tell EMQX (its REST API) when users or rules change. */
+      emqx: z
+        .strictObject({
+          url: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL (EMQX's dashboard/API listener, e.g. http://emqx:18083)"),
+          apiKey: z.string().min(1),
+          apiSecret: z.string().min(1),
+          /** On a user change: clear the authorization cache of the user's clients, or disconnect them. */
+          onUserChange: z.enum(["clear-cache", "kick"]).default("clear-cache"),
+          timeoutMs: int(1).default(2000),
+        })
+        .optional(),
     })
     .prefault({}),
   persistence: z
@@ -179,7 +255,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
     lineOf = (p) => {
       for (let n = p.length; n > 0; n--) {
         const node = doc.getIn(p.slice(0, n) as unknown[], true) as { range?: [number, number, number] } | undefined;
-        if (node && node.range) return lc.linePos(node.range[0]).line;
+        if (node?.range) return lc.linePos(node.range[0]).line;
       }
       return undefined;
     };

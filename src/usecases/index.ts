@@ -4,7 +4,8 @@
  * `emqx-exhook/usecases`, or run them all with `emqx-exhook serve examples/stack-provider.js`.
  */
 export { createStack, openStore, loadAcl } from "./stack.js";
-export type { Stack, StackOptions, ClosableProvider } from "./stack.js";
+export type { Stack, StackOptions } from "./stack.js";
+export { stackProvider } from "./stack-provider.js";
 export { loadConfig, parseConfig, parseDuration, resolvedStore, configSchema, DEFAULT_ACL_RULES } from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
 export { createAuthenticator, addUser, usernameError, compileClientIdPatterns } from "./auth.js";
@@ -13,17 +14,30 @@ export { hashPassword, verifyPassword, needsRehash, parseHash, DEFAULT_SCRYPT } 
 export type { ScryptParams } from "./password.js";
 export { compileAcl, aclTopicError } from "./acl.js";
 export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
+// Authorization: rule options, the authorizer (superuser / per-client rules), the decision cache,
+// invalidations across workers, instances and EMQX.
+export { aclRequestOf, peerhostError, EMQX_DEFAULT_LISTENERS } from "./acl.js";
+export type { AclOptions } from "./acl.js";
+export { createAuthorizer, deriveClientAttrs } from "./authorizer.js";
+export type { Authorizer, AuthorizerOptions, AuthorizeResult, AuthorizeSource, ClientRules, ClientAttrRule, SuperuserCheck, ClientRulesLookup, ClientAttrsLookup } from "./authorizer.js";
+export { createDecisionCache } from "./decision-cache.js";
+export type { DecisionCache, DecisionCacheOptions, DecisionCacheStats, CacheInvalidation, CacheableHook } from "./decision-cache.js";
+export { createInvalidationHub, LISTENER_APP_NAME } from "./invalidation.js";
+export type { Invalidation, InvalidationHub, InvalidationHubOptions, InvalidationHubStats, InvalidationOrigin } from "./invalidation.js";
+export { createEmqxNotifier } from "./emqx-api.js";
+export type { EmqxNotifier, EmqxNotifierOptions, EmqxNotifierStats } from "./emqx-api.js";
 export { createPersistence, createMessageWriter, createMessageRetention, RETENTION_CHUNK } from "./persistence.js";
 export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats, MessageRetention, MessageRetentionOptions } from "./persistence.js";
-export { createPresence, connectionOf, presenceStoreSink } from "./presence.js";
-export type { Presence, PresenceOptions, PresenceEvent, PresenceStats } from "./presence.js";
+export { createStoredPresence } from "./presence.js";
+export type { StoredPresence, StoredPresenceOptions, StoredPresenceStats } from "./presence.js";
 export { createReadServer, messageJson, messageQueryFrom, parseTime } from "./http.js";
 export type { ReadServer, ReadServerOptions, MessageJson } from "./http.js";
 export { openSqliteStore } from "./sqlite-store.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
-export type { Store, UserRecord, StoredMessage, MessageQuery, ConnectionInfo, PresenceState, PresenceChange } from "./store.js";
+export type { Store, UserRecord, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";
+export type { InvalidationRecord, InvalidationScope } from "./store.js";
 // Bridge: messages and events to NATS JetStream, RabbitMQ, Redis Streams through a durable outbox (docs/bridging.md).
 export { createBridge, mergeHookHandlers, resolveSecret } from "./bridge/bridge.js";
 export type { Bridge, BridgeOptions, BridgeStats } from "./bridge/bridge.js";

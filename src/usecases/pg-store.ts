@@ -4,24 +4,29 @@
  * together do not race; presence changes take a per-client-id transaction lock so two instances
  * handling the two connections of a takeover still agree.
  */
-import pg from "pg";
+import type pg from "pg";
+import { connectionKey, type Connection } from "../connection.js";
+import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
+import { loadOptional } from "./optional-dependency.js";
 import { PG_OUTBOX_MIGRATION, pgOutboxMethods } from "./bridge/pg-outbox.js";
 import {
-  derivePresence,
+  INVALIDATION_KEEP_MS,
   groupPresence,
   pagedQuery,
-  type ConnectionInfo,
+  type InvalidationScope,
   type MessageQuery,
   type PresenceChange,
-  type PresenceRow,
   type PresenceState,
   type Store,
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
 
-/** Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one. */
-const MIGRATIONS: readonly string[] = [
+/**
+ * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
+ * @internal Exported for the migration tests.
+ */
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE exhook_users (
      username TEXT PRIMARY KEY,
      password_hash TEXT NOT NULL,
@@ -58,9 +63,26 @@ const MIGRATIONS: readonly string[] = [
      reason TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (clientid, conn_key)
    );`,
-  // 2: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
+  // 2: presence counts connects minus disconnects per connection identity (src/presence.ts), and the
+  // identity is the one of src/connection.ts (node|peerhost|peerport|sockport, was node|peerhost:peerport).
+  // Old rows: live connection = 1, ended = 0, disconnect before its connect (tombstone) = -1.
+  `ALTER TABLE exhook_presence ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
+   UPDATE exhook_presence SET
+     live = CASE WHEN disconnected_at IS NULL AND connected_at IS NOT NULL THEN 1 WHEN connected_at IS NULL THEN -1 ELSE 0 END,
+     conn_key = node || '|' || peerhost || '|' || peerport || '|' || sockport;`,
+  // 3: invalidation announcements (src/usecases/invalidation.ts), read by every process on the store.
+  `CREATE TABLE exhook_invalidations (
+     seq BIGSERIAL PRIMARY KEY,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at BIGINT NOT NULL
+   );`,
+  // 4: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
   PG_OUTBOX_MIGRATION,
 ];
+
+/** The NOTIFY channel of {@link Store.recordInvalidation} (payload: the record's seq). */
+export const INVALIDATION_CHANNEL = "exhook_invalidation";
 
 /** Advisory lock key serializing schema migrations across instances ("exhook" in ASCII). */
 const MIGRATION_LOCK = 0x657868_6f6f6b;
@@ -93,16 +115,17 @@ function toMessage(r: Record<string, unknown>): StoredMessage & { seq: number } 
   };
 }
 
-function toPresenceRow(r: Record<string, unknown>): PresenceRow {
+function toRecord(r: Record<string, unknown>): ConnectionRecord {
   return {
     clientId: r["clientid"] as string,
-    connKey: r["conn_key"] as string,
+    key: r["conn_key"] as string,
     node: r["node"] as string,
     username: r["username"] as string,
     peerhost: r["peerhost"] as string,
     peerport: num(r["peerport"]),
     sockport: num(r["sockport"]),
     protocol: r["protocol"] as string,
+    live: num(r["live"]),
     connectedAt: numOrNull(r["connected_at"]),
     disconnectedAt: numOrNull(r["disconnected_at"]),
     reason: r["reason"] as string,
@@ -119,9 +142,13 @@ function toUser(r: Record<string, unknown>): UserRecord {
   };
 }
 
-/** Opens a PostgreSQL store, creating or migrating its tables (prefixed `exhook_`). */
+/**
+ * Opens a PostgreSQL store, creating or migrating its tables (prefixed `exhook_`). Needs the optional
+ * package pg (an ExHookConfigError says what to install when it is missing).
+ */
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<Store> {
-  const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
+  const { Pool } = loadOptional<typeof pg>("pg", "the PostgreSQL store");
+  const pool = new Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on("error", () => {});
   try {
@@ -139,19 +166,31 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     location = "postgres";
   }
 
-  const rowsOf = async (q: pg.Pool | pg.PoolClient, clientId: string): Promise<PresenceRow[]> =>
-    (await q.query("SELECT * FROM exhook_presence WHERE clientid = $1", [clientId])).rows.map(toPresenceRow);
+  const rowsOf = async (q: pg.Pool | pg.PoolClient, clientId: string): Promise<ConnectionRecord[]> =>
+    (await q.query("SELECT * FROM exhook_presence WHERE clientid = $1", [clientId])).rows.map(toRecord);
 
-  async function change(clientId: string, write: (c: pg.PoolClient) => Promise<unknown>): Promise<PresenceChange> {
+  // One transaction per event, under a per-client-id lock: read the client's records, apply the rule, write the one record.
+  async function change(conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): Promise<PresenceChange> {
     const c = await pool.connect();
     try {
       await c.query("BEGIN");
-      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [clientId]);
-      const wasOnline = derivePresence(await rowsOf(c, clientId))?.online ?? false;
-      await write(c);
-      const state = derivePresence(await rowsOf(c, clientId)) as PresenceState;
+      await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [conn.clientId]);
+      const records = await rowsOf(c, conn.clientId);
+      const wasOnline = derivePresence(records)?.online ?? false;
+      const key = connectionKey(conn);
+      const i = records.findIndex((r) => r.key === key);
+      const r = next(records[i]);
+      await c.query(
+        `INSERT INTO exhook_presence AS p (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, live, connected_at, disconnected_at, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (clientid, conn_key) DO UPDATE SET node = excluded.node, username = excluded.username, protocol = excluded.protocol,
+           live = excluded.live, connected_at = excluded.connected_at, disconnected_at = excluded.disconnected_at, reason = excluded.reason`,
+        [r.clientId, r.key, r.node, r.username, r.peerhost, r.peerport, r.sockport, r.protocol, r.live, r.connectedAt, r.disconnectedAt, r.reason],
+      );
+      if (i >= 0) records[i] = r;
+      else records.push(r);
       await c.query("COMMIT");
-      return { wasOnline, state };
+      return { wasOnline, state: derivePresence(records) as PresenceState };
     } catch (err) {
       await c.query("ROLLBACK").catch(() => {});
       throw err;
@@ -159,8 +198,6 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       c.release();
     }
   }
-
-  const connParams = (conn: ConnectionInfo) => [conn.clientId, conn.connKey, conn.node, conn.username, conn.peerhost, conn.peerport, conn.sockport, conn.protocol];
 
   let closed = false;
   return {
@@ -241,43 +278,46 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       });
     },
     presenceConnected(conn, at, reorderWindowMs) {
-      return change(conn.clientId, (c) =>
-        c.query(
-          `INSERT INTO exhook_presence AS p (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, '')
-           ON CONFLICT (clientid, conn_key) DO UPDATE SET
-             connected_at = CASE WHEN p.disconnected_at IS NOT NULL AND p.disconnected_at < $10 THEN $9 ELSE coalesce(p.connected_at, $9) END,
-             disconnected_at = CASE WHEN p.disconnected_at IS NOT NULL AND p.disconnected_at < $10 THEN NULL ELSE p.disconnected_at END,
-             node = excluded.node, username = excluded.username, protocol = excluded.protocol, sockport = excluded.sockport`,
-          [...connParams(conn), at, at - reorderWindowMs],
-        ),
-      );
+      return change(conn, (prev) => recordConnected(prev, conn, at, reorderWindowMs));
     },
     presenceDisconnected(conn, at, reason) {
-      return change(conn.clientId, (c) =>
-        c.query(
-          `INSERT INTO exhook_presence AS p (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10)
-           ON CONFLICT (clientid, conn_key) DO UPDATE SET disconnected_at = $9, reason = $10 WHERE p.disconnected_at IS NULL`,
-          [...connParams(conn), at, reason],
-        ),
-      );
+      return change(conn, (prev) => recordDisconnected(prev, conn, at, reason));
     },
     async getPresence(clientId) {
       return derivePresence(await rowsOf(pool, clientId));
     },
     async listPresence(opts = {}) {
-      const rows = (await pool.query('SELECT * FROM exhook_presence ORDER BY clientid COLLATE "C"')).rows.map(toPresenceRow);
+      const rows = (await pool.query('SELECT * FROM exhook_presence ORDER BY clientid COLLATE "C"')).rows.map(toRecord);
       return groupPresence(rows, opts.online, opts.limit ?? Number.MAX_SAFE_INTEGER);
     },
     async prunePresence(before) {
       const r = await pool.query(
-        `DELETE FROM exhook_presence p WHERE disconnected_at IS NOT NULL AND disconnected_at < $1 AND EXISTS (
+        `DELETE FROM exhook_presence p WHERE live <= 0 AND disconnected_at IS NOT NULL AND disconnected_at < $1 AND EXISTS (
            SELECT 1 FROM exhook_presence p2 WHERE p2.clientid = p.clientid AND p2.conn_key <> p.conn_key
-             AND (p2.disconnected_at IS NULL OR p2.disconnected_at > p.disconnected_at))`,
+             AND (p2.live > 0 OR p2.disconnected_at > p.disconnected_at))`,
         [before],
       );
       return r.rowCount ?? 0;
+    },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      await pool.query("DELETE FROM exhook_invalidations WHERE at < $1", [now - INVALIDATION_KEEP_MS]);
+      // One statement: the row and the notification commit together (NOTIFY is sent at commit).
+      const r = await pool.query(
+        `WITH ins AS (INSERT INTO exhook_invalidations (scope, key, at) VALUES ($1, $2, $3) RETURNING seq)
+         SELECT seq, pg_notify('${INVALIDATION_CHANNEL}', seq::text) FROM ins`,
+        [scope, key, now],
+      );
+      return num(r.rows[0]?.["seq"]);
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = num((await pool.query("SELECT max(seq) AS seq FROM exhook_invalidations")).rows[0]?.["seq"]);
+      if (after < 0) return { latest, records: [] };
+      const r = await pool.query("SELECT seq, scope, key, at FROM exhook_invalidations WHERE seq > $1 ORDER BY seq LIMIT $2", [after, limit]);
+      return {
+        latest,
+        records: r.rows.map((row) => ({ seq: num(row["seq"]), scope: row["scope"] as InvalidationScope, key: row["key"] as string, at: num(row["at"]) })),
+      };
     },
     ...pgOutboxMethods(pool),
     async close() {

@@ -1,41 +1,28 @@
 /**
- * The presence use case: online/offline per client id, from `client.connected` and
- * `client.disconnected`, kept in the store so every instance sharing it agrees.
- *
- * A connection is identified by client id + node + peerhost:peerport. The store keeps one row per
- * connection; a client is online while any of its connections has connected and not disconnected,
- * and the newest such connection is shown. This makes the outcome independent of arrival order:
- * - takeover: the old connection's `disconnected` (reason `takenover` or `discarded`) arriving after
- *   the new connection's `connected` leaves the client online with the new connection;
- * - a `disconnected` that arrives before its own `connected` leaves a tombstone, so the late
- *   `connected` does not mark an ended connection online. A tombstone older than `reorderWindowMs`
- *   no longer blocks, because the same peer address and port may be reused by a new connection.
- * Limits (documented): before EMQX 5.4 `peerport` is not sent, so two connections from one host to
- * one node look the same; a disconnect missed while this server was down leaves the client shown
- * online until its next connect/disconnect.
+ * Stored presence, the presence use case: online/offline per client id from `client.connected` and
+ * `client.disconnected`, kept in the store so every instance sharing it agrees. The rules are those
+ * of the in-memory tracker (src/presence.ts: one record per connection identity counting connects
+ * minus disconnects, so takeovers, quick reconnects from the same address and out-of-order events
+ * come out right); the store applies them in one transaction per client id.
  *
  * Change events: optional webhook (HTTP POST of JSON) on every online/offline transition. Publishing
  * to an MQTT topic instead would need an MQTT client, which this package does not include; point the
  * webhook at EMQX's HTTP publish API if you want the event on a topic.
  */
-import type { ClientInfo } from "../../gen/emqx/exhook/v3/exhook_pb.js";
+import { connectionOf } from "../connection.js";
+import { DEFAULT_REORDER_WINDOW_MS, type PresenceEvent } from "../presence.js";
 import type { HookHandler, Logger } from "../provider.js";
-import type { ConnectionInfo, PresenceState, Store } from "./store.js";
+import type { Store } from "./store.js";
 
-/** What a webhook receives (JSON body of a POST). */
-export interface PresenceEvent {
-  readonly event: "online" | "offline";
-  readonly clientId: string;
-  readonly at: string;
-  readonly state: PresenceState;
-}
-
-/** Options of {@link createPresence}. */
-export interface PresenceOptions {
+/** Options of {@link createStoredPresence}. */
+export interface StoredPresenceOptions {
   readonly store: Store;
-  /** How long an out-of-order disconnect blocks its own late connect, in ms. Default 30000. */
+  /** How long a disconnect waits for its own late connect, in ms. Default 30000. */
   readonly reorderWindowMs?: number;
-  /** Webhook for change events. Default: none. */
+  /**
+   * Webhook for change events: a POST of `{ "event": "online"|"offline", "clientId", "at" (ISO 8601),
+   * "state" }`. Default: none.
+   */
   readonly webhook?: {
     readonly url: string;
     /** Per-request timeout in ms. Default 2000. */
@@ -53,7 +40,7 @@ export interface PresenceOptions {
 }
 
 /** Counters of the presence use case. */
-export interface PresenceStats {
+export interface StoredPresenceStats {
   readonly connected: number;
   readonly disconnected: number;
   readonly transitions: number;
@@ -61,38 +48,20 @@ export interface PresenceStats {
   readonly webhookFailed: number;
 }
 
-/** The presence use case. */
-export interface Presence {
+/** The presence use case: two hook handlers for a provider, and its lifecycle. */
+export interface StoredPresence {
   readonly onClientConnected: HookHandler<"onClientConnected">;
   readonly onClientDisconnected: HookHandler<"onClientDisconnected">;
   /** Waits for webhook requests in flight and stops pruning. */
   close(): Promise<void>;
-  stats(): PresenceStats;
+  stats(): StoredPresenceStats;
 }
 
-/** A stored connection: its details plus the store's identity key `node|peerhost:peerport`. */
-function storedConnection(c: Omit<ConnectionInfo, "connKey">): ConnectionInfo {
-  return { ...c, connKey: `${c.node}|${c.peerhost}:${c.peerport}` };
-}
-
-/** The connection identity and details of a `ClientInfo`. */
-export function connectionOf(ci: ClientInfo | undefined, metaNode = ""): ConnectionInfo {
-  return storedConnection({
-    clientId: ci?.clientid ?? "",
-    node: ci?.node || metaNode,
-    username: ci?.username ?? "",
-    peerhost: ci?.peerhost ?? "",
-    peerport: ci?.peerport ?? 0,
-    sockport: ci?.sockport ?? 0,
-    protocol: ci?.protocol ?? "",
-  });
-}
-
-/** Creates the presence use case. */
-export function createPresence(options: PresenceOptions): Presence {
+/** Creates the presence use case on a store. */
+export function createStoredPresence(options: StoredPresenceOptions): StoredPresence {
   const { store, logger, webhook } = options;
   const now = options.now ?? Date.now;
-  const window = options.reorderWindowMs ?? 30_000;
+  const window = options.reorderWindowMs ?? DEFAULT_REORDER_WINDOW_MS;
   const s = { connected: 0, disconnected: 0, transitions: 0, webhookSent: 0, webhookFailed: 0 };
   const inflight = new Set<Promise<void>>();
 
@@ -107,7 +76,7 @@ export function createPresence(options: PresenceOptions): Presence {
     const p = fetch(webhook.url, {
       method: "POST",
       headers: { "content-type": "application/json", ...webhook.headers },
-      body: JSON.stringify(event),
+      body: JSON.stringify({ event: event.type, clientId: event.clientId, at: new Date(event.at).toISOString(), state: event.state }),
       signal: AbortSignal.timeout(webhook.timeoutMs ?? 2000),
     })
       .then(async (res) => {
@@ -137,40 +106,25 @@ export function createPresence(options: PresenceOptions): Presence {
 
   return {
     async onClientConnected({ clientinfo }, ctx) {
-      const conn = connectionOf(clientinfo, ctx.broker?.node);
+      const conn = connectionOf(clientinfo, clientinfo?.node ? "" : ctx.broker?.node);
       if (conn.clientId === "") return;
       s.connected++;
       const at = now();
       const { wasOnline, state } = await store.presenceConnected(conn, at, window);
-      if (!wasOnline && state.online) emit({ event: "online", clientId: conn.clientId, at: new Date(at).toISOString(), state });
+      if (!wasOnline && state.online) emit({ type: "online", clientId: conn.clientId, at, state });
     },
     async onClientDisconnected({ clientinfo, reason }, ctx) {
-      const conn = connectionOf(clientinfo, ctx.broker?.node);
+      const conn = connectionOf(clientinfo, clientinfo?.node ? "" : ctx.broker?.node);
       if (conn.clientId === "") return;
       s.disconnected++;
       const at = now();
       const { wasOnline, state } = await store.presenceDisconnected(conn, at, reason);
-      if (wasOnline && !state.online) emit({ event: "offline", clientId: conn.clientId, at: new Date(at).toISOString(), state });
+      if (wasOnline && !state.online) emit({ type: "offline", clientId: conn.clientId, at, state });
     },
     async close() {
       if (pruner) clearInterval(pruner);
       await Promise.allSettled([...inflight]);
     },
     stats: () => ({ ...s }),
-  };
-}
-
-/**
- * A sink for the in-memory presence tracker of `src/presence.ts` (`createPresence({ sinks: [...] })`
- * from the main entry) that records its transitions in a store. Use it when you run that tracker
- * anyway and one ExHook instance sees every event; for several instances behind one URL use
- * {@link createPresence} above, which writes every event (not only transitions) so instances agree.
- */
-export function presenceStoreSink(store: Store, reorderWindowMs = 30_000): import("../presence.js").PresenceSink {
-  const conn = (r: import("../presence.js").PresenceRecord): ConnectionInfo =>
-    storedConnection({ clientId: r.clientId, node: r.node, username: r.username, peerhost: r.peerhost, peerport: r.peerport, sockport: r.sockport, protocol: r.protocol });
-  return {
-    online: async (r) => void (await store.presenceConnected(conn(r), r.connectedAt, reorderWindowMs)),
-    offline: async (r, reason) => void (await store.presenceDisconnected(conn(r), Date.now(), reason)),
   };
 }

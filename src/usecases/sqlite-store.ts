@@ -6,25 +6,30 @@
  */
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { connectionKey, type Connection } from "../connection.js";
+import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
+import { loadOptional } from "./optional-dependency.js";
 import { SQLITE_OUTBOX_MIGRATION, sqliteOutboxMethods } from "./bridge/sqlite-outbox.js";
 import {
-  derivePresence,
+  INVALIDATION_KEEP_MS,
   groupPresence,
   pagedQuery,
   parseHeaders,
-  type ConnectionInfo,
+  type InvalidationRecord,
   type MessageQuery,
   type PresenceChange,
-  type PresenceRow,
   type PresenceState,
   type Store,
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
 
-/** Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one. */
-const MIGRATIONS: readonly string[] = [
+/**
+ * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
+ * @internal Exported for the migration tests.
+ */
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE users (
      username TEXT PRIMARY KEY,
      password_hash TEXT NOT NULL,
@@ -61,7 +66,21 @@ const MIGRATIONS: readonly string[] = [
      reason TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (clientid, conn_key)
    );`,
-  // 2: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
+  // 2: presence counts connects minus disconnects per connection identity (src/presence.ts), and the
+  // identity is the one of src/connection.ts (node|peerhost|peerport|sockport, was node|peerhost:peerport).
+  // Old rows: live connection = 1, ended = 0, disconnect before its connect (tombstone) = -1.
+  `ALTER TABLE presence ADD COLUMN live INTEGER NOT NULL DEFAULT 0;
+   UPDATE presence SET
+     live = CASE WHEN disconnected_at IS NULL AND connected_at IS NOT NULL THEN 1 WHEN connected_at IS NULL THEN -1 ELSE 0 END,
+     conn_key = node || '|' || peerhost || '|' || peerport || '|' || sockport;`,
+  // 3: invalidation announcements (src/usecases/invalidation.ts), read by every process on the store.
+  `CREATE TABLE invalidations (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at INTEGER NOT NULL
+   );`,
+  // 4: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
   SQLITE_OUTBOX_MIGRATION,
 ];
 
@@ -94,6 +113,7 @@ interface PresenceDbRow {
   peerport: number;
   sockport: number;
   protocol: string;
+  live: number;
   connected_at: number | null;
   disconnected_at: number | null;
   reason: string;
@@ -113,24 +133,29 @@ const toMessage = (r: MessageRow): StoredMessage & { seq: number } => ({
   headers: parseHeaders(r.headers),
 });
 
-const toPresenceRow = (r: PresenceDbRow): PresenceRow => ({
+const toRecord = (r: PresenceDbRow): ConnectionRecord => ({
   clientId: r.clientid,
-  connKey: r.conn_key,
+  key: r.conn_key,
   node: r.node,
   username: r.username,
   peerhost: r.peerhost,
   peerport: r.peerport,
   sockport: r.sockport,
   protocol: r.protocol,
+  live: r.live,
   connectedAt: r.connected_at,
   disconnectedAt: r.disconnected_at,
   reason: r.reason,
 });
 
-/** Opens (and creates or migrates) a SQLite store. */
+/**
+ * Opens (and creates or migrates) a SQLite store. Needs the optional package better-sqlite3 (an
+ * ExHookConfigError says what to install when it is missing).
+ */
 export function openSqliteStore(options: SqliteStoreOptions): Store {
+  const Sqlite = loadOptional<typeof Database>("better-sqlite3", "the SQLite store");
   if (options.file !== ":memory:") mkdirSync(dirname(options.file), { recursive: true });
-  const db = new Database(options.file);
+  const db = new Sqlite(options.file);
   db.pragma("journal_mode = WAL");
   // NORMAL in WAL mode: a commit survives a process kill; only an OS crash/power loss may lose the
   // last transactions. Writers wait up to 5 s for another process (e.g. the CLI) instead of failing.
@@ -161,28 +186,30 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     return n;
   });
   const presenceRows = db.prepare<[string], PresenceDbRow>("SELECT * FROM presence WHERE clientid = ?");
-  const connectedStmt = db.prepare(
-    `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
-     VALUES (@clientId, @connKey, @node, @username, @peerhost, @peerport, @sockport, @protocol, @at, NULL, '')
-     ON CONFLICT (clientid, conn_key) DO UPDATE SET
-       connected_at = CASE WHEN presence.disconnected_at IS NOT NULL AND presence.disconnected_at < @staleBefore THEN @at
-                           ELSE coalesce(presence.connected_at, @at) END,
-       disconnected_at = CASE WHEN presence.disconnected_at IS NOT NULL AND presence.disconnected_at < @staleBefore THEN NULL
-                              ELSE presence.disconnected_at END,
-       node = excluded.node, username = excluded.username, protocol = excluded.protocol, sockport = excluded.sockport`,
+  const upsertPresence = db.prepare(
+    `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, live, connected_at, disconnected_at, reason)
+     VALUES (@clientId, @key, @node, @username, @peerhost, @peerport, @sockport, @protocol, @live, @connectedAt, @disconnectedAt, @reason)
+     ON CONFLICT (clientid, conn_key) DO UPDATE SET node = excluded.node, username = excluded.username, protocol = excluded.protocol,
+       live = excluded.live, connected_at = excluded.connected_at, disconnected_at = excluded.disconnected_at, reason = excluded.reason`,
   );
-  const disconnectedStmt = db.prepare(
-    `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, connected_at, disconnected_at, reason)
-     VALUES (@clientId, @connKey, @node, @username, @peerhost, @peerport, @sockport, @protocol, NULL, @at, @reason)
-     ON CONFLICT (clientid, conn_key) DO UPDATE SET disconnected_at = @at, reason = @reason
-       WHERE presence.disconnected_at IS NULL`,
-  );
-  const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toPresenceRow));
-  const change = (clientId: string, write: () => void): PresenceChange =>
+  const insertInvalidation = db.prepare<[string, string, number], { seq: number }>("INSERT INTO invalidations (scope, key, at) VALUES (?, ?, ?) RETURNING seq");
+  const pruneInvalidations = db.prepare<[number]>("DELETE FROM invalidations WHERE at < ?");
+  const invalidationsAfter = db.prepare<[number, number], InvalidationRecord>("SELECT seq, scope, key, at FROM invalidations WHERE seq > ? ORDER BY seq LIMIT ?");
+  const latestInvalidation = db.prepare<[], { seq: number | null }>("SELECT max(seq) AS seq FROM invalidations");
+  const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toRecord));
+  // One transaction per event: read the client's records, apply the rule, write the one record.
+  const change = (conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): PresenceChange =>
     db.transaction(() => {
-      const wasOnline = state(clientId)?.online ?? false;
-      write();
-      return { wasOnline, state: state(clientId) as PresenceState };
+      const records = presenceRows.all(conn.clientId).map(toRecord);
+      const wasOnline = derivePresence(records)?.online ?? false;
+      const key = connectionKey(conn);
+      const i = records.findIndex((r) => r.key === key);
+      const rec = next(records[i]);
+      const { clientId, key: k, node, username, peerhost, peerport, sockport, protocol, live, connectedAt, disconnectedAt, reason } = rec;
+      upsertPresence.run({ clientId, key: k, node, username, peerhost, peerport, sockport, protocol, live, connectedAt, disconnectedAt, reason });
+      if (i >= 0) records[i] = rec;
+      else records.push(rec);
+      return { wasOnline, state: derivePresence(records) as PresenceState };
     }).immediate();
 
   const toUser = (r: { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }): UserRecord => ({
@@ -217,7 +244,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       db.transaction(() => {
         db.prepare("DELETE FROM acl_rules").run();
         const ins = db.prepare("INSERT INTO acl_rules (position, rule) VALUES (?, ?)");
-        rules.forEach((r, i) => ins.run(i + 1, JSON.stringify(r)));
+        for (const [i, r] of rules.entries()) ins.run(i + 1, JSON.stringify(r));
       })();
     },
     async insertMessages(batch) {
@@ -249,27 +276,36 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
         return (db.prepare(sql).all(...params, pageSize) as MessageRow[]).map(toMessage);
       });
     },
-    async presenceConnected(conn: ConnectionInfo, at: number, reorderWindowMs: number) {
-      return change(conn.clientId, () => connectedStmt.run({ ...conn, at, staleBefore: at - reorderWindowMs }));
+    async presenceConnected(conn: Connection, at: number, reorderWindowMs: number) {
+      return change(conn, (prev) => recordConnected(prev, conn, at, reorderWindowMs));
     },
-    async presenceDisconnected(conn: ConnectionInfo, at: number, reason: string) {
-      return change(conn.clientId, () => disconnectedStmt.run({ ...conn, at, reason }));
+    async presenceDisconnected(conn: Connection, at: number, reason: string) {
+      return change(conn, (prev) => recordDisconnected(prev, conn, at, reason));
     },
     async getPresence(clientId) {
       return state(clientId);
     },
     async listPresence(opts = {}) {
-      const rows = db.prepare<[], PresenceDbRow>("SELECT * FROM presence ORDER BY clientid").all().map(toPresenceRow);
+      const rows = db.prepare<[], PresenceDbRow>("SELECT * FROM presence ORDER BY clientid").all().map(toRecord);
       return groupPresence(rows, opts.online, opts.limit ?? Number.MAX_SAFE_INTEGER);
     },
     async prunePresence(before) {
       return db
         .prepare(
-          `DELETE FROM presence WHERE disconnected_at IS NOT NULL AND disconnected_at < ? AND EXISTS (
+          `DELETE FROM presence WHERE live <= 0 AND disconnected_at IS NOT NULL AND disconnected_at < ? AND EXISTS (
              SELECT 1 FROM presence p2 WHERE p2.clientid = presence.clientid AND p2.conn_key <> presence.conn_key
-               AND (p2.disconnected_at IS NULL OR p2.disconnected_at > presence.disconnected_at))`,
+               AND (p2.live > 0 OR p2.disconnected_at > presence.disconnected_at))`,
         )
         .run(before).changes;
+    },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      pruneInvalidations.run(now - INVALIDATION_KEEP_MS);
+      return (insertInvalidation.get(scope, key, now) as { seq: number }).seq;
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = latestInvalidation.get()?.seq ?? 0;
+      return { latest, records: after < 0 ? [] : invalidationsAfter.all(after, limit) };
     },
     ...sqliteOutboxMethods(db),
     async close() {

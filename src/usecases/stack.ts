@@ -4,15 +4,19 @@
  */
 import type { Registry } from "prom-client";
 import { defineProvider, type HookHandlers, type Logger, type Provider } from "../provider.js";
-import type { ReadinessCheck } from "../ops/http-probes.js";
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
 import { createAuthenticator, type Authenticator } from "./auth.js";
 import { createBridge, mergeHookHandlers, type Bridge } from "./bridge/bridge.js";
+import { createAuthorizer, type Authorizer, type ClientAttrRule, type ClientAttrsLookup, type ClientRulesLookup, type SuperuserCheck } from "./authorizer.js";
+import { createDecisionCache, type DecisionCache } from "./decision-cache.js";
+import { createEmqxNotifier, type EmqxNotifier } from "./emqx-api.js";
+import { createInvalidationHub, type Invalidation, type InvalidationHub } from "./invalidation.js";
+import type { ClusterBus } from "../ops/cluster-bus.js";
 import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from "./config.js";
 import { createReadServer, type ReadServer } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
 import { openPostgresStore } from "./pg-store.js";
-import { createPresence, type Presence } from "./presence.js";
+import { createStoredPresence, type StoredPresence } from "./presence.js";
 import { openSqliteStore } from "./sqlite-store.js";
 import type { Store } from "./store.js";
 import { ExHookConfigError } from "../errors.js";
@@ -24,27 +28,31 @@ export async function openStore(cfg: StackConfig): Promise<Store> {
   return openPostgresStore({ url: s.url, poolSize: s.poolSize });
 }
 
-/**
- * A provider that also owns resources; the CLI calls `close()` after the server stopped. With the
- * bridge on, it also carries the bridge's metrics (`metricsRegistry`, served on the server's
- * /metrics) and readiness checks (`readiness`, part of /readyz).
- */
-export type ClosableProvider = Provider & {
-  close(): Promise<void>;
-  readonly metricsRegistry?: Registry;
-  readiness?(): ReadinessCheck[];
-};
-
 /** The assembled stack. */
 export interface Stack {
-  readonly provider: ClosableProvider;
+  /** The provider to serve; close the stack (`close()`) after the server stopped. */
+  readonly provider: Provider;
   readonly store: Store;
   readonly config: StackConfig;
   readonly auth: Authenticator | undefined;
   /** The rule set in use (config rules, then store rules); changes when store rules are re-read. */
   acl(): Acl | undefined;
+  /** The authorize answer (superusers, per-client rules, global rules), when `acl.enabled`. */
+  readonly authorizer: Authorizer | undefined;
+  /** Re-reads the store's rules now; resolves with whether they changed (cached decisions are then dropped). */
+  reloadAcl(): Promise<boolean>;
+  /** The decision cache, when `cache.enabled`. */
+  readonly cache: DecisionCache | undefined;
+  /** Where invalidations are announced and heard (other workers, other instances, the CLI, EMQX). */
+  readonly invalidations: InvalidationHub;
+  /**
+   * Announces a change: a user's password, rights or superuser flag changed or it was removed
+   * (`{ scope: "user", key }`), a client's (`client`), the rules (`rules`), or anything (`all`).
+   * Every worker and instance drops what it cached about it; EMQX too when `cache.emqx` is set.
+   */
+  invalidate(inv: Invalidation): Promise<void>;
   readonly persistence: Persistence | undefined;
-  readonly presence: Presence | undefined;
+  readonly presence: StoredPresence | undefined;
   /** The bridge to NATS JetStream / RabbitMQ / Redis Streams, when enabled. */
   readonly bridge: Bridge | undefined;
   /** The HTTP read server, listening, when enabled. */
@@ -61,8 +69,16 @@ export interface StackOptions {
   /** Use this store instead of opening the configured one (closed with the stack unless `ownStore` is false). */
   readonly store?: Store;
   readonly ownStore?: boolean;
-  /** Registry for the bridge's metrics. Default: a registry of its own (`provider.metricsRegistry`). */
+  /** Registry for the bridge's metrics (`ProviderSetup.metricsRegistry` under `serve`). Default: one of its own (`stack.bridge.registry`). */
   readonly registry?: Registry;
+  /** Superusers are allowed everything without rules (the authentication side knows who they are). */
+  readonly isSuperuser?: SuperuserCheck;
+  /** A connection's own rules (e.g. a JWT `acl` claim), checked before the global rules. */
+  readonly clientRules?: ClientRulesLookup;
+  /** A connection's client attributes for `${client_attrs.NAME}` (e.g. from JWT claims). */
+  readonly clientAttrs?: ClientAttrsLookup;
+  /** Cluster bus for invalidations across `--workers`; `false` for none. Default: the process's bus. */
+  readonly bus?: ClusterBus | false;
 }
 
 /**
@@ -96,6 +112,7 @@ export function compileAclRules(cfg: StackConfig, rules: ReadonlyArray<{ readonl
       rules.map((r) => r.rule),
       cfg.acl.noMatch,
       (i) => rules[i]?.source ?? `rule #${i + 1}`,
+      { listeners: cfg.acl.listeners, denyOverlap: cfg.acl.denyOverlap },
     );
   } catch (err) {
     throw new ExHookConfigError((err as Error).message);
@@ -115,8 +132,13 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   const handlers: { -readonly [K in keyof HookHandlers]: HookHandlers[K] } = {};
   let auth: Authenticator | undefined;
   let acl: Acl | undefined;
+  let aclText = "";
+  let authorizer: Authorizer | undefined;
+  let cache: DecisionCache | undefined;
+  let emqx: EmqxNotifier | undefined;
+  let hub: InvalidationHub | undefined;
   let persistence: Persistence | undefined;
-  let presence: Presence | undefined;
+  let presence: StoredPresence | undefined;
   let bridge: Bridge | undefined;
   let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
@@ -131,19 +153,62 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       });
       handlers.onClientAuthenticate = auth.handler;
     }
+    if (cfg.cache.enabled) {
+      cache = createDecisionCache({
+        ttlMs: cfg.cache.ttl,
+        negativeTtlMs: cfg.cache.negativeTtl,
+        jitter: cfg.cache.jitter,
+        maxEntries: cfg.cache.maxEntries,
+        hooks: cfg.cache.hooks,
+      });
+    }
+    if (cfg.cache.emqx) emqx = createEmqxNotifier({ ...cfg.cache.emqx, ...(logger ? { logger } : {}) });
+    const storeCfg = resolvedStore(cfg);
+    hub = createInvalidationHub({
+      store,
+      pollMs: cfg.cache.pollInterval,
+      ...(storeCfg.kind === "postgres" && store.kind === "postgres" ? { listenUrl: storeCfg.url } : {}),
+      ...(options.bus !== undefined ? { bus: options.bus } : {}),
+      ...(emqx ? { emqx } : {}),
+      ...(logger ? { logger } : {}),
+    });
     if (cfg.acl.enabled) {
-      acl = await loadAcl(cfg, store);
-      handlers.onClientAuthorize = (req, ctx) => (acl as Acl).handler(req, ctx);
+      const rules = await effectiveAclRules(cfg, store);
+      acl = compileAclRules(cfg, rules);
+      aclText = JSON.stringify(rules);
+      authorizer = createAuthorizer({
+        acl: () => acl as Acl,
+        compile: (own) => compileAcl(own, "no-opinion", (i) => `per-client rule #${i + 1}`, { listeners: cfg.acl.listeners, denyOverlap: cfg.acl.denyOverlap }),
+        attrRules: cfg.acl.clientAttrs as ClientAttrRule[],
+        ...(options.isSuperuser ? { isSuperuser: options.isSuperuser } : {}),
+        ...(options.clientRules ? { clientRules: options.clientRules } : {}),
+        ...(options.clientAttrs ? { clientAttrs: options.clientAttrs } : {}),
+        ...(logger ? { logger } : {}),
+      });
+      handlers.onClientAuthorize = authorizer.handler;
       if (cfg.acl.useStoreRules && cfg.acl.storeRefreshMs > 0) {
         refresh = setInterval(() => {
-          loadAcl(cfg, store).then(
-            (a) => (acl = a),
+          reloadAcl().then(
+            // Changed behind our back (not announced): EMQX's cache does not know either.
+            (changed) => (changed ? emqx?.notify("rules", "") : undefined),
             (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded; keeping the previous rules"),
           );
         }, cfg.acl.storeRefreshMs);
         refresh.unref();
       }
     }
+    hub.subscribe((inv) => {
+      if (inv.scope === "rules") {
+        reloadAcl().then(
+          (changed) => (changed ? undefined : cache?.invalidate({ scope: "all" })),
+          (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded after a change was announced; keeping the previous rules"),
+        );
+        return;
+      }
+      cache?.invalidate(inv.scope === "all" ? { scope: "all" } : { scope: inv.scope, key: inv.key });
+      if (inv.scope === "all") auth?.invalidate();
+      else if (inv.scope === "user") auth?.invalidate(inv.key);
+    });
     if (cfg.persistence.enabled) {
       const { enabled: _e, retention, retentionSweep, ...p } = cfg.persistence;
       persistence = createPersistence({
@@ -155,7 +220,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onMessagePublish = persistence.hook;
     }
     if (cfg.presence.enabled) {
-      presence = createPresence({
+      presence = createStoredPresence({
         store,
         reorderWindowMs: cfg.presence.reorderWindowMs,
         ...(cfg.presence.webhook ? { webhook: cfg.presence.webhook } : {}),
@@ -170,14 +235,30 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     }
   } catch (err) {
     if (refresh) clearInterval(refresh);
+    await hub?.close();
     if (ownStore) await store.close();
     throw err;
+  }
+
+  /** Re-reads the rules; swaps them in (and drops cached decisions) only when they changed. */
+  async function reloadAcl(): Promise<boolean> {
+    if (!cfg.acl.enabled) return false;
+    const rules = await effectiveAclRules(cfg, store);
+    const text = JSON.stringify(rules);
+    if (text === aclText) return false;
+    acl = compileAclRules(cfg, rules);
+    aclText = text;
+    cache?.invalidate({ scope: "all" });
+    logger?.info({ rules: acl.size }, "ACL rules changed; reloaded");
+    return true;
   }
 
   const stats = (): Record<string, unknown> => ({
     store: { kind: store.kind },
     ...(auth ? { auth: auth.stats() } : {}),
-    ...(acl ? { acl: { rules: acl.size } } : {}),
+    ...(acl ? { acl: { rules: acl.size, ...(authorizer ? { answers: authorizer.stats() } : {}) } } : {}),
+    ...(cache ? { cache: cache.stats() } : {}),
+    invalidations: { ...(hub as InvalidationHub).stats(), ...(emqx ? { emqx: emqx.stats() } : {}) },
     ...(persistence ? { persistence: { ...persistence.writer.stats(), ...(persistence.retention ? { retention: persistence.retention.stats() } : {}) } } : {}),
     ...(presence ? { presence: presence.stats() } : {}),
     ...(bridge ? { bridge: bridge.stats() } : {}),
@@ -196,6 +277,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       await http.listen();
     } catch (err) {
       if (refresh) clearInterval(refresh);
+      await hub?.close();
       if (ownStore) await store.close();
       throw new ExHookConfigError(`cannot start the HTTP read path on ${cfg.http.host}:${cfg.http.port}: ${(err as Error).message} (set http.port / EXHOOK_HTTP_PORT, or http.enabled: false)`);
     }
@@ -205,6 +287,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   const close = () =>
     (closing ??= (async () => {
       if (refresh) clearInterval(refresh);
+      await (hub as InvalidationHub).close();
       await http?.close();
       await persistence?.close();
       await presence?.close();
@@ -212,21 +295,20 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       if (ownStore) await store.close();
     })());
 
-  let provider: Provider;
-  try {
-    provider = defineProvider(handlers, { name: "emqx-exhook-stack" });
-  } catch (err) {
-    await close();
-    throw err;
-  }
+  const provider = defineProvider(handlers, { name: "emqx-exhook-stack", ...(cache ? { middleware: [cache.middleware] } : {}) });
+  const invalidations = hub as InvalidationHub;
   bridge?.start();
-  const b = bridge;
   return {
-    provider: Object.freeze({ ...provider, close, ...(b ? { metricsRegistry: b.registry, readiness: () => b.readiness() } : {}) }),
+    provider,
     store,
     config: cfg,
     auth,
     acl: () => acl,
+    authorizer,
+    reloadAcl,
+    cache,
+    invalidations,
+    invalidate: (inv) => invalidations.announce(inv),
     persistence,
     presence,
     bridge,

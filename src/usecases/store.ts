@@ -4,7 +4,11 @@
  * how presence is derived from connection rows, message-query paging) lives here so the two
  * backends cannot drift.
  */
+import type { Connection } from "../connection.js";
+import { derivePresence, type ConnectionRecord, type PresenceState } from "../presence.js";
 import { matchTopic, stripShare } from "../topic.js";
+
+export type { PresenceState } from "../presence.js";
 
 /** One user of the authentication use case. */
 export interface UserRecord {
@@ -51,33 +55,6 @@ export interface MessageQuery {
   readonly limit: number;
   /** `"asc"` (oldest first) or `"desc"` (newest first, the default). */
   readonly order?: "asc" | "desc";
-}
-
-/**
- * One MQTT connection as presence sees it. A connection is identified by client id + node +
- * peerhost:peerport (`connKey`), because that is all EMQX sends that tells two connections apart.
- */
-export interface ConnectionInfo {
-  readonly clientId: string;
-  /** `node|peerhost:peerport`. */
-  readonly connKey: string;
-  readonly node: string;
-  readonly username: string;
-  readonly peerhost: string;
-  readonly peerport: number;
-  readonly sockport: number;
-  readonly protocol: string;
-}
-
-/** Presence of one client id, with the details of its newest connection. */
-export interface PresenceState extends Omit<ConnectionInfo, "connKey"> {
-  readonly online: boolean;
-  /** Online: when the current connection was seen connecting; offline: when it was seen ending (ms). */
-  readonly since: number;
-  /** Live connections known for this client id (more than 1 only transiently, during a takeover). */
-  readonly connections: number;
-  /** Offline: the disconnect reason EMQX gave. */
-  readonly reason?: string;
 }
 
 /** What a presence event changed. */
@@ -182,6 +159,23 @@ export interface OutboxStats {
   readonly oldestCreatedAt: number | null;
 }
 
+/** What an invalidation is about: everything, one username, one client id, or the ACL rules (reload them, then everything). */
+export type InvalidationScope = "all" | "user" | "client" | "rules";
+
+/** One invalidation recorded in the store, for the other processes using it (`invalidationsAfter`). */
+export interface InvalidationRecord {
+  /** Increasing; gaps are possible (PostgreSQL sequences) and read as "maybe missed: drop everything". */
+  readonly seq: number;
+  readonly scope: InvalidationScope;
+  /** The username or client id; "" for `all` and `rules`. */
+  readonly key: string;
+  /** `Date.now()` when recorded. */
+  readonly at: number;
+}
+
+/** How long invalidation records are kept (a reader asleep for longer drops everything instead). */
+export const INVALIDATION_KEEP_MS = 24 * 3_600_000;
+
 /** The storage the use cases need. Both backends implement it; methods never block on each other's I/O. */
 export interface Store {
   readonly kind: "sqlite" | "postgres";
@@ -209,13 +203,19 @@ export interface Store {
    */
   deleteMessagesBefore(before: number, limit: number): Promise<number>;
 
-  /** Records a `client.connected`. Atomic per client id, whatever the arrival order. */
-  presenceConnected(conn: ConnectionInfo, at: number, reorderWindowMs: number): Promise<PresenceChange>;
-  /** Records a `client.disconnected`. Atomic per client id, whatever the arrival order. */
-  presenceDisconnected(conn: ConnectionInfo, at: number, reason: string): Promise<PresenceChange>;
+  /**
+   * Records a `client.connected` (src/presence.ts `recordConnected`). Atomic per client id, whatever
+   * the arrival order.
+   */
+  presenceConnected(conn: Connection, at: number, reorderWindowMs: number): Promise<PresenceChange>;
+  /** Records a `client.disconnected` (`recordDisconnected`). Atomic per client id, whatever the arrival order. */
+  presenceDisconnected(conn: Connection, at: number, reason: string): Promise<PresenceChange>;
   getPresence(clientId: string): Promise<PresenceState | undefined>;
   listPresence(options?: { readonly online?: boolean; readonly limit?: number }): Promise<PresenceState[]>;
-  /** Deletes ended connections older than `before` (ms) except each client's latest one. */
+  /**
+   * Deletes records of ended connections (and disconnects still waiting for their connect) that
+   * ended before `before` (ms), except the one each offline client is shown with.
+   */
   prunePresence(before: number): Promise<number>;
 
   /**
@@ -244,60 +244,30 @@ export interface Store {
   /** Gives up `owner`'s leases and membership (a clean stop), so others take over at once. */
   outboxRelease(sink: string, owner: string): Promise<void>;
 
+  /**
+   * Records an invalidation for the other processes using this store (another instance, the server
+   * when the CLI made a change); resolves with its `seq`. PostgreSQL also sends
+   * `NOTIFY exhook_invalidation, '<seq>'`. Records older than {@link INVALIDATION_KEEP_MS} are deleted.
+   */
+  recordInvalidation(scope: InvalidationScope, key: string): Promise<number>;
+  /**
+   * Invalidations with `seq > after`, oldest first, at most `limit`, and the newest `seq` there is
+   * (0 when none). `after < 0` reads only `latest` (where a new reader starts).
+   */
+  invalidationsAfter(after: number, limit: number): Promise<{ latest: number; records: InvalidationRecord[] }>;
+
   /** Closes the store (waits for nothing queued: the use cases flush before calling this). */
   close(): Promise<void>;
 }
 
-/** @internal One row of the presence table (one connection of one client id). */
-export interface PresenceRow extends ConnectionInfo {
-  /** null when the disconnect arrived before the connect (out of order). */
-  readonly connectedAt: number | null;
-  readonly disconnectedAt: number | null;
-  readonly reason: string;
-}
-
-/**
- * @internal Derives a client's presence from its connection rows: online while any connection has
- * connected and not disconnected (so a late disconnect of a taken-over connection does not hide the
- * new one); the newest live connection is the current one.
- */
-export function derivePresence(rows: readonly PresenceRow[]): PresenceState | undefined {
-  let live: PresenceRow | undefined;
-  let liveCount = 0;
-  let last: PresenceRow | undefined;
-  for (const r of rows) {
-    if (r.disconnectedAt === null && r.connectedAt !== null) {
-      liveCount++;
-      if (!live || (r.connectedAt as number) > (live.connectedAt as number) || (r.connectedAt === live.connectedAt && r.connKey > live.connKey)) live = r;
-    } else if (r.disconnectedAt !== null) {
-      if (!last || r.disconnectedAt > (last.disconnectedAt as number)) last = r;
-    }
-  }
-  const row = live ?? last;
-  if (!row) return undefined;
-  const base = {
-    clientId: row.clientId,
-    online: live !== undefined,
-    since: live ? (live.connectedAt as number) : (row.disconnectedAt as number),
-    node: row.node,
-    username: row.username,
-    peerhost: row.peerhost,
-    peerport: row.peerport,
-    sockport: row.sockport,
-    protocol: row.protocol,
-    connections: liveCount,
-  };
-  return live ? base : { ...base, reason: row.reason };
-}
-
-/** @internal Groups presence rows (sorted by client id) into states. */
-export function groupPresence(rows: readonly PresenceRow[], online: boolean | undefined, limit: number): PresenceState[] {
+/** @internal Groups presence records (sorted by client id) into states. */
+export function groupPresence(rows: readonly ConnectionRecord[], online: boolean | undefined, limit: number): PresenceState[] {
   const out: PresenceState[] = [];
   let i = 0;
   while (i < rows.length && out.length < limit) {
-    const id = (rows[i] as PresenceRow).clientId;
+    const id = (rows[i] as ConnectionRecord).clientId;
     let j = i;
-    while (j < rows.length && (rows[j] as PresenceRow).clientId === id) j++;
+    while (j < rows.length && (rows[j] as ConnectionRecord).clientId === id) j++;
     const state = derivePresence(rows.slice(i, j));
     if (state && (online === undefined || state.online === online)) out.push(state);
     i = j;

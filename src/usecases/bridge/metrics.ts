@@ -114,6 +114,8 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
       const c = confirm.labels({ sink });
       const h = held.labels({ sink });
       const cf = connectFailures.labels({ sink });
+      // Every series of the sink exists from the start (at 0), so rates and alerts work before the first event.
+      for (const c of [d, un, rej, r, p, cf, committed.labels({ sink })]) c.inc(0);
       return {
         delivered: (n) => d.inc(n),
         failed: (n, reason) => (reason === "rejected" ? rej : un).inc(n),

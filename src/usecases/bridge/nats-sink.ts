@@ -14,8 +14,8 @@
  * The NATS client reconnects by itself (forever, every second); while it is away, the batch waits
  * for the confirm timeout and is then retried by the forwarder.
  */
-import { ExHookConfigError } from "../../errors.js";
 import type { Logger } from "../../provider.js";
+import { loadOptional } from "../optional-dependency.js";
 import type { OutboxRow } from "../store.js";
 import type { NatsSinkConfig } from "./config-schema.js";
 import { failAll, withTimeout, type Sink, type SinkEvents, type SinkOutcome } from "./sink.js";
@@ -65,20 +65,12 @@ interface NatsModules {
   };
 }
 
-/** The one place the NATS client packages are loaded, with a clear message when they are missing. */
+/** The NATS client packages, with a message naming the package to install when one is missing. */
 function loadNats(): NatsModules {
-  try {
-    // Lazy: installs without NATS never load (or need) the client.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return { transport: require("@nats-io/transport-node"), jetstream: require("@nats-io/jetstream") } as NatsModules;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "MODULE_NOT_FOUND") {
-      throw new ExHookConfigError(
-        "a bridge sink of kind nats needs the npm packages @nats-io/transport-node and @nats-io/jetstream: npm install @nats-io/transport-node @nats-io/jetstream",
-      );
-    }
-    throw err;
-  }
+  return {
+    transport: loadOptional<NatsModules["transport"]>("@nats-io/transport-node", "a bridge sink of kind nats"),
+    jetstream: loadOptional<NatsModules["jetstream"]>("@nats-io/jetstream", "a bridge sink of kind nats"),
+  };
 }
 
 /** Header names (NATS headers are case-insensitive on read; these are sent lower case). */
@@ -105,15 +97,7 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
     const settle = waiting.get(token);
     if (!settle) return; // an ack after its batch gave up: the row is re-sent (same Nats-Msg-Id)
     waiting.delete(token);
-    if (msg.data.length === 0 && msg.headers?.code === 503) return settle({ error: "no JetStream stream takes this subject (no responders)", rejected: true });
-    try {
-      const ack = JSON.parse(decoder.decode(msg.data)) as { stream?: string; error?: { code?: number; err_code?: number; description?: string } };
-      if (ack.error) return settle({ error: `JetStream refused: ${ack.error.description ?? "error"} (${ack.error.err_code ?? ack.error.code ?? "?"})`, rejected: true });
-      if (typeof ack.stream === "string" && ack.stream !== "") return settle(null);
-      settle({ error: "invalid JetStream ack", rejected: true });
-    } catch {
-      settle({ error: "unreadable JetStream ack", rejected: true });
-    }
+    settle(ackOutcome(msg, decoder));
   }
 
   async function open(): Promise<void> {
@@ -239,6 +223,22 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
       if (wasUp) events.status("disconnected", "closed");
     },
   };
+}
+
+/**
+ * What a reply on the ack inbox says: a PubAck (confirmed), an API error (refused), or a
+ * "no responders" status (no stream takes the subject: refused).
+ */
+function ackOutcome(msg: NatsMsg, decoder: TextDecoder): SinkOutcome {
+  if (msg.data.length === 0 && msg.headers?.code === 503) return { error: "no JetStream stream takes this subject (no responders)", rejected: true };
+  try {
+    const ack = JSON.parse(decoder.decode(msg.data)) as { stream?: string; error?: { code?: number; err_code?: number; description?: string } };
+    if (ack.error) return { error: `JetStream refused: ${ack.error.description ?? "error"} (${ack.error.err_code ?? ack.error.code ?? "?"})`, rejected: true };
+    if (typeof ack.stream === "string" && ack.stream !== "") return null;
+    return { error: "invalid JetStream ack", rejected: true };
+  } catch {
+    return { error: "unreadable JetStream ack", rejected: true };
+  }
 }
 
 /** Creates the stream when it does not exist; an existing one is left as it is. */

@@ -201,7 +201,10 @@ export function createOutboxWriter(options: OutboxWriterOptions): OutboxWriter {
         s.refusedOutboxFull += refusedCount;
         const done = now();
         owners.forEach((c, i) => {
-          if (refused.has(i)) return finish(c, CaptureState.refused);
+          if (refused.has(i)) {
+            finish(c, CaptureState.refused);
+            return;
+          }
           if (c.deadline > 0 && done > c.deadline) s.lateCommits++;
           finish(c, CaptureState.committed);
         });

@@ -11,26 +11,17 @@
  */
 import { readFileSync } from "node:fs";
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from "amqplib";
-import { ExHookConfigError } from "../../errors.js";
 import type { Logger } from "../../provider.js";
+import { loadOptional } from "../optional-dependency.js";
 import type { OutboxRow } from "../store.js";
 import type { RabbitmqSinkConfig } from "./config-schema.js";
 import { failAll, withTimeout, type Sink, type SinkEvents, type SinkOutcome } from "./sink.js";
 
 type Amqp = typeof import("amqplib");
 
-/** The one place amqplib is loaded, with a clear message when it is missing. */
+/** The client package, with a message naming the package to install when it is missing. */
 function loadAmqp(): Amqp {
-  try {
-    // Lazy: installs without RabbitMQ never load (or need) the client.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require("amqplib") as Amqp;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "MODULE_NOT_FOUND") {
-      throw new ExHookConfigError("a bridge sink of kind rabbitmq needs the npm package amqplib: npm install amqplib");
-    }
-    throw err;
-  }
+  return loadOptional<Amqp>("amqplib", "a bridge sink of kind rabbitmq");
 }
 
 /** The URL with its password masked, for logs. */

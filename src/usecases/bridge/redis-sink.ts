@@ -10,8 +10,8 @@
  */
 import { readFileSync } from "node:fs";
 import type { Redis as RedisClient } from "ioredis";
-import { ExHookConfigError } from "../../errors.js";
 import type { Logger } from "../../provider.js";
+import { loadOptional } from "../optional-dependency.js";
 import type { OutboxRow } from "../store.js";
 import type { RedisSinkConfig } from "./config-schema.js";
 import { maskUrl } from "./rabbitmq-sink.js";
@@ -19,18 +19,9 @@ import { failAll, withTimeout, type Sink, type SinkEvents, type SinkOutcome } fr
 
 type IoRedis = typeof import("ioredis");
 
-/** The one place ioredis is loaded, with a clear message when it is missing. */
+/** The client package, with a message naming the package to install when it is missing. */
 function loadIoredis(): IoRedis {
-  try {
-    // Lazy: installs without Redis never load (or need) the client.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require("ioredis") as IoRedis;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "MODULE_NOT_FOUND") {
-      throw new ExHookConfigError("a bridge sink of kind redis needs the npm package ioredis: npm install ioredis");
-    }
-    throw err;
-  }
+  return loadOptional<IoRedis>("ioredis", "a bridge sink of kind redis");
 }
 
 /** Creates a Redis Streams sink; the connection opens on {@link Sink.connect}. */

@@ -38,9 +38,18 @@ export type TemplateStyle = "nats" | "amqp" | "raw";
 /** A compiled template. */
 export type Template = (values: TemplateValues) => string;
 
-const NATS_ESCAPE = /[%.*>\s\x00-\x1f\x7f]/g;
-const natsToken = (s: string): string =>
-  s === "" ? "_" : s.replace(NATS_ESCAPE, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}`);
+/** Characters a NATS token cannot carry as they are: `%` (the escape itself), `.`, `*`, `>`, whitespace, controls. */
+const natsUnsafe = (code: number): boolean =>
+  code <= 0x20 || code === 0x7f || code === 0x25 || code === 0x2e || code === 0x2a || code === 0x3e || (code > 0x7f && /\s/.test(String.fromCharCode(code)));
+const natsToken = (s: string): string => {
+  if (s === "") return "_";
+  let out = "";
+  for (const ch of s) {
+    const code = ch.charCodeAt(0);
+    out += ch.length === 1 && natsUnsafe(code) ? `%${code.toString(16).toUpperCase().padStart(2, "0")}` : ch;
+  }
+  return out;
+};
 const natsTopic = (topic: string): string => topic.split("/").map(natsToken).join(".");
 const amqpTopic = (topic: string): string => topic.replace(/[./]/g, (c) => (c === "/" ? "." : "/"));
 
@@ -64,14 +73,14 @@ export function compileTemplate(template: string, style: TemplateStyle, where: s
   }
   parts.push(template.slice(last));
   // Even slots are literal text, odd slots placeholder names.
-  const escape = style === "nats" ? natsToken : (s: string) => s;
+  const escapeValue = style === "nats" ? natsToken : (s: string) => s;
   const topicOf = style === "nats" ? natsTopic : style === "amqp" ? amqpTopic : (s: string) => s;
   const render: Template = (v) => {
     let out = parts[0] as string;
     for (let i = 1; i < parts.length; i += 2) {
       const name = parts[i] as keyof TemplateValues;
       // Hook names (`client.connected`) are known-safe dotted words: their dots stay separators.
-      out += (name === "topic" ? topicOf(v.topic) : name === "hook" ? v.hook : escape(v[name])) + (parts[i + 1] as string);
+      out += (name === "topic" ? topicOf(v.topic) : name === "hook" ? v.hook : escapeValue(v[name])) + (parts[i + 1] as string);
     }
     return out;
   };

@@ -1,0 +1,109 @@
+/**
+ * The options of `emqx-exhook serve <provider-module>`, parsed with the same strict parser as the
+ * other commands. Each flag falls back to an environment variable where one is named; flags win.
+ */
+import { resolve } from "node:path";
+import { ExHookConfigError } from "../errors.js";
+import { LOG_LEVELS } from "../ops/logger.js";
+import { parseCommandLine, parseInteger, stringOption, UsageError, type Command, type CommandOption } from "./command.js";
+
+/** The options of `serve`. */
+export const SERVE_OPTIONS: Readonly<Record<string, CommandOption>> = {
+  port: { type: "string", value: "N", help: "TCP port (env PORT; default 9000; 0 picks a free port)" },
+  host: { type: "string", value: "ADDR", help: "interface to listen on (env HOST; default 0.0.0.0)" },
+  transport: { type: "string", value: "T", help: '"native" (default, fastest) or "connect" (connect-node adapter)' },
+  config: { type: "string", value: "FILE", help: "YAML/JSON config handed to the provider module (env EXHOOK_CONFIG);\nthe file must exist" },
+  "metrics-port": { type: "string", value: "N", help: "serve /metrics, /healthz, /readyz on this port (env METRICS_PORT; default off)" },
+  "ready-when": { type: "string", value: "W", help: '/readyz ready when "loaded" (default: after an EMQX OnProviderLoaded) or "listening"' },
+  "tls-cert": { type: "string", value: "FILE", help: "serve TLS (EMQX https:// URL) with this PEM certificate (needs --tls-key)" },
+  "tls-key": { type: "string", value: "FILE", help: "PEM private key of --tls-cert" },
+  "tls-ca": { type: "string", value: "FILE", help: "require client certificates signed by this CA (mutual TLS)" },
+  "log-level": { type: "string", value: "L", help: `${LOG_LEVELS.join("|")} (env LOG_LEVEL; default info)` },
+  "drain-timeout": { type: "string", value: "MS", help: "on SIGTERM/SIGINT, wait this long for in-flight calls (default 10000)" },
+  workers: { type: "string", value: "N", help: "serve the port with N processes, e.g. one per core (node:cluster; default 1)" },
+};
+
+/** `serve` as the help lists it (its `run` is the CLI's own: it owns the process). */
+export const SERVE_COMMAND: Omit<Command, "run"> = {
+  name: "serve",
+  args: "<provider-module>",
+  maxArgs: 1,
+  summary: "serve a provider module to EMQX (h2c or TLS); prints the EMQX configuration",
+  details:
+    "<provider-module> is a JS module whose default export (or export \"provider\") is a provider from\n" +
+    "defineProvider(), or a function receiving { configPath, logger, onClose } and returning one (it may\n" +
+    "be async). `serve` is the default command: `emqx-exhook <provider-module>` does the same.",
+  options: SERVE_OPTIONS,
+};
+
+/** The parsed command line of `serve`. */
+export interface CliArgs {
+  readonly command: "serve" | "help";
+  readonly module?: string;
+  readonly port: number;
+  readonly host: string;
+  readonly transport: "native" | "connect";
+  /** Absolute path of `--config` (or `EXHOOK_CONFIG`); absent = none. */
+  readonly configPath?: string;
+  /** Operations port (`--metrics-port`); absent = off. */
+  readonly metricsPort?: number;
+  readonly readyWhen?: "loaded" | "listening";
+  readonly tls?: { readonly cert: string; readonly key: string; readonly ca?: string };
+  readonly logLevel?: string;
+  /** Drain bound on SIGTERM/SIGINT in ms. */
+  readonly drainTimeoutMs?: number;
+  /** Worker processes sharing the port (`--workers`); absent = 1, no cluster. */
+  readonly workers?: number;
+}
+
+/**
+ * Parses the words after `serve` (the command word itself is optional) and the environment.
+ * Throws an ExHookConfigError that says what to fix (the CLI prints it with exit code 2).
+ */
+export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
+  try {
+    return parse(argv[0] === "serve" ? argv.slice(1) : argv, env);
+  } catch (err) {
+    if (err instanceof UsageError) throw new ExHookConfigError(err.message);
+    throw err;
+  }
+}
+
+function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
+  const { args, options: o } = parseCommandLine(argv, SERVE_OPTIONS);
+  const flagOrEnv = (flag: string, envName?: string): string | undefined => stringOption(o, flag) ?? (envName ? env[envName] || undefined : undefined);
+  if (o["help"] === true) return { command: "help", port: 9000, host: "0.0.0.0", transport: "native" };
+  if (args.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(args[1])}: serve takes one <provider-module>`);
+  const module = args[0];
+  if (module === undefined) throw new UsageError("missing <provider-module>");
+  const portText = flagOrEnv("port", "PORT");
+  const port = portText === undefined ? 9000 : parseInteger(portText, 0, 65535, "port (--port or PORT)");
+  const transport = stringOption(o, "transport") ?? "native";
+  if (transport !== "native" && transport !== "connect") throw new UsageError(`--transport must be "native" or "connect", got ${JSON.stringify(transport)}`);
+  const out: { -readonly [K in keyof CliArgs]?: CliArgs[K] } = { command: "serve", module, port, host: flagOrEnv("host", "HOST") ?? "0.0.0.0", transport };
+  const config = flagOrEnv("config", "EXHOOK_CONFIG");
+  if (config !== undefined) out.configPath = resolve(config);
+  const metrics = flagOrEnv("metrics-port", "METRICS_PORT");
+  if (metrics !== undefined) out.metricsPort = parseInteger(metrics, 0, 65535, "--metrics-port (or METRICS_PORT)");
+  const readyWhen = stringOption(o, "ready-when");
+  if (readyWhen !== undefined) {
+    if (readyWhen !== "loaded" && readyWhen !== "listening") throw new UsageError(`--ready-when must be "loaded" or "listening", got ${JSON.stringify(readyWhen)}`);
+    out.readyWhen = readyWhen;
+  }
+  const cert = stringOption(o, "tls-cert");
+  const key = stringOption(o, "tls-key");
+  const ca = stringOption(o, "tls-ca");
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError("--tls-cert and --tls-key go together");
+  if (ca !== undefined && cert === undefined) throw new UsageError("--tls-ca needs --tls-cert and --tls-key (mutual TLS is on top of TLS)");
+  if (cert !== undefined && key !== undefined) out.tls = { cert, key, ...(ca !== undefined ? { ca } : {}) };
+  const logLevel = flagOrEnv("log-level", "LOG_LEVEL");
+  if (logLevel !== undefined) {
+    if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(logLevel)}`);
+    out.logLevel = logLevel;
+  }
+  const drain = stringOption(o, "drain-timeout");
+  if (drain !== undefined) out.drainTimeoutMs = parseInteger(drain, 0, 2 ** 31 - 1, "--drain-timeout (ms)");
+  const workers = stringOption(o, "workers");
+  if (workers !== undefined) out.workers = parseInteger(workers, 1, 256, "--workers");
+  return out as CliArgs;
+}
