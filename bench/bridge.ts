@@ -12,6 +12,7 @@
  * Engines: BENCH_NATS_URL [nats://127.0.0.1:4222], BENCH_AMQP_URL [amqp://guest:guest@127.0.0.1:5672],
  * BENCH_REDIS_URL [redis://127.0.0.1:6379], BENCH_PG_URL [postgres://postgres@127.0.0.1:5432/postgres];
  * one that does not answer is skipped and reported. Names are unique per run and removed after.
+ * BENCH_BRIDGE_FORWARD=0 / BENCH_BRIDGE_HOOK=0 skip a part.
  * Writes bench/results/bridge-latest.json.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -227,7 +228,7 @@ async function main(): Promise<void> {
   up["postgres"] = await reachable(PG_URL);
   const forward: Array<ForwardResult | { sink: string; store: string; error: string }> = [];
   let n = 0;
-  for (const storeKind of STORES) {
+  for (const storeKind of env["BENCH_BRIDGE_FORWARD"] === "0" ? [] : STORES) {
     if (storeKind === "postgres" && !up["postgres"]) {
       skipped.push(`PostgreSQL at ${PG_URL} not reachable: no PostgreSQL rows`);
       continue;
@@ -244,7 +245,8 @@ async function main(): Promise<void> {
   }
 
   const hook: Record<string, { rounds: Array<Record<string, unknown>>; p50Ms: number; p99Ms: number; p999Ms: number; cpuUsPerCall: number }> = {};
-  if (up["redis"]) {
+  if (env["BENCH_BRIDGE_HOOK"] === "0") skipped.push("hook latency rows (BENCH_BRIDGE_HOOK=0)");
+  else if (up["redis"]) {
     const frames = writeFrames(fs.mkdtempSync(path.join(os.tmpdir(), "exhook-bench-frames-")));
     const modes: Array<[string, string, string]> = [["off", "off", "-"], ["on-sqlite", "on", "sqlite"], ...(up["postgres"] && STORES.includes("postgres") ? ([["on-postgres", "on", "postgres"]] as Array<[string, string, string]>) : [])];
     for (let round = 0; round < ROUNDS; round++) {
