@@ -169,7 +169,24 @@ describe("validation", () => {
     expect(cfg).toEqual({
       dataDir: "./data",
       store: { poolSize: 10 },
-      auth: { enabled: true, unknownUser: "deny", cacheTtlMs: 10000, scrypt: { N: 32768, r: 8, p: 1, keylen: 32 } },
+      auth: {
+        enabled: true,
+        unknownUser: "deny",
+        cacheTtlMs: 10000,
+        scrypt: { N: 32768, r: 8, p: 1, keylen: 32 },
+        rehash: true,
+        maxClientIdLength: 1024,
+        hashing: { concurrency: 0, maxQueued: 1000, maxQueuedPerPeer: 32 },
+        throttle: {
+          enabled: true,
+          perHost: { freeFailures: 20, baseDelayMs: 1000, maxDelayMs: 60000 },
+          perUser: { freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 30000 },
+          perPair: { freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 60000 },
+          forgetAfterMs: 900000,
+          trustTtlMs: 604800000,
+          maxKeys: 100000,
+        },
+      },
       acl: {
         enabled: true,
         noMatch: "deny",

@@ -2,8 +2,9 @@
  * The management commands of the CLI (users, messages, presence, acl, ...), run against the
  * configured store with the same config file and environment as `serve`:
  *
- *   emqx-exhook users add <name> (--password-stdin | --password X) [--clientid PATTERN]...
- *   emqx-exhook users list | users remove <name>
+ *   emqx-exhook users add <name> (--password-stdin | --password X) [--clientid PATTERN]... [--superuser]
+ *   emqx-exhook users list | users remove <name> | users superuser <name> on|off
+ *   emqx-exhook users import FILE [--algorithm A ...] [--dry-run] | users export [--format emqx-csv|emqx-json]
  *   emqx-exhook messages query [--topic FILTER] [--since T] [--until T] [--limit N] [--order asc|desc]
  *   emqx-exhook messages prune --older-than DURATION
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
@@ -20,7 +21,7 @@ import { commandHelp, optionLines, parseCommandLine, UsageError, type Command, t
 import { messagesPrune, messagesQuery } from "./messages.js";
 import { outboxList, outboxPurge, outboxReplay, outboxStatus } from "./outbox.js";
 import { presenceList } from "./presence.js";
-import { usersAdd, usersList, usersRemove } from "./users.js";
+import { usersAdd, usersExport, usersImport, usersList, usersRemove, usersSuperuser } from "./users.js";
 
 export type { Command, CommandIo, CommandInput, CommandOption, OptionValues } from "./command.js";
 export { UsageError } from "./command.js";
@@ -30,6 +31,9 @@ export const COMMANDS: readonly Command[] = [
   usersAdd,
   usersList,
   usersRemove,
+  usersSuperuser,
+  usersImport,
+  usersExport,
   messagesQuery,
   messagesPrune,
   presenceList,

@@ -73,6 +73,63 @@ const ruleSchema = z
 const port = int(1, 65535);
 const ATTR_SOURCES = ["clientid", "username", "peerhost", "cert_common_name", "cert_subject", "mountpoint"] as const;
 
+/** The schema of one ACL rule (as in `acl.rules`), also used for stored rules and a JWT's ACL claim. */
+export const aclRuleSchema = ruleSchema;
+
+/** One failed-login limit; `false` turns it off. */
+const throttleLimit = (free: number, baseMs: number, maxMs: number) =>
+  z
+    .strictObject({
+      freeFailures: int(0, 1_000_000).default(free),
+      baseDelayMs: int(1, 86_400_000).default(baseMs),
+      maxDelayMs: int(1, 86_400_000).default(maxMs),
+    })
+    .prefault({});
+
+const JWT_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"] as const;
+
+const jwtSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    /** Where the token is: the MQTT password (EMQX's default) or the username. */
+    from: z.enum(["password", "username"]).default("password"),
+    secret: z.string().min(1).optional(),
+    secretBase64: z.boolean().default(false),
+    /** PEM text (`-----BEGIN PUBLIC KEY-----...`) or the path of a PEM file. */
+    publicKey: z.string().min(1).optional(),
+    jwksUrl: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL").optional(),
+    jwks: z
+      .strictObject({
+        refreshMs: int(1000).default(300_000),
+        timeoutMs: int(1, 600_000).default(5000),
+        maxBytes: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+        cooldownMs: int(0).default(30_000),
+        headers: z.record(z.string(), z.string()).optional(),
+      })
+      .prefault({}),
+    algorithms: z.array(z.enum(JWT_ALGORITHMS)).min(1).optional(),
+    clockSkewMs: int(0, 3_600_000).default(30_000),
+    requireExp: z.boolean().default(false),
+    maxAgeMs: int(1).optional(),
+    claims: z
+      .record(
+        z.string(),
+        z.string().superRefine((t, ctx) => {
+          for (const m of t.matchAll(/\$\{([^}]*)\}/g)) {
+            if (m[1] !== "username" && m[1] !== "clientid") ctx.addIssue({ code: "custom", message: `unknown placeholder \${${m[1]}} (allowed: \${username}, \${clientid})` });
+          }
+        }),
+      )
+      .default({}),
+    aclClaim: z.string().min(1).default("acl"),
+    superuserClaim: z.string().min(1).default("is_superuser"),
+    maxTokenLength: int(16, 65535).default(16384),
+  })
+  .superRefine((j, ctx) => {
+    const n = [j.secret, j.publicKey, j.jwksUrl].filter((v) => v !== undefined).length;
+    if (n !== 1) ctx.addIssue({ code: "custom", message: "give exactly one of secret, publicKey, jwksUrl" });
+  });
+
 /** The rules used when the config does not set `acl.rules`. */
 export const DEFAULT_ACL_RULES: readonly AclRule[] = Object.freeze([
   { permission: "allow", action: "all", topic: "users/${username}/#" },
@@ -105,6 +162,30 @@ export const configSchema = z.strictObject({
           keylen: int(16, 128).default(32),
         })
         .prefault({}),
+      /** Rehash other formats and older parameters with `scrypt` on the next good login. */
+      rehash: z.boolean().default(true),
+      /** Longer client ids are refused without a check (MQTT allows 65535). */
+      maxClientIdLength: int(1, 65535).default(1024),
+      hashing: z
+        .strictObject({
+          /** Hash jobs at once; 0 = one per CPU core but one (the event loop keeps a core), 1 to 3. */
+          concurrency: int(0, 64).default(0),
+          maxQueued: int(1, 1_000_000).default(1000),
+          maxQueuedPerPeer: int(1, 1_000_000).default(32),
+        })
+        .prefault({}),
+      throttle: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          perHost: z.union([z.literal(false), throttleLimit(20, 1000, 60_000)]).default({ freeFailures: 20, baseDelayMs: 1000, maxDelayMs: 60_000 }),
+          perUser: z.union([z.literal(false), throttleLimit(5, 1000, 30_000)]).default({ freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 30_000 }),
+          perPair: throttleLimit(5, 1000, 60_000),
+          forgetAfterMs: int(1000).default(900_000),
+          trustTtlMs: int(0).default(604_800_000),
+          maxKeys: int(100, 10_000_000).default(100_000),
+        })
+        .prefault({}),
+      jwt: jwtSchema.optional(),
     })
     .prefault({}),
   acl: z

@@ -6,12 +6,36 @@
 export { createStack, openStore, loadAcl } from "./stack.js";
 export type { Stack, StackOptions } from "./stack.js";
 export { stackProvider } from "./stack-provider.js";
-export { loadConfig, parseConfig, parseDuration, resolvedStore, configSchema, DEFAULT_ACL_RULES } from "./config.js";
+export { loadConfig, parseConfig, parseDuration, resolvedStore, configSchema, aclRuleSchema, DEFAULT_ACL_RULES } from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
-export { createAuthenticator, addUser, usernameError, compileClientIdPatterns } from "./auth.js";
-export type { Authenticator, AuthenticatorOptions, AuthOutcome } from "./auth.js";
-export { hashPassword, verifyPassword, needsRehash, parseHash, DEFAULT_SCRYPT } from "./password.js";
-export type { ScryptParams } from "./password.js";
+// Authentication (H4): passwords in many formats, bounded fair hashing, throttling, JWT, superuser.
+export { createAuthenticator, addUser, usernameError, compileClientIdPatterns, defaultHashConcurrency, DEFAULT_THROTTLE } from "./auth.js";
+export type { Authenticator, AuthenticatorOptions, AuthOutcome, AuthResult, AuthCheckOptions, AuthStats, AuthClientData, ClientAuth, AddUserOptions, AuthThrottleOptions } from "./auth.js";
+export {
+  hashPassword,
+  verifyPassword,
+  needsRehash,
+  parseHash,
+  DEFAULT_SCRYPT,
+  hashFormatOf,
+  isCheapHash,
+  emqxSimpleHash,
+  emqxPbkdf2Hash,
+  goAuthPbkdf2Hash,
+  importSelfDescribingHash,
+  toEmqxHash,
+} from "./password.js";
+export type { ScryptParams, HashFormat, EmqxSimpleAlgorithm, SaltPosition, Pbkdf2Mac, EmqxExport } from "./password.js";
+export { compileGlob, compileGlobs } from "./glob.js";
+export type { GlobMatcher } from "./glob.js";
+export { createFairQueue, QueueRefusedError } from "./fair-queue.js";
+export type { FairQueue, FairQueueOptions, FairQueueStats, JobOptions, QueueRefusal } from "./fair-queue.js";
+export { createLoginThrottle } from "./login-throttle.js";
+export type { LoginThrottle, LoginThrottleOptions, ThrottleLimit, ThrottleVerdict } from "./login-throttle.js";
+export { createJwtVerifier, aclRulesFromClaim, looksLikeJwt, claimTemplateError, JwtKeysUnavailableError } from "./jwt.js";
+export type { JwtVerifier, JwtVerifierOptions, JwtResult } from "./jwt.js";
+export { createJwksSource, fetchJwks } from "./jwks.js";
+export type { JwksSource, JwksSourceOptions, JwksStats, JsonWebKeySet } from "./jwks.js";
 export { compileAcl, aclTopicError } from "./acl.js";
 export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
 // Authorization: rule options, the authorizer (superuser / per-client rules), the decision cache,
@@ -36,7 +60,7 @@ export { openSqliteStore } from "./sqlite-store.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
-export type { Store, UserRecord, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";
+export type { Store, UserRecord, UserInput, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";
 export type { InvalidationRecord, InvalidationScope } from "./store.js";
 // Bridge: messages and events to NATS JetStream, RabbitMQ, Redis Streams through a durable outbox (docs/bridging.md).
 export { createBridge, mergeHookHandlers, resolveSecret } from "./bridge/bridge.js";

@@ -21,6 +21,7 @@ import {
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
+import { hashFormatOf } from "./password.js";
 
 /**
  * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
@@ -77,7 +78,10 @@ export const MIGRATIONS: readonly string[] = [
      key TEXT NOT NULL,
      at BIGINT NOT NULL
    );`,
-  // 4: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
+  // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
+  `ALTER TABLE exhook_users ADD COLUMN superuser BOOLEAN NOT NULL DEFAULT false,
+     ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
+  // 5: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
   PG_OUTBOX_MIGRATION,
 ];
 
@@ -136,7 +140,9 @@ function toUser(r: Record<string, unknown>): UserRecord {
   return {
     username: r["username"] as string,
     passwordHash: r["password_hash"] as string,
+    hashFormat: r["hash_format"] as string,
     clientIds: r["client_ids"] as string[],
+    superuser: r["superuser"] === true,
     createdAt: num(r["created_at"]),
     updatedAt: num(r["updated_at"]),
   };
@@ -209,9 +215,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async putUser(u) {
       await pool.query(
-        `INSERT INTO exhook_users (username, password_hash, client_ids, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, client_ids = excluded.client_ids, updated_at = excluded.updated_at`,
-        [u.username, u.passwordHash, JSON.stringify(u.clientIds), u.createdAt, u.updatedAt],
+        `INSERT INTO exhook_users (username, password_hash, hash_format, client_ids, superuser, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, hash_format = excluded.hash_format,
+           client_ids = excluded.client_ids, superuser = excluded.superuser, updated_at = excluded.updated_at`,
+        [u.username, u.passwordHash, u.hashFormat ?? hashFormatOf(u.passwordHash), JSON.stringify(u.clientIds), u.superuser === true, u.createdAt, u.updatedAt],
       );
     },
     async listUsers() {

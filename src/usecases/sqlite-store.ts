@@ -24,6 +24,7 @@ import {
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
+import { hashFormatOf } from "./password.js";
 
 /**
  * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
@@ -80,7 +81,10 @@ export const MIGRATIONS: readonly string[] = [
      key TEXT NOT NULL,
      at INTEGER NOT NULL
    );`,
-  // 4: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
+  // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
+  `ALTER TABLE users ADD COLUMN superuser INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE users ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
+  // 5: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
   SQLITE_OUTBOX_MIGRATION,
 ];
 
@@ -102,6 +106,16 @@ interface MessageRow {
   ts: number;
   stored_at: number;
   headers: string;
+}
+
+interface UserRow {
+  username: string;
+  password_hash: string;
+  hash_format: string;
+  client_ids: string;
+  superuser: number;
+  created_at: number;
+  updated_at: number;
 }
 
 interface PresenceDbRow {
@@ -163,15 +177,12 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
   db.pragma("busy_timeout = 5000");
   migrate(db);
 
-  const getUser = db.prepare<[string], { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }>(
-    "SELECT * FROM users WHERE username = ?",
-  );
-  const allUsers = db.prepare<[], { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }>(
-    "SELECT * FROM users ORDER BY username",
-  );
+  const getUser = db.prepare<[string], UserRow>("SELECT * FROM users WHERE username = ?");
+  const allUsers = db.prepare<[], UserRow>("SELECT * FROM users ORDER BY username");
   const upsertUser = db.prepare(
-    `INSERT INTO users (username, password_hash, client_ids, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, client_ids = excluded.client_ids, updated_at = excluded.updated_at`,
+    `INSERT INTO users (username, password_hash, hash_format, client_ids, superuser, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, hash_format = excluded.hash_format,
+       client_ids = excluded.client_ids, superuser = excluded.superuser, updated_at = excluded.updated_at`,
   );
   const deleteUser = db.prepare("DELETE FROM users WHERE username = ?");
   const insertMessage = db.prepare(
@@ -212,10 +223,12 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return { wasOnline, state: derivePresence(records) as PresenceState };
     }).immediate();
 
-  const toUser = (r: { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }): UserRecord => ({
+  const toUser = (r: UserRow): UserRecord => ({
     username: r.username,
     passwordHash: r.password_hash,
+    hashFormat: r.hash_format,
     clientIds: JSON.parse(r.client_ids) as string[],
+    superuser: r.superuser !== 0,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   });
@@ -229,7 +242,8 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return r ? toUser(r) : undefined;
     },
     async putUser(u) {
-      upsertUser.run(u.username, u.passwordHash, JSON.stringify(u.clientIds), u.createdAt, u.updatedAt);
+      const format = u.hashFormat ?? hashFormatOf(u.passwordHash);
+      upsertUser.run(u.username, u.passwordHash, format, JSON.stringify(u.clientIds), u.superuser ? 1 : 0, u.createdAt, u.updatedAt);
     },
     async listUsers() {
       return allUsers.all().map(toUser);

@@ -2,10 +2,11 @@
  * The use-case stack: authentication, authorization, message persistence and presence on one store,
  * assembled from a validated configuration into one provider (what `make start` serves).
  */
+import { readFileSync } from "node:fs";
 import type { Registry } from "prom-client";
 import { defineProvider, type HookHandlers, type Logger, type Provider } from "../provider.js";
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
-import { createAuthenticator, type Authenticator } from "./auth.js";
+import { createAuthenticator, type Authenticator, type AuthenticatorOptions } from "./auth.js";
 import { createBridge, mergeHookHandlers, type Bridge } from "./bridge/bridge.js";
 import { createAuthorizer, type Authorizer, type ClientAttrRule, type ClientAttrsLookup, type ClientRulesLookup, type SuperuserCheck } from "./authorizer.js";
 import { createDecisionCache, type DecisionCache } from "./decision-cache.js";
@@ -124,6 +125,66 @@ export async function loadAcl(cfg: StackConfig, store: Store): Promise<Acl> {
   return compileAclRules(cfg, await effectiveAclRules(cfg, store));
 }
 
+/** The authorizer's superuser check from what the authenticator recorded for the connection. */
+export function superuserOf(auth: Authenticator): SuperuserCheck {
+  return (clientinfo) => auth.isSuperuser({ clientinfo });
+}
+
+/** The authorizer's per-client rules from the connection's JWT ACL claim (and its expiry). */
+export function clientRulesOf(auth: Authenticator): ClientRulesLookup {
+  const none: readonly AclRule[] = [];
+  return (clientinfo) => {
+    const a = auth.clientAuth({ clientinfo });
+    // A token's expiry applies with or without an ACL claim (as EMQX's JWT authorizer: denied after exp).
+    if (!a || (a.acl === undefined && a.expiresAt === undefined)) return undefined;
+    return a.expiresAt !== undefined ? { rules: a.acl ?? none, expiresAt: a.expiresAt } : { rules: a.acl ?? none };
+  };
+}
+
+/** The authenticator's options from `auth.*` (throws an ExHookConfigError when the JWT public key file cannot be read). */
+export function authenticatorOptions(cfg: StackConfig, store: Store, logger?: Logger): AuthenticatorOptions {
+  const a = cfg.auth;
+  const t = a.throttle;
+  const j = a.jwt?.enabled ? a.jwt : undefined;
+  let publicKey = j?.publicKey;
+  if (publicKey !== undefined && !publicKey.trimStart().startsWith("-----BEGIN")) {
+    try {
+      publicKey = readFileSync(publicKey, "utf8");
+    } catch (err) {
+      throw new ExHookConfigError(`auth.jwt.publicKey: not PEM text, and not a readable file: ${(err as Error).message}`);
+    }
+  }
+  return {
+    store,
+    unknownUser: a.unknownUser,
+    cacheTtlMs: a.cacheTtlMs,
+    scrypt: a.scrypt,
+    rehash: a.rehash,
+    maxClientIdLength: a.maxClientIdLength,
+    hashing: a.hashing,
+    throttle: t.enabled ? { perHost: t.perHost, perUser: t.perUser, perPair: t.perPair, forgetAfterMs: t.forgetAfterMs, trustTtlMs: t.trustTtlMs, maxKeys: t.maxKeys } : false,
+    ...(j
+      ? {
+          jwt: {
+            from: j.from,
+            ...(j.secret !== undefined ? { secret: j.secret, secretBase64: j.secretBase64 } : {}),
+            ...(publicKey !== undefined ? { publicKey } : {}),
+            ...(j.jwksUrl !== undefined ? { jwks: { url: j.jwksUrl, ...j.jwks } } : {}),
+            ...(j.algorithms ? { algorithms: j.algorithms } : {}),
+            clockSkewMs: j.clockSkewMs,
+            requireExp: j.requireExp,
+            ...(j.maxAgeMs !== undefined ? { maxAgeMs: j.maxAgeMs } : {}),
+            claims: j.claims,
+            aclClaim: j.aclClaim,
+            superuserClaim: j.superuserClaim,
+            maxTokenLength: j.maxTokenLength,
+          },
+        }
+      : {}),
+    ...(logger ? { logger } : {}),
+  };
+}
+
 /** Builds the stack from a configuration (see `loadConfig`). Starts the HTTP read server when enabled. */
 export async function createStack(cfg: StackConfig, options: StackOptions = {}): Promise<Stack> {
   const { logger } = options;
@@ -145,11 +206,10 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   try {
     if (cfg.auth.enabled) {
       auth = createAuthenticator({
-        store,
-        unknownUser: cfg.auth.unknownUser,
-        cacheTtlMs: cfg.auth.cacheTtlMs,
-        scrypt: cfg.auth.scrypt,
-        ...(logger ? { logger } : {}),
+        ...authenticatorOptions(cfg, store, logger),
+        // Changes made through the authenticator reach the decision cache, the other workers and instances.
+        onUserChanged: (username) =>
+          void hub?.announce({ scope: "user", key: username }).catch((err: unknown) => logger?.error({ username, err: (err as Error).message }, "user change not announced")),
       });
       handlers.onClientAuthenticate = auth.handler;
     }
@@ -180,8 +240,9 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
         acl: () => acl as Acl,
         compile: (own) => compileAcl(own, "no-opinion", (i) => `per-client rule #${i + 1}`, { listeners: cfg.acl.listeners, denyOverlap: cfg.acl.denyOverlap }),
         attrRules: cfg.acl.clientAttrs as ClientAttrRule[],
-        ...(options.isSuperuser ? { isSuperuser: options.isSuperuser } : {}),
-        ...(options.clientRules ? { clientRules: options.clientRules } : {}),
+        // Superuser and a JWT's ACL claim: what the authenticator recorded for the connection, unless given.
+        ...(options.isSuperuser ? { isSuperuser: options.isSuperuser } : auth ? { isSuperuser: superuserOf(auth) } : {}),
+        ...(options.clientRules ? { clientRules: options.clientRules } : auth ? { clientRules: clientRulesOf(auth) } : {}),
         ...(options.clientAttrs ? { clientAttrs: options.clientAttrs } : {}),
         ...(logger ? { logger } : {}),
       });
@@ -235,6 +296,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     }
   } catch (err) {
     if (refresh) clearInterval(refresh);
+    auth?.close();
     await hub?.close();
     if (ownStore) await store.close();
     throw err;
@@ -287,6 +349,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   const close = () =>
     (closing ??= (async () => {
       if (refresh) clearInterval(refresh);
+      auth?.close();
       await (hub as InvalidationHub).close();
       await http?.close();
       await persistence?.close();
@@ -295,7 +358,12 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       if (ownStore) await store.close();
     })());
 
-  const provider = defineProvider(handlers, { name: "emqx-exhook-stack", ...(cache ? { middleware: [cache.middleware] } : {}) });
+  // The authenticator records each connection's login (superuser, JWT rules) in its client
+  // context; wrapping registers connected/disconnected so the record lives as long as the connection.
+  const provider = defineProvider(auth ? auth.clients.wrap(handlers) : handlers, {
+    name: "emqx-exhook-stack",
+    ...(cache ? { middleware: [cache.middleware] } : {}),
+  });
   const invalidations = hub as InvalidationHub;
   bridge?.start();
   return {

@@ -13,15 +13,28 @@ export type { PresenceState } from "../presence.js";
 /** One user of the authentication use case. */
 export interface UserRecord {
   readonly username: string;
-  /** PHC-style scrypt hash (`$scrypt$ln=15,r=8,p=1,k=32$<salt>$<hash>`), never the password. */
+  /**
+   * Self-describing password hash, never the password: the project's scrypt
+   * (`$scrypt$ln=15,r=8,p=1,k=32$<salt>$<hash>`) or an imported format (see password.ts).
+   */
   readonly passwordHash: string;
+  /** Name of the hash format (`scrypt`, `bcrypt`, `sha256`, ...: `hashFormatOf(passwordHash)`), for listing and stats. */
+  readonly hashFormat: string;
   /** Client-id patterns this user may connect with (`*` matches any run of characters); empty = any. */
   readonly clientIds: readonly string[];
+  /** A superuser is allowed everything by the authorization side, without rules. */
+  readonly superuser: boolean;
   /** `Date.now()` when created. */
   readonly createdAt: number;
   /** `Date.now()` when last changed. */
   readonly updatedAt: number;
 }
+
+/**
+ * What `putUser` takes: a {@link UserRecord} whose `superuser` (default false) and `hashFormat`
+ * (default: read from the hash) may be left out.
+ */
+export type UserInput = Omit<UserRecord, "hashFormat" | "superuser"> & { readonly hashFormat?: string; readonly superuser?: boolean };
 
 /** One stored MQTT message. */
 export interface StoredMessage {
@@ -183,8 +196,8 @@ export interface Store {
   readonly location: string;
 
   getUser(username: string): Promise<UserRecord | undefined>;
-  /** Creates or replaces a user. */
-  putUser(user: UserRecord): Promise<void>;
+  /** Creates or replaces a user (the creation time of an existing user is kept). */
+  putUser(user: UserInput): Promise<void>;
   listUsers(): Promise<UserRecord[]>;
   /** Whether a user was removed. */
   removeUser(username: string): Promise<boolean>;
