@@ -18,7 +18,7 @@ import type { HookMiddleware, Logger, Provider } from "./provider.js";
 import { exhookRoutes } from "./routes.js";
 import { nativeHandler } from "./native-transport.js";
 import { HEALTH_PATH_PREFIX, healthRoutes, serveHealthStream, type HealthState } from "./ops/health.js";
-import { createOpsServer, type OpsServer, type ReadyWhen } from "./ops/http-probes.js";
+import { createOpsServer, type OpsServer, type ReadinessCheck, type ReadyWhen } from "./ops/http-probes.js";
 import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
 import { readTlsOptions, watchTls, type TlsFiles } from "./ops/tls.js";
 
@@ -72,6 +72,8 @@ export interface ExHookServerOptions {
    * Default false: `SERVING` while listening and not draining.
    */
   readonly healthRequiresLoaded?: boolean;
+  /** More `/readyz` conditions (the use-case stack's bridged engines, say); 503 while any fails. */
+  readonly readiness?: () => readonly ReadinessCheck[];
 }
 
 /** A running (or ready to run) ExHook server. */
@@ -154,6 +156,7 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
       serving: health.serving,
       loadedNodes: () => dispatcher.loadedNodes().length,
       ...(options.readyWhen ? { readyWhen: options.readyWhen } : {}),
+      ...(options.readiness ? { checks: options.readiness } : {}),
     });
   }
   const sessions = new Set<http2.ServerHttp2Session>();
