@@ -13,8 +13,11 @@ import { readProcessStdin, runCommand, SUBCOMMANDS, commandSummaries } from "./c
 import { optionLines } from "./commands/command.js";
 import { parseServeArgs, SERVE_COMMAND, type CliArgs } from "./commands/serve.js";
 import { ExHookConfigError, isExHookConfigError } from "./errors.js";
+import { Registry } from "prom-client";
 import { relayClusterBus } from "./ops/cluster-bus.js";
+import type { ReadinessCheck } from "./ops/http-probes.js";
 import { createLogger } from "./ops/logger.js";
+import { createMetrics } from "./ops/metrics.js";
 import { ownDir } from "./own-location.js";
 import { loadProviderModule, type ProviderSetup } from "./provider-setup.js";
 import { createExHookServer } from "./server.js";
@@ -131,7 +134,16 @@ async function main(): Promise<void> {
   try {
     const logger = createLogger({ level: args.logLevel ?? "info" });
     const closers: Array<() => void | Promise<void>> = [];
-    const setup: ProviderSetup = { configPath: args.configPath, logger, onClose: (fn) => void closers.push(fn) };
+    // The module's own metrics (the use-case stack's bridge) join the server's on /metrics; its readiness checks join /readyz.
+    const registry = new Registry();
+    const checks: Array<() => readonly ReadinessCheck[]> = [];
+    const setup: ProviderSetup = {
+      configPath: args.configPath,
+      logger,
+      onClose: (fn) => void closers.push(fn),
+      metricsRegistry: registry,
+      addReadinessCheck: (fn) => void checks.push(fn),
+    };
     const { provider, tookSetup } = await loadProviderModule(args.module as string, setup);
     if (args.configPath !== undefined && !tookSetup) {
       throw new ExHookConfigError(
@@ -144,7 +156,8 @@ async function main(): Promise<void> {
       host: args.host,
       transport: args.transport,
       logger,
-      ...(args.metricsPort !== undefined ? { metricsPort: args.metricsPort } : {}),
+      ...(args.metricsPort !== undefined ? { metricsPort: args.metricsPort, metrics: createMetrics({ registry }) } : {}),
+      ...(checks.length > 0 ? { readiness: () => checks.flatMap((f) => f()) } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
       ...(args.emqxVersion !== undefined ? { legacyResponseNumbering: isLegacyEnumBroker(args.emqxVersion) } : {}),

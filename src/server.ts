@@ -16,7 +16,7 @@ import type { HookMiddleware, Logger, Provider } from "./provider.js";
 import { connectTransport } from "./connect-transport.js";
 import { nativeHandler } from "./native-transport.js";
 import { HEALTH_PATH_PREFIX, serveHealthStream, type HealthState } from "./ops/health.js";
-import { createOpsServer, type OpsServer, type ReadyWhen } from "./ops/http-probes.js";
+import { createOpsServer, type OpsServer, type ReadinessCheck, type ReadyWhen } from "./ops/http-probes.js";
 import { shareLearnedState } from "./ops/learned-state.js";
 import { monitorLoopDelay, type LoopDelayMonitor } from "./ops/loop-delay.js";
 import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
@@ -91,6 +91,8 @@ export interface ExHookServerOptions {
    * flood (it sends GOAWAY but leaves the socket open).
    */
   readonly idleTimeoutMs?: number;
+  /** More `/readyz` conditions (the use-case stack's bridged engines, say); 503 while any fails. */
+  readonly readiness?: () => readonly ReadinessCheck[];
 }
 
 /** A running (or ready to run) ExHook server. */
@@ -211,6 +213,7 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
       serving: health.serving,
       loadedNodes: () => dispatcher.loadedNodes().length,
       ...(options.readyWhen ? { readyWhen: options.readyWhen } : {}),
+      ...(options.readiness ? { checks: options.readiness } : {}),
     });
   }
   const sessions = new Set<http2.ServerHttp2Session>();

@@ -200,6 +200,15 @@ describe("validation", () => {
       persistence: { enabled: true, topics: ["#"], maxQueue: 10000, batchSize: 500, flushMs: 200, overflow: "drop-new", retries: 3, retentionSweep: 600000 },
       presence: { enabled: true, reorderWindowMs: 30000 },
       http: { enabled: true, host: "127.0.0.1", port: 9010 },
+      bridge: {
+        enabled: false,
+        partitions: 16,
+        leaseMs: 15000,
+        pollMs: 1000,
+        writer: { maxQueue: 20000, batchSize: 500, lingerMs: 5, retries: 5 },
+        persistBeforeRoute: { enabled: false, timeoutMs: 2000, fallback: "drop" },
+        sinks: [],
+      },
     });
   });
 });

@@ -10,6 +10,7 @@
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
  *   emqx-exhook acl list | acl set --file RULES | acl check --action A --topic T [--username U] [--clientid C] [--peerhost IP] ...
  *   emqx-exhook cache invalidate (--all | --user U | --client C)
+ *   emqx-exhook outbox status | outbox list --sink S | outbox replay --sink S | outbox purge --sink S (--parked | --all)
  *
  * Each command is a {@link Command} in its own module; to add one, write it there and add it to
  * {@link COMMANDS} (one line). Parsing (util.parseArgs, strict), `--help` and usage errors are
@@ -18,6 +19,7 @@
 import { aclCheck, aclList, aclSet, cacheInvalidate } from "./acl.js";
 import { commandHelp, optionLines, parseCommandLine, UsageError, type Command, type CommandIo } from "./command.js";
 import { messagesPrune, messagesQuery } from "./messages.js";
+import { outboxList, outboxPurge, outboxReplay, outboxStatus } from "./outbox.js";
 import { presenceList } from "./presence.js";
 import { usersAdd, usersExport, usersImport, usersList, usersRemove, usersSuperuser } from "./users.js";
 
@@ -39,6 +41,10 @@ export const COMMANDS: readonly Command[] = [
   aclSet,
   aclCheck,
   cacheInvalidate,
+  outboxStatus,
+  outboxList,
+  outboxReplay,
+  outboxPurge,
 ];
 
 /** The first words of the commands (`users`, `messages`, ...): what the CLI hands to {@link runCommand}. */

@@ -8,6 +8,13 @@ import type { AddressInfo } from "node:net";
 import { ExHookConfigError } from "../errors.js";
 import type { ExHookMetrics } from "./metrics.js";
 
+/** One more condition of `/readyz` (e.g. a bridged engine that must be connected). */
+export interface ReadinessCheck {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
 /** When `/readyz` reports ready. */
 export type ReadyWhen = "loaded" | "listening";
 
@@ -30,6 +37,8 @@ export interface OpsServerOptions {
    * loaded; and EMQX 4.x/5.0–5.8 do not re-send `OnProviderLoaded` to a restarted server.
    */
   readonly readyWhen?: ReadyWhen;
+  /** More conditions: `/readyz` answers 503 while any is not ok, naming it. */
+  readonly checks?: () => readonly ReadinessCheck[];
 }
 
 /** A running operations server. */
@@ -61,8 +70,15 @@ export function createOpsServer(options: OpsServerOptions): OpsServer {
     if (path === "/readyz") {
       const serving = options.serving();
       const loaded = options.loadedNodes();
-      const ready = serving && (readyWhen === "listening" || loaded > 0);
-      const why = !serving ? "not serving (starting or draining)" : ready ? "ready" : "waiting for OnProviderLoaded from an EMQX node";
+      const failing = (options.checks?.() ?? []).filter((c) => !c.ok);
+      const ready = serving && (readyWhen === "listening" || loaded > 0) && failing.length === 0;
+      const why = !serving
+        ? "not serving (starting or draining)"
+        : readyWhen !== "listening" && loaded === 0
+          ? "waiting for OnProviderLoaded from an EMQX node"
+          : failing.length > 0
+            ? `not ready: ${failing.map((c) => `${c.name}: ${c.detail}`).join("; ")}`
+            : "ready";
       res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(`${why}; loaded nodes: ${loaded}\n`);
       return;
     }

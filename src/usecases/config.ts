@@ -13,6 +13,7 @@ import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { ExHookConfigError } from "../errors.js";
 import { aclTopicError, EMQX_DEFAULT_LISTENERS, peerhostError, type AclRule } from "./acl.js";
+import { bridgeSchema } from "./bridge/config-schema.js";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
 
@@ -294,6 +295,8 @@ export const configSchema = z.strictObject({
       port: int(0, 65535).default(9010),
     })
     .prefault({}),
+  /** Bridging to NATS JetStream, RabbitMQ, Redis Streams through a durable outbox (docs/bridging.md). */
+  bridge: bridgeSchema,
 });
 
 /** The validated configuration. */
@@ -371,7 +374,7 @@ export function parseConfig(
       const line = envName ? undefined : lineOf(p);
       const where = envName ? `${key} (from ${envName})` : `${source}${line !== undefined ? `:${line}` : ""}: ${key || "(top level)"}`;
       const given = valueAt(obj, p);
-      const msg = issue.code === "unrecognized_keys" ? `unknown setting (allowed here: ${allowedKeys(issue.path)})` : issue.message;
+      const msg = issue.code === "unrecognized_keys" ? `unknown setting (allowed here: ${allowedKeys(issue.path, obj)})` : issue.message;
       return `  ${where}: ${msg}${given !== undefined && issue.code !== "unrecognized_keys" ? ` (got ${JSON.stringify(given)})` : ""}`;
     });
     throw new ExHookConfigError(`invalid configuration:\n${lines.join("\n")}`);
@@ -403,24 +406,29 @@ function valueAt(obj: unknown, p: readonly PropertyKey[]): unknown {
   return o;
 }
 
-function allowedKeys(p: readonly PropertyKey[]): string {
-  let s: z.ZodType = configSchema;
-  for (const k of p) {
-    let inner: z.ZodType = s;
-    // Unwrap defaults/optionals to reach the object or array.
+function allowedKeys(p: readonly PropertyKey[], given: unknown): string {
+  const unwrap = (t: z.ZodType, at: readonly PropertyKey[]): z.ZodType => {
     for (let i = 0; i < 5; i++) {
-      const def = (inner as unknown as { def: { innerType?: z.ZodType } }).def;
-      if (def.innerType) inner = def.innerType;
+      const def = (t as unknown as { def: { innerType?: z.ZodType } }).def;
+      if (def.innerType) t = def.innerType;
       else break;
     }
+    // A discriminated union (bridge.sinks[]): the variant the given `kind` names.
+    if (t instanceof z.ZodDiscriminatedUnion) {
+      const kind = (valueAt(given, at) as { kind?: unknown } | undefined)?.kind;
+      const hit = (t.options as z.ZodType[]).find((o) => o instanceof z.ZodObject && (o.shape as Record<string, z.ZodType>)["kind"] instanceof z.ZodLiteral && ((o.shape as Record<string, z.ZodLiteral>)["kind"] as z.ZodLiteral).value === kind);
+      if (hit) t = hit;
+    }
+    return t;
+  };
+  let s: z.ZodType = configSchema;
+  for (let n = 0; n < p.length; n++) {
+    const k = p[n] as PropertyKey;
+    const inner = unwrap(s, p.slice(0, n));
     if (typeof k === "number" && inner instanceof z.ZodArray) s = inner.element as z.ZodType;
     else if (inner instanceof z.ZodObject) s = (inner.shape as Record<string, z.ZodType>)[String(k)] as z.ZodType;
     else return "?";
   }
-  for (let i = 0; i < 5; i++) {
-    const def = (s as unknown as { def: { innerType?: z.ZodType } }).def;
-    if (def.innerType) s = def.innerType;
-    else break;
-  }
+  s = unwrap(s, p);
   return s instanceof z.ZodObject ? Object.keys(s.shape).join(", ") : "?";
 }

@@ -1,8 +1,9 @@
 /**
- * Storage drivers (and the bcrypt / Argon2 verifiers of imported password hashes) are optional peer
- * dependencies: a provider that uses no store installs no native module. A store loads its driver
- * when it is opened, through {@link loadOptional}, which turns a missing package into an error that
- * says what to install.
+ * Storage drivers, the bcrypt / Argon2 verifiers of imported password hashes and the bridge's
+ * engine clients are optional peer dependencies: a provider that uses no store installs no native
+ * module, and one that bridges nowhere no engine client. A store loads its driver when it is
+ * opened, a bridge sink its client when it is created, through {@link loadOptional}, which turns a
+ * missing package into an error that says what to install.
  */
 import { ExHookConfigError } from "../errors.js";
 import { ownRequire } from "../own-location.js";
@@ -18,6 +19,11 @@ export const OPTIONAL_DEPENDENCIES = {
   "@node-rs/bcrypt": "1.10.8",
   "better-sqlite3": "~12.11",
   pg: "^8.23.1",
+  // The bridge's engine clients (src/usecases/bridge), loaded when a sink of that kind is configured.
+  "@nats-io/transport-node": "^3.4.0",
+  "@nats-io/jetstream": "^3.4.0",
+  amqplib: "^2.3.1",
+  ioredis: "^6.0.0",
 } as const;
 
 /** The name of an optional peer dependency. */

@@ -8,6 +8,7 @@ import type pg from "pg";
 import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
 import { loadOptional } from "./optional-dependency.js";
+import { PG_OUTBOX_MIGRATION, pgOutboxMethods } from "./bridge/pg-outbox.js";
 import {
   INVALIDATION_KEEP_MS,
   groupPresence,
@@ -80,6 +81,8 @@ export const MIGRATIONS: readonly string[] = [
   // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
   `ALTER TABLE exhook_users ADD COLUMN superuser BOOLEAN NOT NULL DEFAULT false,
      ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
+  // 5: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
+  PG_OUTBOX_MIGRATION,
 ];
 
 /** The NOTIFY channel of {@link Store.recordInvalidation} (payload: the record's seq). */
@@ -324,6 +327,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         records: r.rows.map((row) => ({ seq: num(row["seq"]), scope: row["scope"] as InvalidationScope, key: row["key"] as string, at: num(row["at"]) })),
       };
     },
+    ...pgOutboxMethods(pool),
     async close() {
       if (closed) return;
       closed = true;

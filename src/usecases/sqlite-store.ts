@@ -10,6 +10,7 @@ import type Database from "better-sqlite3";
 import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
 import { loadOptional } from "./optional-dependency.js";
+import { SQLITE_OUTBOX_MIGRATION, sqliteOutboxMethods } from "./bridge/sqlite-outbox.js";
 import {
   INVALIDATION_KEEP_MS,
   groupPresence,
@@ -83,6 +84,8 @@ export const MIGRATIONS: readonly string[] = [
   // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
   `ALTER TABLE users ADD COLUMN superuser INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE users ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
+  // 5: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
+  SQLITE_OUTBOX_MIGRATION,
 ];
 
 /** Options of {@link openSqliteStore}. */
@@ -318,6 +321,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       const latest = latestInvalidation.get()?.seq ?? 0;
       return { latest, records: after < 0 ? [] : invalidationsAfter.all(after, limit) };
     },
+    ...sqliteOutboxMethods(db),
     async close() {
       if (closed) return;
       closed = true;

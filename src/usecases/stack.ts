@@ -3,9 +3,11 @@
  * assembled from a validated configuration into one provider (what `make start` serves).
  */
 import { readFileSync } from "node:fs";
+import type { Registry } from "prom-client";
 import { defineProvider, type HookHandlers, type Logger, type Provider } from "../provider.js";
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
 import { createAuthenticator, type Authenticator, type AuthenticatorOptions } from "./auth.js";
+import { createBridge, mergeHookHandlers, type Bridge } from "./bridge/bridge.js";
 import { createAuthorizer, type Authorizer, type ClientAttrRule, type ClientAttrsLookup, type ClientRulesLookup, type SuperuserCheck } from "./authorizer.js";
 import { createDecisionCache, type DecisionCache } from "./decision-cache.js";
 import { createEmqxNotifier, type EmqxNotifier } from "./emqx-api.js";
@@ -52,6 +54,8 @@ export interface Stack {
   invalidate(inv: Invalidation): Promise<void>;
   readonly persistence: Persistence | undefined;
   readonly presence: StoredPresence | undefined;
+  /** The bridge to NATS JetStream / RabbitMQ / Redis Streams, when enabled. */
+  readonly bridge: Bridge | undefined;
   /** The HTTP read server, listening, when enabled. */
   readonly http: ReadServer | undefined;
   /** Counters of every use case. */
@@ -66,6 +70,8 @@ export interface StackOptions {
   /** Use this store instead of opening the configured one (closed with the stack unless `ownStore` is false). */
   readonly store?: Store;
   readonly ownStore?: boolean;
+  /** Registry for the bridge's metrics (`ProviderSetup.metricsRegistry` under `serve`). Default: one of its own (`stack.bridge.registry`). */
+  readonly registry?: Registry;
   /** Superusers are allowed everything without rules (the authentication side knows who they are). */
   readonly isSuperuser?: SuperuserCheck;
   /** A connection's own rules (e.g. a JWT `acl` claim), checked before the global rules. */
@@ -194,6 +200,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   let hub: InvalidationHub | undefined;
   let persistence: Persistence | undefined;
   let presence: StoredPresence | undefined;
+  let bridge: Bridge | undefined;
   let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
@@ -283,6 +290,10 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onClientConnected = presence.onClientConnected;
       handlers.onClientDisconnected = presence.onClientDisconnected;
     }
+    if (cfg.bridge.enabled) {
+      bridge = createBridge({ config: cfg.bridge, store, ...(logger ? { logger } : {}), ...(options.registry ? { registry: options.registry } : {}) });
+      Object.assign(handlers, mergeHookHandlers(handlers, bridge.handlers));
+    }
   } catch (err) {
     if (refresh) clearInterval(refresh);
     auth?.close();
@@ -312,6 +323,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     invalidations: { ...(hub as InvalidationHub).stats(), ...(emqx ? { emqx: emqx.stats() } : {}) },
     ...(persistence ? { persistence: { ...persistence.writer.stats(), ...(persistence.retention ? { retention: persistence.retention.stats() } : {}) } } : {}),
     ...(presence ? { presence: presence.stats() } : {}),
+    ...(bridge ? { bridge: bridge.stats() } : {}),
   });
 
   if (cfg.http.enabled) {
@@ -342,6 +354,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       await http?.close();
       await persistence?.close();
       await presence?.close();
+      await bridge?.close();
       if (ownStore) await store.close();
     })());
 
@@ -352,6 +365,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     ...(cache ? { middleware: [cache.middleware] } : {}),
   });
   const invalidations = hub as InvalidationHub;
+  bridge?.start();
   return {
     provider,
     store,
@@ -365,6 +379,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     invalidate: (inv) => invalidations.announce(inv),
     persistence,
     presence,
+    bridge,
     http,
     stats,
     close,
