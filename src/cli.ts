@@ -21,6 +21,8 @@ import { createMetrics } from "./ops/metrics.js";
 import { ownDir } from "./own-location.js";
 import { loadProviderModule, type ProviderSetup } from "./provider-setup.js";
 import { createExHookServer } from "./server.js";
+import { ignoreBrokenStdio, installShutdown } from "./ops/shutdown.js";
+import { isLegacyEnumBroker } from "./wire.js";
 
 export type { CliArgs } from "./commands/serve.js";
 
@@ -81,6 +83,8 @@ EMQX 4.4 (etc/plugins/emqx_exhook.conf, then: emqx_ctl plugins load emqx_exhook)
 }
 
 async function main(): Promise<void> {
+  // A closed stdout/stderr pipe (`serve … | head -1`) must not end or hang the process.
+  ignoreBrokenStdio();
   const argv = process.argv.slice(2);
   const first = argv[0];
   if (first === undefined) {
@@ -124,7 +128,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   if ((args.workers ?? 1) > 1 && cluster.isPrimary) {
-    runPrimary(args.workers as number);
+    runPrimary(args.workers as number, args.drainTimeoutMs ?? 10_000);
     return;
   }
   try {
@@ -156,37 +160,31 @@ async function main(): Promise<void> {
       ...(checks.length > 0 ? { readiness: () => checks.flatMap((f) => f()) } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
+      ...(args.emqxVersion !== undefined ? { legacyResponseNumbering: isLegacyEnumBroker(args.emqxVersion) } : {}),
+      ...(args.stateFile !== undefined ? { stateFile: args.stateFile } : {}),
     });
-    const addr = await server.listen();
-    // Signals are handled before the banner is printed: whoever waits for it may signal at once.
-    let stopping = false;
-    const stop = (signal: string) => {
-      // A second signal while draining means "now".
-      if (stopping) process.exit(1);
-      stopping = true;
-      const drainTimeoutMs = args.drainTimeoutMs ?? 10_000;
-      logger.info({ signal, drainTimeoutMs }, "draining: no new connections, finishing in-flight calls");
-      server.close(drainTimeoutMs).then(
-        async () => {
-          // What the provider module registered (the use-case stack: queued messages, the store) closes last, newest first.
-          for (const close of closers.reverse()) {
-            try {
-              await close();
-            } catch (err) {
-              logger.error({ err: (err as Error).message }, "provider close failed");
-            }
-          }
-          logger.info({ signal }, "drained, exiting");
-          process.exit(0);
-        },
-        () => process.exit(1),
-      );
-    };
+    // Signals are handled before the port opens and the banner is printed: whoever waits for the
+    // banner may signal at once. The shutdown is bounded by --drain-timeout (src/ops/shutdown.ts).
     // Under --workers, Ctrl-C reaches the whole process group: the primary turns it into one
     // SIGTERM per worker, so a worker ignores SIGINT itself (else it would see two signals and
     // take the second as "exit now").
-    process.on("SIGINT", () => (cluster.isWorker ? undefined : stop("SIGINT")));
-    process.on("SIGTERM", () => stop("SIGTERM"));
+    installShutdown({
+      closeServer: (graceMs) => server.close(graceMs),
+      // What the provider module registered (the use-case stack: queued messages, the store) closes last, newest first.
+      closeProvider: async () => {
+        for (const close of closers.reverse()) {
+          try {
+            await close();
+          } catch (err) {
+            logger.error({ err: (err as Error).message }, "provider close failed");
+          }
+        }
+      },
+      logger,
+      drainTimeoutMs: args.drainTimeoutMs ?? 10_000,
+      onSigint: !cluster.isWorker,
+    });
+    const addr = await server.listen();
     const shown = addr.address === "0.0.0.0" || addr.address === "::" ? "127.0.0.1" : addr.address;
     const url = `${args.tls ? "https" : "http"}://${shown}:${addr.port}`;
     process.stdout.write(
@@ -211,7 +209,7 @@ async function main(): Promise<void> {
  * primary sends each worker one SIGTERM; each worker drains, and the primary exits 0 once all have
  * exited cleanly.
  */
-function runPrimary(workers: number): void {
+function runPrimary(workers: number, drainTimeoutMs: number): void {
   let stopping = false;
   let failed = false;
   const listening = new Set<number>();
@@ -237,6 +235,13 @@ function runPrimary(workers: number): void {
     if (stopping) return;
     stopping = true;
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+    // Each worker bounds its own shutdown by the drain timeout; a worker that still runs a moment
+    // later is killed, and the primary exits 1.
+    const deadline = setTimeout(() => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGKILL");
+      process.exit(1);
+    }, drainTimeoutMs + 1000);
+    deadline.unref();
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
