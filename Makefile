@@ -4,7 +4,7 @@ PORT ?= 9000
 HOST ?= 0.0.0.0
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: install generate lint-proto lint format drift breaking build start test typecheck bench bench-workers soak clean docker-check test-postgres
+.PHONY: install generate lint-proto lint format drift breaking build start test typecheck bench bench-bridge bench-workers soak clean docker-check test-postgres
 
 # Installs exactly what package-lock.json pins, once (re-run when the lock file changes).
 node_modules/.installed: package.json package-lock.json
@@ -58,9 +58,10 @@ typecheck: install
 
 # Everything CI runs: proto lint, gen/ drift, Biome, then type check + jest (including the package
 # test: npm pack, installed into consumer projects), with a throwaway PostgreSQL (installed from
-# Debian's postgresql package when missing) so the storage tests run on both backends.
+# Debian's postgresql package when missing) so the storage tests run on both backends, and
+# NATS/RabbitMQ/Redis for the bridge tests (scripts/with-brokers.sh: the running ones, else throwaway).
 test: install lint-proto drift lint
-	scripts/with-postgres.sh npm test
+	scripts/with-postgres.sh scripts/with-brokers.sh npm test
 
 # Replays the Dockerfile without a Docker engine (npm ci, build, prune in a temp copy) and starts
 # the image's CMD: it must answer OnProviderLoaded, /healthz, /metrics and drain on SIGTERM.
@@ -68,10 +69,17 @@ docker-check:
 	scripts/check-docker.sh
 
 # Benchmark (bench/README.md): every server pinned to CPU 0, load from CPU 1; prints the table and
-# writes bench/results/latest.json. Parameters: BENCH_* env vars (see bench/run.ts).
+# writes bench/results/latest.json, then the bridging rows (bench/results/bridge-latest.json;
+# BENCH_BRIDGE=0 skips them). Parameters: BENCH_* env vars (see bench/run.ts, bench/bridge.ts).
 bench: install
 	tsc -p bench/tsconfig.json
 	node dist/bench-build/bench/run.js
+	@if [ "$${BENCH_BRIDGE:-1}" != 0 ]; then node dist/bench-build/bench/bridge.js; fi
+
+# The bridging rows alone (bench/README.md, "Bridging"): forwarding per sink and store, publish hook p99 with bridging off/on.
+bench-bridge: install
+	tsc -p bench/tsconfig.json
+	node dist/bench-build/bench/bridge.js
 
 # --workers scaling on this machine (1 vs 2 workers, nothing pinned): bench/results/workers-latest.json.
 bench-workers: install

@@ -6,7 +6,10 @@ module.exports = {
   testMatch: ["**/*.test.ts"],
   transform: {
     "^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2022" }, module: { type: "commonjs" } }],
+    // jose is ESM only (the product loads it with a dynamic import); jest's CommonJS runtime needs it transformed.
+    "/node_modules/jose/.+\\.js$": ["@swc/jest", { jsc: { parser: { syntax: "ecmascript" }, target: "es2022" }, module: { type: "commonjs" } }],
   },
+  transformIgnorePatterns: ["/node_modules/(?!jose/)"],
   // Worker threads cannot run TypeScript: globalSetup compiles the sources once, and the module that
   // names the SQLite worker's file points at that copy (test/helpers/sqlite-worker-file.ts).
   globalSetup: "<rootDir>/test/helpers/global-setup.ts",

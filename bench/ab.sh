@@ -25,7 +25,7 @@ for r in $(seq "$rounds"); do
     # shellcheck disable=SC2086
     taskset -c 0 $cmd > "$work/out" 2>/dev/null &
     pid=$!
-    for _ in $(seq 100); do grep -q READY "$work/out" && break; sleep 0.1; done
+    for _ in $(seq 300); do grep -q READY "$work/out" && break; sleep 0.1; done
     port=$(awk '/READY/{print $2}' "$work/out")
     taskset -c 1 h2load -c 8 -m 8 -D 1 "${headers[@]}" -d "$work/$rpc.frame" "http://127.0.0.1:$port$path" > /dev/null
     c0=$(awk '{print $14 + $15}' "/proc/$pid/stat")

@@ -13,14 +13,17 @@ import { readProcessStdin, runCommand, SUBCOMMANDS, commandSummaries } from "./c
 import { optionLines } from "./commands/command.js";
 import { parseServeArgs, SERVE_COMMAND, type CliArgs } from "./commands/serve.js";
 import { ExHookConfigError, isExHookConfigError } from "./errors.js";
+import { Registry } from "prom-client";
 import { relayClusterBus } from "./ops/cluster-bus.js";
 import { clusterOpsSource, serveOpsToPrimary, workerOpsInfo } from "./ops/cluster-ops.js";
-import { checkReadyOptions, createOpsServer } from "./ops/http-probes.js";
+import { checkReadyOptions, createOpsServer, type ReadinessCheck } from "./ops/http-probes.js";
 import { createLogger } from "./ops/logger.js";
 import { createMetrics } from "./ops/metrics.js";
 import { ownDir } from "./own-location.js";
 import { loadProviderModule, type ProviderSetup } from "./provider-setup.js";
 import { createExHookServer } from "./server.js";
+import { ignoreBrokenStdio, installShutdown } from "./ops/shutdown.js";
+import { isLegacyEnumBroker } from "./wire.js";
 
 export type { CliArgs } from "./commands/serve.js";
 
@@ -101,7 +104,7 @@ function opsListenError(err: unknown, host: string, port: number | undefined): u
 function opsBanner(host: string, port: number, paths: readonly string[], token: boolean): string {
   const shown = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
   const where = host === "0.0.0.0" || host === "::" ? ` (listening on all interfaces${token ? ", token required" : ""})` : token ? " (token required)" : "";
-  return `operations port: http://${shown}:${port}/metrics, /healthz, /readyz${paths.map((p) => `, ${p}`).join("")}${where}\n`;
+  return `metrics and probes on http://${shown}:${port}/metrics, /healthz, /readyz${paths.map((p) => `, ${p}`).join("")}${where}\n`;
 }
 
 /** The EMQX configuration snippets for a server at `url`. */
@@ -118,6 +121,8 @@ EMQX 4.4 (etc/plugins/emqx_exhook.conf, then: emqx_ctl plugins load emqx_exhook)
 }
 
 async function main(): Promise<void> {
+  // A closed stdout/stderr pipe (`serve … | head -1`) must not end or hang the process.
+  ignoreBrokenStdio();
   const argv = process.argv.slice(2);
   const first = argv[0];
   if (first === undefined) {
@@ -167,7 +172,16 @@ async function main(): Promise<void> {
   try {
     const logger = createLogger({ level: args.logLevel ?? "info" });
     const closers: Array<() => void | Promise<void>> = [];
-    const setup: ProviderSetup = { configPath: args.configPath, logger, onClose: (fn) => void closers.push(fn) };
+    // The module's own metrics (the use-case stack's bridge) join the server's on /metrics; its readiness checks join /readyz.
+    const registry = new Registry();
+    const checks: Array<() => readonly ReadinessCheck[]> = [];
+    const setup: ProviderSetup = {
+      configPath: args.configPath,
+      logger,
+      onClose: (fn) => void closers.push(fn),
+      metricsRegistry: registry,
+      addReadinessCheck: (fn) => void checks.push(fn),
+    };
     const { provider, tookSetup } = await loadProviderModule(args.module as string, setup);
     if (args.configPath !== undefined && !tookSetup) {
       throw new ExHookConfigError(
@@ -180,7 +194,8 @@ async function main(): Promise<void> {
     const opsHost = args.metricsHost ?? "127.0.0.1";
     // Under --workers the primary serves the operations port for all workers (ops/cluster-ops.ts).
     const clustered = cluster.isWorker;
-    const metrics = opsPort !== undefined ? createMetrics(args.readyNodes ? { knownNodes: args.readyNodes } : {}) : undefined;
+    const metrics = opsPort !== undefined ? createMetrics({ registry, ...(args.readyNodes ? { knownNodes: args.readyNodes } : {}) }) : undefined;
+    const readiness = () => checks.flatMap((f) => f());
     const server = createExHookServer({
       provider,
       port: args.port,
@@ -189,15 +204,40 @@ async function main(): Promise<void> {
       logger,
       ...(metrics ? { metrics } : {}),
       ...(opsPort !== undefined && !clustered ? { metricsPort: opsPort, metricsHost: opsHost, ...(token !== undefined ? { metricsToken: token } : {}) } : {}),
+      ...(checks.length > 0 ? { readiness } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
       ...(args.readyNodes ? { readyNodes: args.readyNodes } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
+      ...(args.emqxVersion !== undefined ? { legacyResponseNumbering: isLegacyEnumBroker(args.emqxVersion) } : {}),
+      ...(args.stateFile !== undefined ? { stateFile: args.stateFile } : {}),
+    });
+    // Signals are handled before the port opens and the banner is printed: whoever waits for the
+    // banner may signal at once. The shutdown is bounded by --drain-timeout (src/ops/shutdown.ts).
+    // Under --workers, Ctrl-C reaches the whole process group: the primary turns it into one
+    // SIGTERM per worker, so a worker ignores SIGINT itself (else it would see two signals and
+    // take the second as "exit now").
+    installShutdown({
+      closeServer: (graceMs) => server.close(graceMs),
+      // What the provider module registered (the use-case stack: queued messages, the store) closes last, newest first.
+      closeProvider: async () => {
+        for (const close of closers.reverse()) {
+          try {
+            await close();
+          } catch (err) {
+            logger.error({ err: (err as Error).message }, "provider close failed");
+          }
+        }
+      },
+      logger,
+      drainTimeoutMs: args.drainTimeoutMs ?? 10_000,
+      onSigint: !cluster.isWorker,
     });
     if (clustered) {
       serveOpsToPrimary({
         registry: metrics?.registry,
         serving: () => server.state === "serving",
         loadedNodes: () => server.dispatcher.loadedNodes().map((n) => n.node),
+        checks: readiness,
         provider: providerOps,
       });
     }
@@ -205,35 +245,6 @@ async function main(): Promise<void> {
       // The operations port binds first: no address yet means it was that one.
       throw server.opsAddress || opsPort === undefined || clustered ? err : opsListenError(err, opsHost, opsPort);
     });
-    // Signals are handled before the banner is printed: whoever waits for it may signal at once.
-    let stopping = false;
-    const stop = (signal: string) => {
-      // A second signal while draining means "now".
-      if (stopping) process.exit(1);
-      stopping = true;
-      const drainTimeoutMs = args.drainTimeoutMs ?? 10_000;
-      logger.info({ signal, drainTimeoutMs }, "draining: no new connections, finishing in-flight calls");
-      server.close(drainTimeoutMs).then(
-        async () => {
-          // What the provider module registered (the use-case stack: queued messages, the store) closes last, newest first.
-          for (const close of closers.reverse()) {
-            try {
-              await close();
-            } catch (err) {
-              logger.error({ err: (err as Error).message }, "provider close failed");
-            }
-          }
-          logger.info({ signal }, "drained, exiting");
-          process.exit(0);
-        },
-        () => process.exit(1),
-      );
-    };
-    // Under --workers, Ctrl-C reaches the whole process group: the primary turns it into one
-    // SIGTERM per worker, so a worker ignores SIGINT itself (else it would see two signals and
-    // take the second as "exit now").
-    process.on("SIGINT", () => (cluster.isWorker ? undefined : stop("SIGINT")));
-    process.on("SIGTERM", () => stop("SIGTERM"));
     const shown = addr.address === "0.0.0.0" || addr.address === "::" ? "127.0.0.1" : addr.address;
     const url = `${args.tls ? "https" : "http"}://${shown}:${addr.port}`;
     process.stdout.write(
@@ -260,6 +271,7 @@ async function main(): Promise<void> {
  */
 function runPrimary(args: CliArgs): void {
   const workers = args.workers as number;
+  const drainTimeoutMs = args.drainTimeoutMs ?? 10_000;
   let stopping = false;
   let failed = false;
   const listening = new Set<number>();
@@ -324,6 +336,13 @@ function runPrimary(args: CliArgs): void {
     if (stopping) return;
     stopping = true;
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+    // Each worker bounds its own shutdown by the drain timeout; a worker that still runs a moment
+    // later is killed, and the primary exits 1.
+    const deadline = setTimeout(() => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGKILL");
+      process.exit(1);
+    }, drainTimeoutMs + 1000);
+    deadline.unref();
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);

@@ -43,26 +43,50 @@ export interface HookContext {
   readonly values: ContextValues;
 }
 
+/** @internal What a {@link CallContext} is made from (one object, so no argument can be misplaced). */
+export interface CallContextInit {
+  readonly key: HookKey;
+  readonly hook: string;
+  readonly package: WirePackage;
+  /** The broker when the request has no `meta` (v1: from `OnProviderLoaded`). */
+  readonly knownBroker: BrokerRef | undefined;
+  readonly meta: RequestMeta | undefined;
+  readonly clientId: string;
+  /** `Date.now()` ms when the framework stops waiting for the handler. */
+  readonly deadline: number;
+  /** The transport's own signal (the Connect path), if it has one. */
+  readonly signal?: AbortSignal | undefined;
+  /** The transport's cancellation hook (`CallInfo.bindAbort`), bound when the signal is first read. */
+  readonly bindAbort?: ((target: CallContext) => void) | undefined;
+}
+
 /** @internal The concrete context; the signal and values are created only when read. */
 export class CallContext implements HookContext {
+  readonly key: HookKey;
+  readonly hook: string;
+  readonly meta: RequestMeta | undefined;
+  readonly clientId: string;
+  readonly deadline: number;
+  private readonly package_: WirePackage;
+  private readonly knownBroker: BrokerRef | undefined;
+  private readonly callSignal: AbortSignal | undefined;
+  private readonly bindCancel: ((target: CallContext) => void) | undefined;
   private controller: AbortController | undefined;
   private valuesStore: ContextValues | undefined;
   private brokerFromMeta: BrokerRef | undefined;
   private aborted: unknown = undefined;
 
-  constructor(
-    readonly key: HookKey,
-    readonly hook: string,
-    readonly package_: WirePackage,
-    /** The broker when the request has no `meta` (v1: from `OnProviderLoaded`). */
-    private readonly knownBroker: BrokerRef | undefined,
-    readonly meta: RequestMeta | undefined,
-    readonly clientId: string,
-    readonly deadline: number,
-    private readonly callSignal: AbortSignal | undefined,
-    /** The transport's cancellation hook (`CallInfo.bindAbort`), bound when the signal is first read. */
-    private readonly bindCancel?: ((target: CallContext) => void) | undefined,
-  ) {}
+  constructor(init: CallContextInit) {
+    this.key = init.key;
+    this.hook = init.hook;
+    this.package_ = init.package;
+    this.knownBroker = init.knownBroker;
+    this.meta = init.meta;
+    this.clientId = init.clientId;
+    this.deadline = init.deadline;
+    this.callSignal = init.signal;
+    this.bindCancel = init.bindAbort;
+  }
 
   get package(): WirePackage {
     return this.package_;

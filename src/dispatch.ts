@@ -59,12 +59,44 @@ export interface LoadedNode {
   readonly loads: number;
 }
 
+/**
+ * What a dispatcher learned from EMQX that other processes serving the same EMQX should know too
+ * (the workers of `serve --workers N`, the next run after a restart): plain data.
+ */
+export interface LearnedState {
+  /** From the latest v1 `OnProviderLoaded`. */
+  readonly v1: {
+    /** Whether that broker reads `ResponsedType` with the EMQX 4.3.0–4.3.2 numbering. */
+    readonly legacyNumbering: boolean;
+    /** The broker (v1 requests carry no `meta` before 4.3.14/4.4.3; handlers see this one). */
+    readonly broker: BrokerRef;
+  };
+  /** `Date.now()` when it was learned: the newest knowledge wins. */
+  readonly learnedAt: number;
+}
+
 /** Options of {@link createDispatcher}. */
 export interface DispatcherOptions {
   /** Where handler failures are reported. Default: one JSON line on stderr per event. */
   readonly logger?: Logger;
   /** Middleware added outside the provider's own (metrics, logging of the server). */
   readonly middleware?: readonly HookMiddleware[];
+  /**
+   * The event-loop delay to expect now, in ms, given the hook calls in flight (the server measures
+   * the loop with `monitorEventLoopDelay` and its cost per call, src/ops/loop-delay.ts): the safety
+   * margin before a call's deadline grows with it, see {@link deadlineMargin}. Called once per hook
+   * call with a deadline, so it must be cheap (arithmetic on stored numbers). Default: 0.
+   */
+  readonly loopDelayMs?: (inFlight: number) => number;
+  /**
+   * Pins the `ResponsedType` numbering of v1 answers: `true` for EMQX 4.3.0–4.3.2 (IGNORE=0,
+   * CONTINUE=1), `false` for every later 4.x. Default: learned from each v1 `OnProviderLoaded`
+   * (its broker version), which EMQX 4.x sends only once per pool, so a restarted server that is
+   * never loaded again needs this pin or a state file (`ExHookServerOptions.stateFile`).
+   */
+  readonly legacyResponseNumbering?: boolean;
+  /** Called when a v1 `OnProviderLoaded` changed what is learned (to share or persist it). */
+  readonly onLearned?: (state: LearnedState) => void;
 }
 
 /** Counts of fallbacks taken, keyed `"<handler key>:<reason>"`. */
@@ -85,6 +117,28 @@ export interface Dispatcher {
   loadedNodes(): LoadedNode[];
   /** Fallbacks taken so far. */
   fallbackCounts(): FallbackCounts;
+  /** What was learned from EMQX so far (`undefined` before any v1 `OnProviderLoaded`). */
+  learned(): LearnedState | undefined;
+  /**
+   * Applies what another process (or a previous run) learned, unless this dispatcher knows
+   * something newer (`learnedAt`). A pinned numbering stays pinned.
+   */
+  learn(state: LearnedState): void;
+}
+
+/**
+ * The safety margin kept between a handler's budget and the caller's deadline, so the fallback
+ * answer is written before EMQX gives up:
+ * - it scales with the deadline: 10 % of it, at most 250 ms (EMQX's default 5 s keeps 250 ms);
+ *   `marginMs` replaces this part;
+ * - it grows with the measured event-loop delay: at least 2 × delay + 5 ms (the budget timer fires
+ *   about one delay late, and writing the answer waits for the loop once more);
+ * - it never takes more than 80 % of the deadline, so a handler keeps at least a fifth of it: on a
+ *   loop that late, a fallback in time is worth more to EMQX than a real answer after its deadline.
+ */
+export function deadlineMargin(timeoutMs: number, loopDelayMs: number, marginMs?: number): number {
+  const base = marginMs ?? Math.min(250, timeoutMs * 0.1);
+  return Math.min(timeoutMs * 0.8, Math.max(base, loopDelayMs > 0 ? 2 * loopDelayMs + 5 : 0));
 }
 
 const consoleLogger: Logger = {
@@ -102,13 +156,26 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
   const logger = options.logger ?? consoleLogger;
   const middleware = [...(options.middleware ?? []), ...(provider.options.middleware ?? [])];
   const marginOpt = provider.options.marginMs;
+  const loopDelayMs = options.loopDelayMs;
+  /** Hook calls whose answer is not sent yet (their fallbacks may all fall due together). */
+  let inFlight = 0;
+  const pinnedLegacy = options.legacyResponseNumbering;
+  const onLearned = options.onLearned;
   const grpcErrors = provider.options.onError === "grpc-error";
   const loadedAnswers = new Map<WirePackage, v3.LoadedResponse>();
   const loadedAnswerBytes = new Map<WirePackage, Uint8Array>();
   const nodes = new Map<string, LoadedNode>();
   const fallbacks: Record<string, number> = {};
-  let v1LegacyEnum = false;
+  let v1LegacyEnum = pinnedLegacy ?? false;
   let v1Broker: BrokerRef | undefined;
+  let learnedState: LearnedState | undefined;
+
+  function learn(state: LearnedState): void {
+    if (learnedState && learnedState.learnedAt > state.learnedAt) return;
+    learnedState = state;
+    if (pinnedLegacy === undefined) v1LegacyEnum = state.v1.legacyNumbering;
+    v1Broker = state.v1.broker;
+  }
 
   function answerFor(pkg: WirePackage): v3.LoadedResponse {
     let answer = loadedAnswers.get(pkg);
@@ -124,8 +191,18 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     const version = req.broker?.version || req.meta?.version || "";
     const node = req.meta?.node ?? "";
     if (pkg === "v1") {
-      v1LegacyEnum = isLegacyEnumBroker(version);
-      v1Broker = { node, version, sysdescr: req.broker?.sysdescr ?? "", clusterName: req.meta?.clusterName ?? "" };
+      const broker: BrokerRef = { node, version, sysdescr: req.broker?.sysdescr ?? "", clusterName: req.meta?.clusterName ?? "" };
+      const legacyNumbering = isLegacyEnumBroker(version);
+      const before = learnedState?.v1;
+      learn({ v1: { legacyNumbering, broker }, learnedAt: Date.now() });
+      const changed = before === undefined || before.legacyNumbering !== legacyNumbering || !sameBroker(before.broker, broker);
+      if (changed && onLearned) {
+        try {
+          onLearned(learnedState as LearnedState);
+        } catch (err) {
+          logger.error({ err: errorText(err) }, "onLearned callback threw");
+        }
+      }
     }
     const key = `${pkg}|${node}`;
     const prev = nodes.get(key);
@@ -186,21 +263,44 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     const callTimeout = info.timeoutMs;
     let budget = hook.timeoutMs;
     if (callTimeout !== undefined) {
-      const margin = marginOpt ?? Math.min(250, callTimeout * 0.1);
+      const margin = deadlineMargin(callTimeout, loopDelayMs ? loopDelayMs(inFlight) : 0, marginOpt);
       budget = Math.max(0, Math.min(budget, callTimeout - margin));
     }
     const clientId = r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "";
-    const ctx = new CallContext(def.key, def.name, pkg, pkg === "v1" ? v1Broker : undefined, r.meta, clientId, Date.now() + budget, info.signal, info.bindAbort);
+    const ctx = new CallContext({
+      key: def.key,
+      hook: def.name,
+      package: pkg,
+      knownBroker: pkg === "v1" ? v1Broker : undefined,
+      meta: r.meta,
+      clientId,
+      deadline: Date.now() + budget,
+      signal: info.signal,
+      bindAbort: info.bindAbort,
+    });
 
     if (middleware.length === 0) {
       const outcome = runHandler(hook, req, ctx, budget);
-      if (isPromise(outcome)) return outcome.then((o) => finish(respond(def, hook, o, r, legacy)));
+      if (isPromise(outcome)) {
+        inFlight++;
+        return outcome.then((o) => {
+          inFlight--;
+          return finish(respond(def, hook, o, r, legacy));
+        });
+      }
       return finish(respond(def, hook, outcome, r, legacy));
     }
     const hc: HookCall = { key: def.key, hook: def.name, clientId, topic, request: req as never, ctx };
+    inFlight++;
     return compose(middleware, hc, () => Promise.resolve(runHandler(hook, req, ctx, budget))).then(
-      (o) => finish(respond(def, hook, o instanceof Outcome ? o : fromMiddleware(hook, o), r, legacy)),
-      (err: unknown) => finish(respond(def, hook, fallbackOutcome(hook, "error", err), r, legacy)),
+      (o) => {
+        inFlight--;
+        return finish(respond(def, hook, o instanceof Outcome ? o : fromMiddleware(hook, o), r, legacy));
+      },
+      (err: unknown) => {
+        inFlight--;
+        return finish(respond(def, hook, fallbackOutcome(hook, "error", err), r, legacy));
+      },
     );
   }
 
@@ -239,7 +339,13 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     handleBytes,
     loadedNodes: () => [...nodes.values()],
     fallbackCounts: () => ({ ...fallbacks }),
+    learned: () => learnedState,
+    learn,
   };
+}
+
+function sameBroker(a: BrokerRef, b: BrokerRef): boolean {
+  return a.node === b.node && a.version === b.version && a.sysdescr === b.sysdescr && a.clusterName === b.clusterName;
 }
 
 const EMPTY_BYTES = new Uint8Array(0);

@@ -7,6 +7,8 @@
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ExHookConfigError, isExHookConfigError } from "./errors.js";
+import type { Registry } from "prom-client";
+import type { ReadinessCheck } from "./ops/http-probes.js";
 import type { Logger, Provider } from "./provider.js";
 
 /** What `emqx-exhook serve` hands a provider module's default export when that is a function. */
@@ -21,6 +23,13 @@ export interface ProviderSetup {
    * a failure is logged and the others still run.
    */
   onClose(fn: () => void | Promise<void>): void;
+  /**
+   * A prom-client registry for the module's own metrics: served on the server's `/metrics` next to
+   * the hook metrics (with `--metrics-port`). The use-case stack registers its bridge metrics here.
+   */
+  readonly metricsRegistry?: Registry;
+  /** Adds conditions to `/readyz`: it answers 503 while any check is not ok (the stack: bridged engines with `readiness: true`). */
+  addReadinessCheck?(check: () => readonly ReadinessCheck[]): void;
 }
 
 /** A provider module's function form. */

@@ -10,16 +10,17 @@
  */
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Code } from "@connectrpc/connect";
 import { createDispatcher, type Dispatcher } from "./dispatch.js";
 import { ExHookConfigError } from "./errors.js";
 import type { HookMiddleware, Logger, Provider } from "./provider.js";
-import { exhookRoutes } from "./routes.js";
+import { connectTransport } from "./connect-transport.js";
 import { nativeHandler } from "./native-transport.js";
-import { HEALTH_PATH_PREFIX, healthRoutes, serveHealthStream, type HealthState } from "./ops/health.js";
-import { checkReadiness, checkReadyOptions, createOpsServer, type OpsServer, type ReadyWhen } from "./ops/http-probes.js";
+import { HEALTH_PATH_PREFIX, serveHealthStream, type HealthState } from "./ops/health.js";
+import { checkReadiness, checkReadyOptions, createOpsServer, type OpsServer, type ReadinessCheck, type ReadyWhen } from "./ops/http-probes.js";
+import { shareLearnedState } from "./ops/learned-state.js";
+import { monitorLoopDelay, type LoopDelayMonitor } from "./ops/loop-delay.js";
 import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
+import { createServerErrors, type ErrorCounts } from "./ops/peer-errors.js";
 import { readTlsOptions, watchTls, type TlsFiles } from "./ops/tls.js";
 
 /** Options of {@link createExHookServer}. */
@@ -82,6 +83,26 @@ export interface ExHookServerOptions {
    * Default false: `SERVING` while listening and not draining.
    */
   readonly healthRequiresLoaded?: boolean;
+  /**
+   * Pins the `ResponsedType` numbering of v1 answers: `true` for EMQX 4.3.0–4.3.2, `false` for
+   * later 4.x (see `DispatcherOptions.legacyResponseNumbering`). Default: learned from EMQX.
+   */
+  readonly legacyResponseNumbering?: boolean;
+  /**
+   * A JSON file keeping what was learned from EMQX (the v1 numbering) across restarts: EMQX 4.x
+   * does not send `OnProviderLoaded` again to a restarted server. Default: none (memory only).
+   * Under `serve --workers N` the workers also share it over the cluster bus.
+   */
+  readonly stateFile?: string;
+  /**
+   * Closes a connection on which no frame went either way (PINGs count) for this long, in ms; 0
+   * keeps idle connections forever. Default 300000 (5 min): EMQX pings each pooled connection every
+   * 60 s, so only dead or abandoned ones are closed, e.g. one that nghttp2 stopped serving after a
+   * flood (it sends GOAWAY but leaves the socket open).
+   */
+  readonly idleTimeoutMs?: number;
+  /** More `/readyz` conditions (the use-case stack's bridged engines, say); 503 while any fails. */
+  readonly readiness?: () => readonly ReadinessCheck[];
 }
 
 /** A running (or ready to run) ExHook server. */
@@ -107,7 +128,29 @@ export interface ExHookServer {
   readonly opsAddress: AddressInfo | undefined;
   /** Re-reads the TLS files now; false (and the old certificate kept) when they do not load. */
   reloadTls(): boolean;
+  /** Peer errors by kind and internal errors so far (also `exhook_peer_errors_total`, `exhook_internal_errors_total`). */
+  errorCounts(): ErrorCounts;
 }
+
+/**
+ * HTTP/2 session limits (node:http2 / nghttp2 options), chosen so that no single peer can take
+ * more than its share of memory or CPU; each was checked against a flood in test/abuse.test.ts.
+ * - `maxSessionMemory` 32 MiB (Node's default 10): the outbound buffer a connection may hold
+ *   (answers a slow reader has not taken) before new streams on it are refused; EMQX's answers
+ *   are small, a connection that holds 32 MiB is not reading.
+ * - `maxSessionRejectedStreams` 100, `maxSessionInvalidFrames` 100: a peer whose streams keep being
+ *   refused, or that sends frames the protocol forbids, is disconnected (ENHANCE_YOUR_CALM).
+ * - `maxHeaderListPairs` 64 and a 16 KiB `maxHeaderListSize`: EMQX sends 8 headers.
+ * - `maxOutstandingPings` / nghttp2's own flood checks (PING, SETTINGS, RST_STREAM rate, empty
+ *   frames, CONTINUATION count) stay at their defaults, which already close a flooding connection.
+ */
+const SESSION_LIMITS = {
+  maxSessionMemory: 32,
+  maxSessionRejectedStreams: 100,
+  maxSessionInvalidFrames: 100,
+  maxHeaderListPairs: 64,
+} as const;
+const MAX_HEADER_LIST_SIZE = 16 * 1024;
 
 /** Creates a standalone ExHook server. Throws {@link ExHookConfigError} on bad options. */
 export function createExHookServer(options: ExHookServerOptions): ExHookServer {
@@ -131,18 +174,30 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   if (!Number.isInteger(maxConcurrentStreams) || maxConcurrentStreams < 1) {
     throw new ExHookConfigError(`maxConcurrentStreams must be a positive integer, got ${JSON.stringify(options.maxConcurrentStreams)}`);
   }
+  const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
+  if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 0) {
+    throw new ExHookConfigError(`idleTimeoutMs must be a non-negative integer of milliseconds, got ${JSON.stringify(options.idleTimeoutMs)}`);
+  }
   const readyWhen = checkReadyOptions(options.readyWhen, options.readyNodes);
   const readyNodes = options.readyNodes;
   const metrics = options.metrics ?? (options.metricsPort !== undefined ? createMetrics(readyNodes ? { knownNodes: readyNodes } : {}) : undefined);
   // Metrics outermost, so their latency includes the user's middleware.
   const middleware = [...(metrics ? [metrics.middleware] : []), ...(options.middleware ?? [])];
+  const logger = options.logger;
+  const errors = createServerErrors(logger);
+  // Measured while listening (started by listen(), stopped by close()).
+  let loopDelay: LoopDelayMonitor | undefined;
+  const learned = shareLearnedState({ file: options.stateFile, logger });
   const dispatcher =
     options.dispatcher ??
     createDispatcher(options.provider, {
       ...(options.logger ? { logger: options.logger } : {}),
       ...(middleware.length > 0 ? { middleware } : {}),
+      loopDelayMs: (inFlight) => (loopDelay ? loopDelay.ms(inFlight) : 0),
+      ...(options.legacyResponseNumbering !== undefined ? { legacyResponseNumbering: options.legacyResponseNumbering } : {}),
+      onLearned: (state) => learned.publish(state),
     });
-  const logger = options.logger;
+  learned.attach(dispatcher);
   let state: ExHookServer["state"] = "idle";
   const loadedNames = () => dispatcher.loadedNodes().map((n) => n.node);
   const health: HealthState = {
@@ -150,9 +205,12 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     loaded: () => (readyNodes ? loadedNames().some((n) => readyNodes.includes(n)) : dispatcher.loadedNodes().length > 0),
   };
   const healthRequiresLoaded = options.healthRequiresLoaded ?? false;
+  const settings: http2.Settings = { maxConcurrentStreams, maxHeaderListSize: MAX_HEADER_LIST_SIZE };
   const server: http2.Http2Server | http2.Http2SecureServer = options.tls
-    ? http2.createSecureServer({ ...readTlsOptions(options.tls), settings: { maxConcurrentStreams } })
-    : http2.createServer({ settings: { maxConcurrentStreams } });
+    ? http2.createSecureServer({ ...readTlsOptions(options.tls), ...SESSION_LIMITS, settings })
+    : http2.createServer({ ...SESSION_LIMITS, settings });
+  // Without a 'timeout' listener, Node destroys a session that timed out.
+  if (idleTimeoutMs > 0) server.setTimeout(idleTimeoutMs);
   const tlsWatch = options.tls ? watchTls(server as http2.Http2SecureServer, options.tls, logger) : undefined;
   if (options.tls) {
     server.on("tlsClientError", (err: Error) => logger?.warn({ err: err.message }, "TLS handshake failed (client without a valid certificate?)"));
@@ -160,6 +218,7 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   if (metrics) {
     metrics.observeDispatcher(dispatcher);
     metrics.observeServer(server);
+    metrics.observeErrors(errors.counts);
   }
   let ops: OpsServer | undefined;
   if (options.metricsPort !== undefined) {
@@ -180,6 +239,7 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
             readyWhen,
             readyNodes,
             providerNotReady: await providerOps?.notReady?.(),
+            checks: options.readiness?.(),
           }),
       },
     });
@@ -188,35 +248,29 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   server.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    // Node refreshes a session's idle timer on a received PING only when someone listens for
+    // PINGs: without this, an EMQX pool that is quiet but pinging would be closed when idle.
+    if (idleTimeoutMs > 0) session.on("ping", ignorePing);
   });
-  server.on("sessionError", (err) => logger?.warn({ err: err.message }, "HTTP/2 session error (not an h2c client?)"));
+  // Connection-level errors (resets, GOAWAY with an error code, protocol violations): the peer's
+  // doing, logged at debug and counted. Streams get their listener first thing in "stream" below.
+  server.on("sessionError", (err: Error, session: http2.ServerHttp2Session) => errors.onSessionError(err, session));
+  const onStreamError = errors.onStreamError;
 
   if (transport === "native") {
-    const serve = nativeHandler(dispatcher, maxRequestBytes, logger);
+    const serve = nativeHandler(dispatcher, { maxRequestBytes, onInternalError: errors.onInternalError });
     server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      stream.on("error", onStreamError);
       // The health service is routed here so the native handler stays ExHook-only.
       if (headers[":path"]?.startsWith(HEALTH_PATH_PREFIX)) serveHealthStream(health, healthRequiresLoaded, stream, headers);
       else serve(stream, headers);
     });
   } else {
-    server.on(
-      "request",
-      connectNodeAdapter({
-        routes: (router) => {
-          exhookRoutes(dispatcher)(router);
-          healthRoutes(health, healthRequiresLoaded)(router);
-        },
-        grpc: true,
-        grpcWeb: false,
-        connect: false,
-        readMaxBytes: maxRequestBytes,
-        fallback: (req, res) => {
-          const r = res as unknown as http2.Http2ServerResponse;
-          r.writeHead(200, { "content-type": "application/grpc+proto", "grpc-status": String(Code.Unimplemented), "grpc-message": encodeURIComponent(`unknown method ${req.url ?? ""}`) });
-          r.end();
-        },
-      }),
-    );
+    const serve = connectTransport({ dispatcher, health, healthRequiresLoaded, maxRequestBytes, onInternalError: errors.onInternalError });
+    server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => {
+      stream.on("error", onStreamError);
+      serve(stream, headers, flags, rawHeaders);
+    });
   }
 
   let address: AddressInfo | undefined;
@@ -234,9 +288,11 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     metrics,
     http2: server,
     reloadTls: () => tlsWatch?.reload() ?? false,
+    errorCounts: errors.counts,
     async listen() {
       // The probe port first: /healthz answers while the ExHook port binds.
       await ops?.listen();
+      loopDelay ??= monitorLoopDelay();
       return new Promise<AddressInfo>((resolve, reject) => {
         const onError = (err: Error) => reject(err);
         server.once("error", onError);
@@ -271,11 +327,16 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
       });
       return drained.then(async () => {
         state = "closed";
+        loopDelay?.stop();
+        loopDelay = undefined;
+        learned.stop();
         await ops?.close();
       });
     },
   };
 }
+
+function ignorePing(): void {}
 
 /**
  * Graceful HTTP/2 shutdown of one session (RFC 9113 §6.8): a first GOAWAY with the largest stream

@@ -13,6 +13,7 @@ import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import * as v1 from "../gen/emqx/exhook/v1/exhook_pb.js";
 import * as v2 from "../gen/emqx/exhook/v2/exhook_pb.js";
 import * as v3 from "../gen/emqx/exhook/v3/exhook_pb.js";
+import { RequestDecodeError } from "./errors.js";
 import { HOOKS, rpcNameFor, WIRE_PACKAGES, type HookDef, type WirePackage } from "./hooks.js";
 import type { Decision } from "./responses.js";
 
@@ -45,46 +46,49 @@ export function routeTable(): Map<string, Route> {
   return routes;
 }
 
-/** The v3 schema a target's request is decoded with. */
-export function requestSchema(target: RpcTarget): DescMessage {
-  if (target === "loaded") return v3.ProviderLoadedRequestSchema;
+/**
+ * The schema a target's request is decoded with when EMQX speaks `pkg`: v3's, which reads every
+ * package's bytes (see the header), except v1's `ProviderLoadedRequest` (uptime is text there).
+ * The Connect transport registers its methods with these schemas too, so both transports decode
+ * alike and no request is decoded twice.
+ */
+export function decodeSchema(pkg: WirePackage, target: RpcTarget): DescMessage {
+  if (target === "loaded") return pkg === "v1" ? v1.ProviderLoadedRequestSchema : v3.ProviderLoadedRequestSchema;
   if (target === "unloaded") return v3.ProviderUnloadedRequestSchema;
   return target.input;
 }
 
+/** The schema of a target's answer (wire-identical in every package). */
+export function answerSchema(target: RpcTarget): DescMessage {
+  if (target === "loaded") return v3.LoadedResponseSchema;
+  if (target === "unloaded" || target.kind === "notification") return v3.EmptySuccessSchema;
+  return v3.ValuedResponseSchema;
+}
+
 /**
- * Decodes a request body sent by EMQX speaking `pkg` into the v3 shape handlers see.
- * Throws on malformed protobuf.
+ * Turns a request decoded with {@link decodeSchema} into the v3 shape handlers see: v1's
+ * `ProviderLoadedRequest` is converted, and the fields v3 retired are lifted out of the unknown
+ * fields of v1/v2 hook requests (in place).
  */
-export function decodeRequest(pkg: WirePackage, target: RpcTarget, bytes: Uint8Array): Message {
-  if (pkg === "v1" && target === "loaded") {
-    return loadedFromV1(fromBinary(v1.ProviderLoadedRequestSchema, bytes));
-  }
-  const msg = fromBinary(requestSchema(target), bytes);
+export function toHandlerRequest(pkg: WirePackage, target: RpcTarget, msg: Message): Message {
+  if (pkg === "v1" && target === "loaded") return loadedFromV1(msg as v1.ProviderLoadedRequest);
   if (pkg !== "v3" && typeof target === "object") liftRetiredFields(target, msg);
   return msg;
 }
 
-/** Converts a request decoded by Connect with `pkg`'s own schema into the v3 shape. */
-export function requestToV3(pkg: WirePackage, target: RpcTarget, msg: Message): Message {
-  if (pkg === "v3") return msg;
-  if (pkg === "v1" && target === "loaded") return loadedFromV1(msg as v1.ProviderLoadedRequest);
-  return decodeRequest(pkg, target, toBinary(schemaOf(pkg, msg.$typeName), msg));
-}
-
-/** Converts a v3 response into `pkg`'s own message type (for Connect, which encodes it itself). */
-export function responseFromV3(pkg: WirePackage, msg: Message): Message {
-  if (pkg === "v3") return msg;
-  const name = msg.$typeName.slice("emqx.exhook.v3.".length);
-  return fromBinary(schemaOf(pkg, `emqx.exhook.${pkg}.${name}`), toBinary(schemaOf("v3", msg.$typeName), msg));
-}
-
-const GEN = { v1, v2, v3 } as const;
-function schemaOf(pkg: WirePackage, typeName: string): DescMessage {
-  const name = typeName.slice(typeName.lastIndexOf(".") + 1);
-  const schema = (GEN[pkg] as unknown as Record<string, DescMessage | undefined>)[name + "Schema"];
-  if (!schema) throw new Error(`no ${pkg} schema for ${typeName}`);
-  return schema;
+/**
+ * Decodes a request body sent by EMQX speaking `pkg` into the v3 shape handlers see.
+ * Throws {@link RequestDecodeError} on malformed protobuf (and only then).
+ */
+export function decodeRequest(pkg: WirePackage, target: RpcTarget, bytes: Uint8Array): Message {
+  const schema = decodeSchema(pkg, target);
+  let msg: Message;
+  try {
+    msg = fromBinary(schema, bytes);
+  } catch (err) {
+    throw new RequestDecodeError(schema.name, err);
+  }
+  return toHandlerRequest(pkg, target, msg);
 }
 
 /** v1 `BrokerInfo.uptime` is text ("2 hours, 5 minutes, 3 seconds"); v2/v3 carry milliseconds. */

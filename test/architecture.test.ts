@@ -22,6 +22,7 @@ const CORE = [
   "presence.ts",
   "lifecycle-hooks.ts",
   "index.ts",
+  "protocol/grpc-unary.ts",
 ];
 
 function imports(file: string): string[] {

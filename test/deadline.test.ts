@@ -6,6 +6,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { allow, createDispatcher, defineProvider, deny, noOpinion, rewrite, type HookContext, type Logger } from "../src/index";
 import { createExHookServer, type ExHookServer } from "../src/node";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/index";
+import { deadlineMargin } from "../src/dispatch";
+import { monitorLoopDelay } from "../src/ops/loop-delay";
 import { HOOK_BY_KEY, type HookDef } from "../src/hooks";
 import { decode, encode, servicePath } from "./helpers/proto";
 
@@ -282,3 +284,99 @@ const LEGACY = new protobuf.Type("ValuedResponse")
   .add(new protobuf.Field("message", 4, "bytes"));
 new protobuf.Root().define("legacy").add(LEGACY);
 LEGACY.resolveAll();
+
+describe("the safety margin scales with the deadline and the measured event-loop delay", () => {
+  test("deadlineMargin: 10% of the deadline (at most 250 ms), at least 2 x loop delay + 5 ms, never more than 80% of the deadline", () => {
+    expect(deadlineMargin(100, 0)).toBe(10);
+    expect(deadlineMargin(5000, 0)).toBe(250);
+    expect(deadlineMargin(60_000, 0)).toBe(250);
+    expect(deadlineMargin(100, 10)).toBe(25);
+    expect(deadlineMargin(5000, 200)).toBe(405);
+    expect(deadlineMargin(100, 30)).toBe(65);
+    expect(deadlineMargin(100, 80)).toBe(80);
+    // An explicit marginMs replaces the proportional part; the loop delay still counts.
+    expect(deadlineMargin(5000, 0, 30)).toBe(30);
+    expect(deadlineMargin(5000, 50, 30)).toBe(105);
+    expect(deadlineMargin(1000, 0, 0)).toBe(0);
+  });
+
+  test("the dispatcher asks for the loop delay on each call with a deadline and shortens the budget", async () => {
+    let delay = 0;
+    const seen: number[] = [];
+    const p = defineProvider({ onClientAuthenticate: (_req, ctx) => (seen.push(ctx.timeRemaining()), allow()) });
+    const d = createDispatcher(p, { logger, loopDelayMs: () => delay });
+    const route = HOOK_BY_KEY.get("onClientAuthenticate") as HookDef;
+    await d.handleBytes("v3", route, authn("x"), { timeoutMs: 1000 });
+    delay = 200;
+    await d.handleBytes("v3", route, authn("x"), { timeoutMs: 1000 });
+    // budget = 1000 - 100 (10%), then 1000 - 405 (2 x 200 + 5)
+    expect(seen[0]).toBeGreaterThan(850);
+    expect(seen[0]).toBeLessThanOrEqual(900);
+    expect(seen[1]).toBeGreaterThan(545);
+    expect(seen[1]).toBeLessThanOrEqual(595);
+  });
+});
+
+describe("learned state (the v1 numbering): learn, pin, share", () => {
+  const ignoreType = (bytes: Uint8Array) => (bytes.length >= 2 && bytes[0] === 0x08 ? bytes[1] : 0);
+  const noop = defineProvider({ onClientAuthenticate: () => noOpinion() });
+  const route = HOOK_BY_KEY.get("onClientAuthenticate") as HookDef;
+  const load = (d: ReturnType<typeof createDispatcher>, version: string) =>
+    d.handleBytes("v1", "loaded", encode("v1", "ProviderLoadedRequest", { broker: { version, sysdescr: "EMQX", uptime: "1 seconds", datetime: "" } }), {});
+  const ask = async (d: ReturnType<typeof createDispatcher>) => ignoreType(await d.handleBytes("v1", route, authn("x", "v1"), {}));
+
+  test("a v1 load teaches the numbering and tells onLearned once per change", async () => {
+    const learned: unknown[] = [];
+    const d = createDispatcher(noop, { logger, onLearned: (s) => learned.push(s) });
+    expect(await ask(d)).toBe(1);
+    await load(d, "4.3.1");
+    await load(d, "4.3.1");
+    expect(await ask(d)).toBe(0);
+    expect(learned).toEqual([{ v1: { legacyNumbering: true, broker: { node: "", version: "4.3.1", sysdescr: "EMQX", clusterName: "" } }, learnedAt: expect.any(Number) }]);
+    await load(d, "4.4.19");
+    expect(await ask(d)).toBe(1);
+    expect(learned).toHaveLength(2);
+  });
+
+  test("learn() applies what another process learned, unless this one knows something newer", async () => {
+    const d = createDispatcher(noop, { logger });
+    const broker = { node: "", version: "4.3.0", sysdescr: "EMQX", clusterName: "" };
+    d.learn({ v1: { legacyNumbering: true, broker }, learnedAt: 1000 });
+    expect(await ask(d)).toBe(0);
+    d.learn({ v1: { legacyNumbering: false, broker: { ...broker, version: "4.4.0" } }, learnedAt: 500 });
+    expect(await ask(d)).toBe(0);
+    expect(d.learned()?.learnedAt).toBe(1000);
+    await load(d, "4.4.19");
+    expect(await ask(d)).toBe(1);
+  });
+
+  test("legacyResponseNumbering pins it against loads and learn()", async () => {
+    const d = createDispatcher(noop, { logger, legacyResponseNumbering: true });
+    expect(await ask(d)).toBe(0);
+    await load(d, "4.4.19");
+    d.learn({ v1: { legacyNumbering: false, broker: { node: "", version: "4.4.19", sysdescr: "", clusterName: "" } }, learnedAt: Date.now() + 1000 });
+    expect(await ask(d)).toBe(0);
+  });
+});
+
+describe("monitorLoopDelay (what the server feeds the dispatcher)", () => {
+  test("a stall of the event loop shows up as the current delay; it is 0 on a fresh monitor", async () => {
+    const monitor = monitorLoopDelay({ resolutionMs: 5, windowMs: 200 });
+    try {
+      expect(monitor.ms()).toBe(0);
+      // (The histogram needs one sample of its own before it can measure the next interval.)
+      await new Promise((r) => setTimeout(r, 60));
+      const until = Date.now() + 120;
+      while (Date.now() < until) {
+        // a handler blocking the loop for 120 ms
+      }
+      // A window's read reports it (a calm loop then lowers it by a quarter per window, so the
+      // value is caught when it appears rather than after a fixed wait).
+      const stop = Date.now() + 5000;
+      while (monitor.ms() < 60 && Date.now() < stop) await new Promise((r) => setTimeout(r, 5));
+      expect(monitor.ms()).toBeGreaterThanOrEqual(60);
+    } finally {
+      monitor.stop();
+    }
+  });
+});

@@ -168,7 +168,7 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
     const port = await freePair();
     const cli = serve(["--port", String(port)]);
     await cli.waitFor(/listening on/g);
-    expect(cli.stdout()).toContain(`operations port: http://127.0.0.1:${port + 10}/metrics, /healthz, /readyz, /messages, /presence, /stats\n`);
+    expect(cli.stdout()).toContain(`metrics and probes on http://127.0.0.1:${port + 10}/metrics, /healthz, /readyz, /messages, /presence, /stats\n`);
     expect((await httpGet(port + 10, "/readyz")).status).toBe(200);
     expect(JSON.parse((await httpGet(port + 10, "/messages")).body)).toEqual({ messages: [] });
     expect((await httpGet(port + 10, "/metrics")).body).toContain("exhook_hook_calls_total");
@@ -189,7 +189,7 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
       );
       // --metrics-port moves it.
       const moved = serve(["--port", String(port), "--metrics-port", "0"]);
-      await moved.waitFor(/operations port: http:\/\/127\.0\.0\.1:\d+/g);
+      await moved.waitFor(/metrics and probes on http:\/\/127\.0\.0\.1:\d+/g);
       moved.kill("SIGTERM");
       await moved.exited();
     } finally {
@@ -201,7 +201,7 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
     const tokenFile = path.join(dir, "token");
     writeFileSync(tokenFile, `${TOKEN}\n`);
     const cli = serve(["--port", "0", "--workers", "2", "--metrics-port", "0", "--metrics-token-file", tokenFile], { EXHOOK_DATA_DIR: path.join(dir, "data-w") });
-    const [m] = await cli.waitFor(/primary operations port: http:\/\/127\.0\.0\.1:(\d+)\//g, 1, 30_000);
+    const [m] = await cli.waitFor(/primary metrics and probes on http:\/\/127\.0\.0\.1:(\d+)\//g, 1, 30_000);
     const opsPort = Number(m?.[1]);
     const exPort = Number((await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/g, 2))[0]?.[1]);
     const auth = { authorization: `Bearer ${TOKEN}` };

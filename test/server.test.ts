@@ -4,6 +4,7 @@
  * EMQX's grpc-erl relies on.
  */
 import type { AddressInfo } from "node:net";
+import * as grpc from "@grpc/grpc-js";
 import demoProvider from "../examples/demo-provider.js";
 import type { HookContext } from "../src/context.js";
 import { defineProvider, type Logger } from "../src/provider.js";
@@ -11,6 +12,8 @@ import { allow, deny, drop, keep, noOpinion, rewrite } from "../src/responses.js
 import { createExHookServer, type ExHookServer } from "../src/server.js";
 import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client.js";
 import { grpcJsClient, type GrpcJsClient } from "./helpers/grpc-js.js";
+import { data, Flag, FrameType, grpcFrame, grpcRequestHeaders, headerBlock, headers, rawConnect } from "./helpers/h2-frames.js";
+import { until } from "./helpers/ops.js";
 import { decode, encode, servicePath, type Pkg } from "./helpers/proto.js";
 
 const PKGS = ["v1", "v2", "v3"] as const;
@@ -321,12 +324,46 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       });
     });
 
+    test.each([
+      ["an unknown method of ours", servicePath("v3", "OnNothing")],
+      ["an unknown service", "/foo.Bar/Baz"],
+    ])("%s, on the wire: exactly one HEADERS frame with END_STREAM, no DATA, no RST_STREAM", async (_name, path) => {
+      const raw = await rawConnect(addr.port);
+      try {
+        await raw.write(Buffer.concat([headers(1, headerBlock(grpcRequestHeaders(path))), data(1, grpcFrame(authBody("v3", "alice")))]));
+        // A known call behind it: once its answer is complete, everything for stream 1 has arrived.
+        await raw.write(Buffer.concat([headers(3, headerBlock(grpcRequestHeaders(servicePath("v3", "OnClientAuthenticate")))), data(3, grpcFrame(authBody("v3", "alice")))]));
+        await until(() => raw.received.some((f) => f.streamId === 3 && (f.flags & Flag.END_STREAM) !== 0), "the second call's answer");
+        const stream1 = raw.received.filter((f) => f.streamId === 1).map((f) => ({ type: f.type, endStream: (f.flags & Flag.END_STREAM) !== 0 }));
+        expect(stream1).toEqual([{ type: FrameType.HEADERS, endStream: true }]);
+      } finally {
+        raw.socket.destroy();
+      }
+    });
+
+    test("an unknown method: @grpc/grpc-js sees UNIMPLEMENTED with our message (not 'UNKNOWN: Stream removed')", async () => {
+      const client = new grpc.Client(`127.0.0.1:${addr.port}`, grpc.credentials.createInsecure());
+      try {
+        const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+          client.makeUnaryRequest("/emqx.exhook.v3.HookProvider/OnNothing", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), (e) => resolve(e)),
+        );
+        expect({ code: err?.code, details: err?.details }).toEqual({ code: grpc.status.UNIMPLEMENTED, details: "unknown method /emqx.exhook.v3.HookProvider/OnNothing" });
+      } finally {
+        client.close();
+      }
+    });
+
     test("a malformed protobuf body: a gRPC error with no message; the next call on the same connection succeeds", async () => {
       // Field 1 (clientinfo), length-delimited, says 10 bytes but 1 follows.
       const bad = await emqx.call(servicePath("v3", "OnClientAuthenticate"), new Uint8Array([0x0a, 0x0a, 0x01]), {}, 3);
-      expect({ httpStatus: bad.httpStatus, messages: bad.messages.length, ok: bad.grpcStatus === 0 }).toEqual({ httpStatus: 200, messages: 0, ok: false });
-      // INTERNAL, as grpc-go and grpc-java answer a body they cannot parse.
-      expect(bad.grpcStatus).toBe(13);
+      expect({ httpStatus: bad.httpStatus, messages: bad.messages.length, trailersOnly: bad.trailersOnly }).toEqual({ httpStatus: 200, messages: 0, trailersOnly: transport === "native" });
+      // Native: INVALID_ARGUMENT with a short cause, chosen by the error's type (RequestDecodeError).
+      // Connect parses the body itself, before our code runs, and answers INTERNAL "parse binary: ...".
+      expect({ status: bad.grpcStatus, message: bad.grpcMessage }).toEqual(
+        transport === "native"
+          ? { status: 3, message: "invalid ClientAuthenticateRequest: illegal tag: field no 0 wire type 1" }
+          : { status: 13, message: "parse binary: illegal tag: field no 0 wire type 1" },
+      );
       const next = await emqx.call(servicePath("v3", "OnClientAuthenticate"), authBody("v3", "alice"), {}, 3);
       expect({ grpcStatus: next.grpcStatus, messages: next.messages.map((m) => decode("v3", "ValuedResponse", m)) }).toEqual({ grpcStatus: 0, messages: [STOP_TRUE] });
     });

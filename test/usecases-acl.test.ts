@@ -47,10 +47,10 @@ describe("rule semantics", () => {
   test("wildcard subscriptions: eq matches literally, # is covered only by #", () => {
     expect(check(req("subscribe", "sensors/#"))).toEqual(["allow", 2]);
     expect(check(req("subscribe", "sensors/1"))).toEqual(["deny", undefined]);
-    expect(check(req("subscribe", "users/alice/+/x"))).toEqual(["allow", 1]);
+    expect(check(req("subscribe", "users/alice/x/+"))).toEqual(["allow", 1]);
     expect(check(req("subscribe", "x/broadcast"))).toEqual(["allow", 8]);
     expect(check(req("subscribe", "+/broadcast"))).toEqual(["allow", 8]);
-    expect(check(req("subscribe", "#"))).toEqual(["deny", undefined]);
+    expect(check(req("subscribe", "#"))).toEqual(["deny", 0]); // overlaps the deny of users/alice/secret/#
   });
 
   test("qos/retain conditions: checked when known, read strictly when not", () => {
@@ -98,7 +98,9 @@ describe("rule semantics", () => {
 describe("validation", () => {
   test("a bad topic fails naming the rule", () => {
     expect(() => compileAcl([{ permission: "allow", topic: "a/#/b" }])).toThrow('rule #1: "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one');
-    expect(() => compileAcl([{ permission: "allow", topic: "ok" }, { permission: "allow", topic: "u/${user}" }])).toThrow("rule #2: unknown placeholder ${user} (allowed: ${username}, ${clientid})");
+    expect(() => compileAcl([{ permission: "allow", topic: "ok" }, { permission: "allow", topic: "u/${user}" }])).toThrow(
+      "rule #2: unknown placeholder ${user} (allowed: ${username}, ${clientid}, ${peerhost}, ${cert_common_name}, ${cert_subject}, ${mountpoint}, ${client_attrs.NAME})",
+    );
   });
 
   test("config file: a wrong rule fails with file, line, key and what is allowed", () => {
@@ -168,8 +170,34 @@ describe("validation", () => {
     expect(cfg).toEqual({
       dataDir: "./data",
       store: { poolSize: 10 },
-      auth: { enabled: true, unknownUser: "deny", cacheTtlMs: 10000, scrypt: { N: 32768, r: 8, p: 1, keylen: 32 } },
-      acl: { enabled: true, noMatch: "deny", useStoreRules: true, storeRefreshMs: 10000 },
+      auth: {
+        enabled: true,
+        unknownUser: "deny",
+        cacheTtlMs: 10000,
+        scrypt: { N: 32768, r: 8, p: 1, keylen: 32 },
+        rehash: true,
+        maxClientIdLength: 1024,
+        hashing: { concurrency: 0, maxQueued: 1000, maxQueuedPerPeer: 32 },
+        throttle: {
+          enabled: true,
+          perHost: { freeFailures: 20, baseDelayMs: 1000, maxDelayMs: 60000 },
+          perUser: { freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 30000 },
+          perPair: { freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 60000 },
+          forgetAfterMs: 900000,
+          trustTtlMs: 604800000,
+          maxKeys: 100000,
+        },
+      },
+      acl: {
+        enabled: true,
+        noMatch: "deny",
+        useStoreRules: true,
+        storeRefreshMs: 10000,
+        denyOverlap: true,
+        listeners: { "tcp:default": 1883, "ssl:default": 8883, "ws:default": 8083, "wss:default": 8084 },
+        clientAttrs: [],
+      },
+      cache: { enabled: false, hooks: ["onClientAuthorize"], ttl: 60000, negativeTtl: 5000, jitter: 0.1, maxEntries: 100000, pollInterval: 1000 },
       persistence: {
         enabled: true,
         topics: ["#"],
@@ -183,6 +211,15 @@ describe("validation", () => {
       },
       presence: { enabled: true, reorderWindowMs: 30000, maxQueueBytes: 16 * 1024 * 1024, retryMaxMs: 5000, closeTimeoutMs: 10000 },
       http: { enabled: true, queryTimeoutMs: 5000, maxConcurrentQueries: 2, maxResponseBytes: 16 * 1024 * 1024 },
+      bridge: {
+        enabled: false,
+        partitions: 16,
+        leaseMs: 15000,
+        pollMs: 1000,
+        writer: { maxQueue: 20000, batchSize: 500, lingerMs: 5, retries: 5 },
+        persistBeforeRoute: { enabled: false, timeoutMs: 2000, fallback: "drop" },
+        sinks: [],
+      },
     });
   });
 });

@@ -37,8 +37,9 @@ test("unknown users: deny or no opinion; client-id patterns", async () => {
   const neutral = createAuthenticator({ store, scrypt: FAST, unknownUser: "no-opinion" });
   expect((await deny.check("ghost", "x", "c")).decision.kind).toBe("deny");
   expect((await neutral.check("ghost", "x", "c")).decision.kind).toBe("no-opinion");
-  expect(await neutral.check("dev", "dev-pw", "sensor-17")).toEqual({ decision: { kind: "allow" }, outcome: "ok" });
-  expect(await neutral.check("dev", "dev-pw", "gw")).toEqual({ decision: { kind: "allow" }, outcome: "ok" });
+  const client = { username: "dev", superuser: false, via: "password", acl: undefined, expiresAt: undefined };
+  expect(await neutral.check("dev", "dev-pw", "sensor-17")).toEqual({ decision: { kind: "allow" }, outcome: "ok", client });
+  expect(await neutral.check("dev", "dev-pw", "gw")).toEqual({ decision: { kind: "allow" }, outcome: "ok", client });
   expect(await neutral.check("dev", "dev-pw", "gw2")).toEqual({ decision: { kind: "deny" }, outcome: "clientid-not-allowed" });
   expect(await neutral.check("dev", "nope", "gw")).toEqual({ decision: { kind: "deny" }, outcome: "bad-password" });
 });

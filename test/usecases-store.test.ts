@@ -134,12 +134,13 @@ const contract = (label: string, make: () => Backend) =>
     });
 
     test("users: create, replace, list, remove", async () => {
-      await store.putUser({ username: "zed", passwordHash: "$h1", clientIds: [], createdAt: 1, updatedAt: 1 });
-      await store.putUser({ username: "amy", passwordHash: "$h2", clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 });
-      await store.putUser({ username: "zed", passwordHash: "$h3", clientIds: ["z"], createdAt: 9, updatedAt: 3 });
+      const u = { hashFormat: "scrypt", superuser: false };
+      await store.putUser({ ...u, username: "zed", passwordHash: "$h1", clientIds: [], createdAt: 1, updatedAt: 1 });
+      await store.putUser({ ...u, username: "amy", passwordHash: "$h2", clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 });
+      await store.putUser({ username: "zed", passwordHash: "$2b$h3", hashFormat: "bcrypt", superuser: true, clientIds: ["z"], createdAt: 9, updatedAt: 3 });
       expect(await store.listUsers()).toEqual([
-        { username: "amy", passwordHash: "$h2", clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 },
-        { username: "zed", passwordHash: "$h3", clientIds: ["z"], createdAt: 1, updatedAt: 3 },
+        { username: "amy", passwordHash: "$h2", hashFormat: "scrypt", superuser: false, clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 },
+        { username: "zed", passwordHash: "$2b$h3", hashFormat: "bcrypt", superuser: true, clientIds: ["z"], createdAt: 1, updatedAt: 3 },
       ]);
       expect(await store.removeUser("zed")).toBe(true);
       expect(await store.removeUser("zed")).toBe(false);

@@ -5,7 +5,7 @@
  * The sources are compiled with swc into a temporary directory first (fast; no `dist` needed).
  */
 import * as http2 from "node:http2";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -13,9 +13,10 @@ import { parseArgs } from "../src/cli.js";
 import { isExHookConfigError } from "../src/errors.js";
 import { allow, defineProvider } from "../src/index.js";
 import { createExHookServer } from "../src/server.js";
-import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
+import { createEmqxLikeClient, type EmqxLikeClient } from "../src/testing/emqx-client.js";
 import { spawnCli, type CliProcess } from "./helpers/cli-process.js";
 import { compileTree, ROOT } from "./helpers/compile.js";
+import { until } from "./helpers/ops.js";
 import { decode, encode, servicePath } from "./helpers/proto.js";
 
 describe("parseArgs --workers", () => {
@@ -231,9 +232,10 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
   }, 10_000);
 
   test("a handler that first reads ctx.signal after the reset finds it already aborted", async () => {
+    // The server-side stream of the next call: its close is the RST_STREAM having arrived.
+    const serverSideClosed = new Promise<void>((resolve) => server.http2.once("stream", (stream: http2.ServerHttp2Stream) => stream.once("close", () => resolve())));
     const session = await callThenReset("late-reader", lateHandlerStarted);
-    // Give the RST_STREAM time to reach the server (loopback) before the handler reads its signal.
-    await new Promise((r) => setTimeout(r, 200));
+    await serverSideClosed;
     goOn();
     const reason = await lateReason;
     expect(reason).toBeInstanceOf(ConnectError);
@@ -248,4 +250,124 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
     expect(reply.grpcStatus).toBe(0);
     expect(answeredCtx?.signal.aborted).toBe(false);
   });
+});
+
+/**
+ * EMQX 4.3.0–4.3.2 read `ResponsedType` with another numbering (IGNORE=0, CONTINUE=1), learned from
+ * the v1 OnProviderLoaded, which EMQX sends once per pool: one connection, so one worker. What
+ * that worker learns must reach the others (cluster bus), survive a restart (state file) and be
+ * pinnable (--emqx-version).
+ */
+describe("serve --workers 2: the EMQX 4.3.0-4.3.2 numbering is shared, kept and pinnable", () => {
+  let dir: string;
+  let stateFile: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(tmpdir(), "exhook-numbering-"));
+    compileTree("src", dir);
+    compileTree("gen", dir);
+    stateFile = path.join(dir, "state", "exhook-state.json");
+    writeFileSync(
+      path.join(dir, "numbering-provider.js"),
+      `const { defineProvider, noOpinion, rewrite } = require("./src/index.js");\n` +
+        `module.exports = defineProvider({ onClientAuthenticate: () => noOpinion(), onMessagePublish: () => rewrite({ headers: { worker: String(process.pid) } }) });\n`,
+    );
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  function serve(extra: string[] = []): CliProcess {
+    return spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, "numbering-provider.js"), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent", ...extra], {
+      cwd: dir,
+      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
+    });
+  }
+
+  const authBody = encode("v1", "ClientAuthenticateRequest", { clientinfo: { clientid: "c", username: "u" } });
+  /** The raw ResponsedType number of noOpinion() (IGNORE) on each of the pool's 8 connections. */
+  const ignoreNumbers = async (client: EmqxLikeClient): Promise<number[]> => {
+    const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => client.call(servicePath("v1", "OnClientAuthenticate"), authBody, {}, i)));
+    // Field 1 (type) is a varint; absent means 0.
+    return replies.map((r) => {
+      const m = r.messages[0] as Uint8Array;
+      return m.length >= 2 && m[0] === 0x08 ? (m[1] as number) : 0;
+    });
+  };
+  const workersOf = async (client: EmqxLikeClient): Promise<Set<string>> => {
+    const body = encode("v1", "MessagePublishRequest", { message: { topic: "t", payload: Buffer.from("x") } });
+    const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => client.call(servicePath("v1", "OnMessagePublish"), body, {}, i)));
+    return new Set(replies.map((r) => decode("v1", "ValuedResponse", r.messages[0] as Uint8Array)["message"]["headers"]["worker"] as string));
+  };
+  const LEGACY = Array(8).fill(0);
+  const MODERN = Array(8).fill(1);
+
+  test("learned by one worker, answered by both; replayed to a replacement worker; written to the state file", async () => {
+    const cli = serve(["--state-file", stateFile]);
+    try {
+      const port = Number((await cli.waitFor(LISTENING, 2))[0]?.[1]);
+      const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
+      try {
+        expect((await workersOf(client)).size).toBe(2);
+        expect(await ignoreNumbers(client)).toEqual(MODERN);
+        // EMQX 4.3.1 loads the provider on one connection of its pool.
+        const load = encode("v1", "ProviderLoadedRequest", { broker: { version: "4.3.1", sysdescr: "EMQ X Broker", uptime: "5 seconds", datetime: "2021-03-01 10:00:00" } });
+        expect((await client.call(servicePath("v1", "OnProviderLoaded"), load, {}, 0)).grpcStatus).toBe(0);
+        // The other worker learns it through the primary (a message away): wait for it.
+        await until(async () => JSON.stringify(await ignoreNumbers(client)) === JSON.stringify(LEGACY), "the legacy numbering on all 8 connections");
+        expect(JSON.parse(readFileSync(stateFile, "utf8"))).toEqual({
+          format: 1,
+          learned: { v1: { legacyNumbering: true, broker: { node: "", version: "4.3.1", sysdescr: "EMQ X Broker", clusterName: "" } }, learnedAt: expect.any(Number) },
+        });
+        // A worker that dies is replaced; the new one learns it from the primary's replay.
+        const victim = Number([...(await workersOf(client))][0]);
+        process.kill(victim, "SIGKILL");
+        await cli.waitFor(LISTENING, 3, 10_000);
+      } finally {
+        await client.close();
+      }
+      const fresh = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
+      try {
+        expect((await workersOf(fresh)).size).toBe(2);
+        expect(await ignoreNumbers(fresh)).toEqual(LEGACY);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      cli.child.kill("SIGTERM");
+      await cli.exited();
+    }
+  }, 40_000);
+
+  test("after a restart (EMQX 4.x does not load again) the state file still says so", async () => {
+    const cli = serve(["--state-file", stateFile]);
+    try {
+      const port = Number((await cli.waitFor(LISTENING, 2))[0]?.[1]);
+      const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
+      try {
+        expect((await workersOf(client)).size).toBe(2);
+        expect(await ignoreNumbers(client)).toEqual(LEGACY);
+      } finally {
+        await client.close();
+      }
+    } finally {
+      cli.child.kill("SIGTERM");
+      await cli.exited();
+    }
+  }, 30_000);
+
+  test("--emqx-version pins it: 4.4.19 over what the state file says, 4.3.2 without any load", async () => {
+    for (const [version, expected] of [["4.4.19", MODERN], ["4.3.2", LEGACY]] as const) {
+      const cli = serve(version === "4.4.19" ? ["--state-file", stateFile, "--emqx-version", version] : ["--emqx-version", version]);
+      try {
+        const port = Number((await cli.waitFor(LISTENING, 2))[0]?.[1]);
+        const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
+        try {
+          expect({ version, numbers: await ignoreNumbers(client) }).toEqual({ version, numbers: expected });
+        } finally {
+          await client.close();
+        }
+      } finally {
+        cli.child.kill("SIGTERM");
+        await cli.exited();
+      }
+    }
+  }, 40_000);
 });

@@ -13,6 +13,11 @@ export interface CommandIo {
   /** Reads all of standard input. */
   readonly readStdin: () => Promise<string>;
   readonly env: NodeJS.ProcessEnv;
+  /**
+   * Called after a command removed a user or changed its password or superuser flag (the seam a
+   * deployment wires to invalidate running servers' caches). Optional.
+   */
+  readonly onUserChanged?: ((username: string) => void | Promise<void>) | undefined;
 }
 
 /** One option of a command. */

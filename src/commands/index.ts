@@ -2,22 +2,26 @@
  * The management commands of the CLI (users, messages, presence, acl, ...), run against the
  * configured store with the same config file and environment as `serve`:
  *
- *   emqx-exhook users add <name> (--password-stdin | --password X) [--clientid PATTERN]...
- *   emqx-exhook users list | users remove <name>
+ *   emqx-exhook users add <name> (--password-stdin | --password X) [--clientid PATTERN]... [--superuser]
+ *   emqx-exhook users list | users remove <name> | users superuser <name> on|off
+ *   emqx-exhook users import FILE [--algorithm A ...] [--dry-run] | users export [--format emqx-csv|emqx-json]
  *   emqx-exhook messages query [--topic FILTER] [--since T] [--until T] [--limit N] [--order asc|desc]
  *   emqx-exhook messages prune --older-than DURATION
  *   emqx-exhook presence list [--online | --offline] [--clientid ID]
- *   emqx-exhook acl list | acl set --file RULES | acl check --action A --topic T [--username U] [--clientid C]
+ *   emqx-exhook acl list | acl set --file RULES | acl check --action A --topic T [--username U] [--clientid C] [--peerhost IP] ...
+ *   emqx-exhook cache invalidate (--all | --user U | --client C)
+ *   emqx-exhook outbox status | outbox list --sink S | outbox replay --sink S | outbox purge --sink S (--parked | --all)
  *
  * Each command is a {@link Command} in its own module; to add one, write it there and add it to
  * {@link COMMANDS} (one line). Parsing (util.parseArgs, strict), `--help` and usage errors are
  * handled here for all of them.
  */
-import { aclCheck, aclList, aclSet } from "./acl.js";
+import { aclCheck, aclList, aclSet, cacheInvalidate } from "./acl.js";
 import { commandHelp, optionLines, parseCommandLine, UsageError, type Command, type CommandIo } from "./command.js";
 import { messagesPrune, messagesQuery } from "./messages.js";
+import { outboxList, outboxPurge, outboxReplay, outboxStatus } from "./outbox.js";
 import { presenceList } from "./presence.js";
-import { usersAdd, usersList, usersRemove } from "./users.js";
+import { usersAdd, usersExport, usersImport, usersList, usersRemove, usersSuperuser } from "./users.js";
 
 export type { Command, CommandIo, CommandInput, CommandOption, OptionValues } from "./command.js";
 export { UsageError } from "./command.js";
@@ -27,12 +31,20 @@ export const COMMANDS: readonly Command[] = [
   usersAdd,
   usersList,
   usersRemove,
+  usersSuperuser,
+  usersImport,
+  usersExport,
   messagesQuery,
   messagesPrune,
   presenceList,
   aclList,
   aclSet,
   aclCheck,
+  cacheInvalidate,
+  outboxStatus,
+  outboxList,
+  outboxReplay,
+  outboxPurge,
 ];
 
 /** The first words of the commands (`users`, `messages`, ...): what the CLI hands to {@link runCommand}. */

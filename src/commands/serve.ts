@@ -2,7 +2,7 @@
  * The options of `emqx-exhook serve <provider-module>`, parsed with the same strict parser as the
  * other commands. Each flag falls back to an environment variable where one is named; flags win.
  */
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { ExHookConfigError } from "../errors.js";
 import { LOG_LEVELS } from "../ops/logger.js";
 import { parseCommandLine, parseInteger, stringOption, UsageError, type Command, type CommandOption } from "./command.js";
@@ -30,8 +30,22 @@ export const SERVE_OPTIONS: Readonly<Record<string, CommandOption>> = {
   "tls-key": { type: "string", value: "FILE", help: "PEM private key of --tls-cert" },
   "tls-ca": { type: "string", value: "FILE", help: "require client certificates signed by this CA (mutual TLS)" },
   "log-level": { type: "string", value: "L", help: `${LOG_LEVELS.join("|")} (env LOG_LEVEL; default info)` },
-  "drain-timeout": { type: "string", value: "MS", help: "on SIGTERM/SIGINT, wait this long for in-flight calls (default 10000)" },
+  "drain-timeout": {
+    type: "string",
+    value: "MS",
+    help: "on SIGTERM/SIGINT the whole shutdown takes at most this long: in-flight calls get it\nminus up to 1 s, the provider's close the rest (default 10000)",
+  },
   workers: { type: "string", value: "N", help: "serve the port with N processes, e.g. one per core (node:cluster; default 1)" },
+  "emqx-version": {
+    type: "string",
+    value: "V",
+    help: "the EMQX 4.x release answered (e.g. 4.3.2): pins the v1 answer numbering (4.3.0-4.3.2\nnumber ResponsedType differently); default: learned from EMQX's OnProviderLoaded",
+  },
+  "state-file": {
+    type: "string",
+    value: "FILE",
+    help: "keep what was learned from EMQX across restarts (env EXHOOK_STATE_FILE; default\n$EXHOOK_DATA_DIR/exhook-state.json when EXHOOK_DATA_DIR is set)",
+  },
 };
 
 /** `serve` as the help lists it (its `run` is the CLI's own: it owns the process). */
@@ -71,6 +85,10 @@ export interface CliArgs {
   readonly drainTimeoutMs?: number;
   /** Worker processes sharing the port (`--workers`); absent = 1, no cluster. */
   readonly workers?: number;
+  /** `--emqx-version`: pins the v1 `ResponsedType` numbering; absent = learned. */
+  readonly emqxVersion?: string;
+  /** Absolute path of `--state-file` / EXHOOK_STATE_FILE / $EXHOOK_DATA_DIR/exhook-state.json; absent = memory only. */
+  readonly stateFile?: string;
 }
 
 /**
@@ -135,5 +153,14 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
   if (drain !== undefined) out.drainTimeoutMs = parseInteger(drain, 0, 2 ** 31 - 1, "--drain-timeout (ms)");
   const workers = stringOption(o, "workers");
   if (workers !== undefined) out.workers = parseInteger(workers, 1, 256, "--workers");
+  const emqxVersion = stringOption(o, "emqx-version");
+  if (emqxVersion !== undefined) {
+    if (!/^v?\d+\.\d+(\.\d+)?([-.][0-9A-Za-z.]+)?$/.test(emqxVersion)) {
+      throw new UsageError(`--emqx-version must be an EMQX release like 4.3.2 or 4.4.19, got ${JSON.stringify(emqxVersion)}`);
+    }
+    out.emqxVersion = emqxVersion;
+  }
+  const stateFile = flagOrEnv("state-file", "EXHOOK_STATE_FILE") ?? (env["EXHOOK_DATA_DIR"] ? join(env["EXHOOK_DATA_DIR"], "exhook-state.json") : undefined);
+  if (stateFile !== undefined) out.stateFile = resolve(stateFile);
   return out as CliArgs;
 }

@@ -18,7 +18,7 @@ import cluster, { type Worker } from "node:cluster";
 import { AggregatorRegistry, type Registry } from "prom-client";
 import type { OpsRequest, OpsResponse, ProviderOps } from "../provider.js";
 import { answerPrimary, askWorkers } from "./cluster-bus.js";
-import { checkReadiness, type OpsSource, type ReadyWhen } from "./http-probes.js";
+import { checkReadiness, type OpsSource, type ReadinessCheck, type ReadyWhen } from "./http-probes.js";
 
 const CHANNEL = "exhook:ops";
 
@@ -34,6 +34,7 @@ interface WorkerReadiness {
   readonly serving: boolean;
   readonly loadedNodes: readonly string[];
   readonly providerNotReady: string | undefined;
+  readonly checks: readonly ReadinessCheck[];
 }
 
 type Ask = { readonly kind: "info" } | { readonly kind: "readiness" } | { readonly kind: "http"; readonly req: OpsRequest };
@@ -43,6 +44,8 @@ export function serveOpsToPrimary(local: {
   readonly registry?: Registry | undefined;
   readonly serving: () => boolean;
   readonly loadedNodes: () => readonly string[];
+  /** The provider module's extra readiness checks (`addReadinessCheck`). */
+  readonly checks?: () => readonly ReadinessCheck[];
   readonly provider: ProviderOps | undefined;
 }): void {
   if (local.registry) {
@@ -56,7 +59,12 @@ export function serveOpsToPrimary(local: {
       return { http: !!local.provider?.http, paths: local.provider?.paths ?? [], perWorkerPaths: local.provider?.perWorkerPaths ?? [] } satisfies WorkerOpsInfo;
     }
     if (ask.kind === "readiness") {
-      return { serving: local.serving(), loadedNodes: local.loadedNodes(), providerNotReady: await local.provider?.notReady?.() } satisfies WorkerReadiness;
+      return {
+        serving: local.serving(),
+        loadedNodes: local.loadedNodes(),
+        providerNotReady: await local.provider?.notReady?.(),
+        checks: local.checks?.() ?? [],
+      } satisfies WorkerReadiness;
     }
     return (await local.provider?.http?.(ask.req)) ?? null;
   });
@@ -105,6 +113,7 @@ export function clusterOpsSource(options: ClusterOpsOptions): OpsSource {
         const r = a.data as WorkerReadiness;
         if (!r.serving) serving = false;
         if (r.providerNotReady !== undefined) reasons.push(`worker ${a.pid}: ${r.providerNotReady}`);
+        for (const c of r.checks) if (!c.ok) reasons.push(`worker ${a.pid}: ${c.name}: ${c.detail}`);
         for (const n of r.loadedNodes) nodes.add(n);
       }
       const r = checkReadiness({ serving, loadedNodes: [...nodes], readyWhen: options.readyWhen, readyNodes: options.readyNodes, providerNotReady: undefined });

@@ -11,6 +11,9 @@ import type * as http2 from "node:http2";
 import { create, createFileRegistry, fromBinary, toBinary, type DescMessage, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { RequestDecodeError } from "../errors.js";
+import { readBody, respondFailure, respondMessage, respondUnsupportedMediaType } from "../protocol/grpc-http2.js";
+import { errorReply, grpcContentType, isFailure, unframeRequest } from "../protocol/grpc-unary.js";
 import { SERVICES } from "../wire.js";
 
 /** `HealthCheckResponse.ServingStatus`. */
@@ -30,7 +33,16 @@ const registry = createFileRegistry(
       { name: "HealthCheckRequest", field: [{ name: "service", number: 1, type: 9 /* string */, label: 1, jsonName: "service" }] },
       {
         name: "HealthCheckResponse",
-        field: [{ name: "status", number: 1, type: 14 /* enum */, label: 1, typeName: ".grpc.health.v1.HealthCheckResponse.ServingStatus", jsonName: "status" }],
+        field: [
+          {
+            name: "status",
+            number: 1,
+            type: 14 /* enum */,
+            label: 1,
+            typeName: ".grpc.health.v1.HealthCheckResponse.ServingStatus",
+            jsonName: "status",
+          },
+        ],
         enumType: [
           {
             name: "ServingStatus",
@@ -44,7 +56,12 @@ const registry = createFileRegistry(
         ],
       },
     ],
-    service: [{ name: "Health", method: [{ name: "Check", inputType: ".grpc.health.v1.HealthCheckRequest", outputType: ".grpc.health.v1.HealthCheckResponse" }] }],
+    service: [
+      {
+        name: "Health",
+        method: [{ name: "Check", inputType: ".grpc.health.v1.HealthCheckRequest", outputType: ".grpc.health.v1.HealthCheckResponse" }],
+      },
+    ],
   }),
   () => undefined,
 );
@@ -95,41 +112,46 @@ export function healthRoutes(state: HealthState, requireLoaded: boolean): (route
 
 /**
  * Serves one health stream on the native transport (call it for paths starting with
- * {@link HEALTH_PATH_PREFIX}).
+ * {@link HEALTH_PATH_PREFIX}), with the same envelope and error replies as the hook calls
+ * (src/protocol). The stream already has the server's `error` listener.
  */
-export function serveHealthStream(state: HealthState, requireLoaded: boolean, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
-  const contentType = headers["content-type"] === "application/grpc+proto" ? "application/grpc+proto" : "application/grpc";
-  const chunks: Buffer[] = [];
-  let size = 0;
-  stream.on("data", (c: Buffer) => {
-    // Health requests are a few bytes; anything big is not a health check.
-    if ((size += c.length) <= 4096) chunks.push(c);
-  });
-  stream.on("end", () => {
-    const body = Buffer.concat(chunks);
-    if (headers[":path"] !== `${HEALTH_PATH_PREFIX}Check`) return trailersOnly(stream, contentType, Code.Unimplemented, `unknown method ${headers[":path"] ?? ""}`);
-    if (size > 4096 || body.length < 5 || body.readUInt32BE(1) !== body.length - 5) return trailersOnly(stream, contentType, Code.InvalidArgument, "protocol error: bad health request envelope");
-    let service: string;
+export function serveHealthStream(
+  state: HealthState,
+  requireLoaded: boolean,
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+): void {
+  const contentType = grpcContentType(headers["content-type"]);
+  if (contentType === undefined) {
+    respondUnsupportedMediaType(stream);
+    stream.resume();
+    return;
+  }
+  if (headers[":path"] !== `${HEALTH_PATH_PREFIX}Check` || headers[":method"] !== "POST") {
+    respondFailure(stream, contentType, { code: Code.Unimplemented, message: `unknown method ${headers[":path"] ?? ""}` });
+    stream.resume();
+    return;
+  }
+  // Health requests are a few bytes; anything big is not a health check.
+  readBody(stream, 4096, (body) => {
+    if (body === undefined)
+      return void respondFailure(stream, contentType, { code: Code.ResourceExhausted, message: "health request larger than 4096 bytes" });
+    const message = unframeRequest(body);
+    if (isFailure(message)) return void respondFailure(stream, contentType, message);
     let status: ServingStatus;
     try {
-      service = (fromBinary(RequestSchema, body.subarray(5)) as unknown as { service: string }).service;
-      status = check(state, requireLoaded, service);
+      status = check(state, requireLoaded, decodeHealthRequest(message).service);
     } catch (err) {
-      if (err instanceof ConnectError) return trailersOnly(stream, contentType, err.code, err.rawMessage);
-      return trailersOnly(stream, contentType, Code.Internal, "parse binary: bad health request");
+      return void respondFailure(stream, contentType, errorReply(err, undefined));
     }
-    const bytes = toBinary(ResponseSchema, create(ResponseSchema, { status }));
-    const frame = Buffer.alloc(5 + bytes.length);
-    frame.writeUInt32BE(bytes.length, 1);
-    frame.set(bytes, 5);
-    if (stream.destroyed || stream.closed) return;
-    stream.respond({ ":status": 200, "content-type": contentType }, { waitForTrailers: true });
-    stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-    stream.end(frame);
+    respondMessage(stream, contentType, toBinary(ResponseSchema, create(ResponseSchema, { status })));
   });
 }
 
-function trailersOnly(stream: http2.ServerHttp2Stream, contentType: string, code: Code, message: string): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
-  stream.respond({ ":status": 200, "content-type": contentType, "grpc-status": String(code), "grpc-message": encodeURIComponent(message) }, { endStream: true });
+function decodeHealthRequest(bytes: Uint8Array): { service: string } {
+  try {
+    return fromBinary(RequestSchema, bytes) as unknown as { service: string };
+  } catch (err) {
+    throw new RequestDecodeError(RequestSchema.typeName, err);
+  }
 }

@@ -16,6 +16,13 @@ import type { AddressInfo } from "node:net";
 import { ExHookConfigError } from "../errors.js";
 import type { Logger, OpsRequest, OpsResponse, ProviderOps } from "../provider.js";
 
+/** One more condition of `/readyz` (e.g. a bridged engine that must be connected). */
+export interface ReadinessCheck {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
 /** When `/readyz` reports ready (besides listening, not draining, and the provider's own check). */
 export type ReadyWhen = "loaded" | "listening";
 
@@ -39,6 +46,8 @@ export interface ReadinessInputs {
   readonly readyNodes: readonly string[] | undefined;
   /** The provider's own check (see {@link ProviderOps.notReady}): undefined = ready. */
   readonly providerNotReady: string | undefined;
+  /** More conditions (a provider module's `addReadinessCheck`, e.g. bridged engines): each failing one is a reason. */
+  readonly checks?: readonly ReadinessCheck[] | undefined;
 }
 
 /**
@@ -51,6 +60,7 @@ export function checkReadiness(i: ReadinessInputs): Readiness {
   const reasons: string[] = [];
   if (!i.serving) reasons.push("not serving (starting or draining)");
   if (i.providerNotReady !== undefined) reasons.push(i.providerNotReady);
+  for (const c of i.checks ?? []) if (!c.ok) reasons.push(`${c.name}: ${c.detail}`);
   const allowed = i.readyWhen === "loaded" ? i.loadedNodes.filter((n) => i.readyNodes?.includes(n)) : i.loadedNodes;
   const loaded = new Set(allowed).size;
   if (i.readyWhen === "loaded" && loaded === 0) reasons.push(`waiting for OnProviderLoaded from one of ${(i.readyNodes ?? []).join(", ")}`);

@@ -29,7 +29,7 @@ export interface LoggerOptions {
   readonly pretty?: boolean | "auto";
   /** Log message payloads instead of redacting them. Default false. Passwords are always redacted. */
   readonly logPayloads?: boolean;
-  /** Where to write. Default stdout. */
+  /** Where to write. Default stdout, written synchronously (`pino.destination({ dest: 1, sync: true })`). */
   readonly destination?: DestinationStream;
   /** Fields on every line. Default `{ name: "emqx-exhook" }`. */
   readonly base?: Record<string, unknown>;
@@ -51,7 +51,11 @@ export function createLogger(options: LoggerOptions = {}): PinoLogger {
     const pinoPretty = ownRequire("pino-pretty") as (o: object) => DestinationStream;
     return pino(opts, pinoPretty({ colorize: true, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,name" }));
   }
-  return options.destination ? pino(opts, options.destination) : pino(opts);
+  // Synchronous writes to stdout by default (pino's own recommendation unless logging is extreme):
+  // nothing is lost when the process ends, and a closed stdout pipe fails the next write at once,
+  // which pino turns into "stop logging", instead of a retry loop in its exit handler (the
+  // asynchronous destination's flush retries EPIPE forever, which hung `serve … | head -1` on SIGTERM).
+  return pino(opts, options.destination ?? pino.destination({ dest: 1, sync: true }));
 }
 
 /**

@@ -14,6 +14,7 @@ import { Code } from "@connectrpc/connect";
 import type { Dispatcher } from "../dispatch.js";
 import type { HookMiddleware, HookOutcome } from "../provider.js";
 import { routeTable } from "../wire.js";
+import { PEER_ERROR_KINDS, type ErrorCounts } from "./peer-errors.js";
 
 /**
  * Latency buckets in seconds: 0.5 ms to 5 s. The low end separates in-memory handlers (sub-ms) from
@@ -57,6 +58,8 @@ export interface ExHookMetrics {
   observeDispatcher(dispatcher: Dispatcher): void;
   /** Counts gRPC statuses of every stream the server answers (hook or not). */
   observeServer(server: http2.Http2Server | http2.Http2SecureServer): void;
+  /** Reports a server's peer and internal error counts at scrape time. */
+  observeErrors(source: () => ErrorCounts): void;
   /** Prometheus text exposition. */
   text(): Promise<string>;
   /** Content-Type of {@link text}. */
@@ -88,7 +91,11 @@ interface Series {
  * - `exhook_broker_loaded{package,node,version,cluster}` — 1 per EMQX node that loaded the provider
  *   (past the label cap, `node="_other"` counts the rest);
  * - `exhook_broker_loads{package,node}` — how many times that node sent `OnProviderLoaded`;
- * - `exhook_loaded_brokers` — number of loaded (package, node) pairs.
+ * - `exhook_loaded_brokers` — number of loaded (package, node) pairs;
+ * - `exhook_peer_errors_total{kind}` — errors caused by peers on the ExHook port (resets, GOAWAY
+ *   with an error code, protocol violations, floods), handled and logged at debug;
+ * - `exhook_internal_errors_total` — errors of our own while serving a call (answered INTERNAL,
+ *   logged at error with the stack).
  */
 export function createMetrics(options: MetricsOptions = {}): ExHookMetrics {
   const prefix = options.prefix ?? "exhook_";
@@ -160,6 +167,32 @@ export function createMetrics(options: MetricsOptions = {}): ExHookMetrics {
   void loadedGauge;
   void loadsGauge;
 
+  // Counted by the server (src/ops/peer-errors.ts) whether or not metrics are on; read at scrape.
+  const errorSources: Array<() => ErrorCounts> = [];
+  new Counter({
+    name: `${prefix}peer_errors_total`,
+    help: "Errors caused by peers on the ExHook port (connection resets, stream resets and GOAWAY with an error code, protocol violations, floods), by kind.",
+    labelNames: ["kind"],
+    registers,
+    collect() {
+      this.reset();
+      for (const kind of PEER_ERROR_KINDS) {
+        const n = errorSources.reduce((sum, src) => sum + src().peer[kind], 0);
+        if (n > 0) this.inc({ kind }, n);
+      }
+    },
+  });
+  new Counter({
+    name: `${prefix}internal_errors_total`,
+    help: "Errors of our own while serving a call (answered INTERNAL, logged with the stack).",
+    registers,
+    collect() {
+      this.reset();
+      const n = errorSources.reduce((sum, src) => sum + src().internal, 0);
+      if (n > 0) this.inc(n);
+    },
+  });
+
   const series = new Map<string, Series>();
   function seriesFor(hook: string, pkg: string): Series {
     const key = `${hook}|${pkg}`;
@@ -228,6 +261,9 @@ export function createMetrics(options: MetricsOptions = {}): ExHookMetrics {
     contentType: registry.contentType,
     observeDispatcher(dispatcher) {
       if (!dispatchers.includes(dispatcher)) dispatchers.push(dispatcher);
+    },
+    observeErrors(source) {
+      if (!errorSources.includes(source)) errorSources.push(source);
     },
     observeServer(server) {
       server.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {

@@ -10,7 +10,8 @@ import * as v3 from "../../gen/emqx/exhook/v3/exhook_pb.js";
 import { createDispatcher, type Dispatcher, type DispatcherOptions } from "../dispatch.js";
 import { HOOK_BY_KEY, rpcNameFor, type HookDef, type HookKey, type WirePackage } from "../hooks.js";
 import type { Provider } from "../provider.js";
-import { routeTable, SERVICES, type RpcTarget } from "../wire.js";
+import { createUnaryService, formatGrpcTimeout, frameMessage, isFailure } from "../protocol/grpc-unary.js";
+import { SERVICES, type RpcTarget } from "../wire.js";
 import { fakeBrokerInfo, fakeMeta } from "./fixtures.js";
 
 /** What came back from one call, transport-independent. */
@@ -44,43 +45,47 @@ function toDispatcher(target: ProviderOrDispatcher, options: DispatcherOptions):
 /** Options of {@link memoryTransport}. */
 export interface MemoryTransportOptions extends DispatcherOptions {}
 
-/** A transport that calls `dispatcher.handleBytes` directly. */
+/**
+ * A transport that calls the dispatcher in memory through the same unary gRPC code the native
+ * transport runs (src/protocol/grpc-unary.ts): the request is framed, its path routed, its
+ * `grpc-timeout` parsed, the envelope checked and every error mapped to a status exactly as over
+ * HTTP/2; only the sockets are missing.
+ */
 export function memoryTransport(target: ProviderOrDispatcher, options: MemoryTransportOptions = {}): ExhookTransport & { readonly dispatcher: Dispatcher } {
   const dispatcher = toDispatcher(target, options);
-  const routes = routeTable();
+  const service = createUnaryService(dispatcher, {
+    onInternalError: (err) => (options.logger ?? console).error({ err: err instanceof Error ? err.stack : String(err) }, "internal error while serving a call (answered INTERNAL)"),
+  });
   return {
     dispatcher,
-    async call(pkg, rpc, body, timeoutMs) {
-      const route = routes.get(`/${SERVICES[pkg].typeName}/${rpc}`);
-      if (!route) return { status: Code.Unimplemented, message: `unknown method ${rpc}`, body: undefined };
-      const controller = new AbortController();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const deadline = new Promise<RawAnswer>((resolve) => {
-        timer = setTimeout(() => {
-          controller.abort(new ConnectError("the call was cancelled", Code.Canceled));
-          resolve({ status: Code.DeadlineExceeded, message: "Waiting for response timeout", body: undefined });
+    call(pkg, rpc, body, timeoutMs) {
+      const head = service.head("POST", `/${SERVICES[pkg].typeName}/${rpc}`, formatGrpcTimeout(timeoutMs));
+      if (isFailure(head)) return Promise.resolve({ status: head.code, message: head.message, body: undefined });
+      return new Promise<RawAnswer>((resolve) => {
+        let cancel: { abort(reason: unknown): void } | undefined;
+        let settled = false;
+        let timedOut = false;
+        const settle = (answer: RawAnswer) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve(answer);
+        };
+        // The caller's own deadline, as EMQX's client keeps it: no answer by then is a failed call,
+        // and the call is cancelled (the handler's signal aborts).
+        const timer = setTimeout(() => {
+          timedOut = true;
+          cancel?.abort(new ConnectError("the call was cancelled", Code.Canceled));
+          settle({ status: Code.DeadlineExceeded, message: "Waiting for response timeout", body: undefined });
         }, timeoutMs);
+        service.run(head, frameMessage(body), undefined, {
+          ok: (_t, message) => settle({ status: 0, message: "", body: message }),
+          fail: (_t, failure) => settle({ status: failure.code, message: failure.message, body: undefined }),
+        }, (ctx) => {
+          if (timedOut) ctx.abort(new ConnectError("the call was cancelled", Code.Canceled));
+          else cancel = ctx;
+        });
       });
-      const answer = (async (): Promise<RawAnswer> => {
-        try {
-          const bytes = await dispatcher.handleBytes(pkg, route.target, body, { timeoutMs, signal: controller.signal });
-          return { status: 0, message: "", body: bytes };
-        } catch (err) {
-          // The same mapping as the native transport: ConnectErrors keep their code and text;
-          // anything else is a decoding error or ours, and ours is never echoed.
-          if (err instanceof ConnectError) return { status: err.code, message: err.rawMessage, body: undefined };
-          const msg = err instanceof Error ? err.message : String(err);
-          if (/^(parse binary|premature EOF|invalid|cannot|illegal)/i.test(msg) || err instanceof RangeError) {
-            return { status: Code.Internal, message: `parse binary: ${msg.replace(/^parse binary: /, "")}`, body: undefined };
-          }
-          return { status: Code.Internal, message: "internal error", body: undefined };
-        }
-      })();
-      try {
-        return await Promise.race([answer, deadline]);
-      } finally {
-        clearTimeout(timer);
-      }
     },
     close: () => Promise.resolve(),
   };

@@ -12,7 +12,8 @@ import { resolve } from "node:path";
 import { LineCounter, parseDocument } from "yaml";
 import { z } from "zod";
 import { ExHookConfigError } from "../errors.js";
-import { aclTopicError, type AclRule } from "./acl.js";
+import { aclTopicError, EMQX_DEFAULT_LISTENERS, peerhostError, type AclRule } from "./acl.js";
+import { bridgeSchema } from "./bridge/config-schema.js";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.number().int().min(min).max(max);
 
@@ -58,18 +59,97 @@ const duration = z.union([int(1), z.string()]).transform((v, ctx) => {
   return ms;
 });
 
-const ruleSchema = z.strictObject({
-  permission: z.enum(["allow", "deny"]),
-  action: z.enum(["publish", "subscribe", "all"]).default("all"),
-  topic: z.string().superRefine((t, ctx) => {
-    const err = aclTopicError(t);
-    if (err) ctx.addIssue({ code: "custom", message: err });
-  }),
-  qos: z.array(z.union([z.literal(0), z.literal(1), z.literal(2)])).min(1).optional(),
-  retain: z.boolean().optional(),
-  username: z.string().min(1).optional(),
-  clientid: z.string().min(1).optional(),
-});
+const oneOrMany = <T extends z.ZodType>(t: T) => z.union([t, z.array(t).min(1)]);
+
+const ruleSchema = z
+  .strictObject({
+    permission: z.enum(["allow", "deny"]),
+    action: z.enum(["publish", "subscribe", "all"]).default("all"),
+    topic: z.string().superRefine((t, ctx) => {
+      const err = aclTopicError(t);
+      if (err) ctx.addIssue({ code: "custom", message: err });
+    }),
+    qos: z.array(z.union([z.literal(0), z.literal(1), z.literal(2)])).min(1).optional(),
+    retain: z.boolean().optional(),
+    username: z.string().min(1).optional(),
+    clientid: z.string().min(1).optional(),
+    /** IP address or CIDR block (IPv4/IPv6), or a list of them. */
+    peerhost: oneOrMany(
+      z.string().superRefine((p, ctx) => {
+        const err = peerhostError(p);
+        if (err) ctx.addIssue({ code: "custom", message: err });
+      }),
+    ).optional(),
+    /** EMQX listener id(s), e.g. `tcp:default` (must be in `acl.listeners`). */
+    listener: oneOrMany(z.string().min(1)).optional(),
+    /** Deny rules: also match subscriptions that overlap the topic (default `acl.denyOverlap`). */
+    overlap: z.boolean().optional(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.overlap !== undefined && r.permission === "allow") {
+      ctx.addIssue({ code: "custom", path: ["overlap"], message: "overlap applies to deny rules only (an allow rule must cover a subscription)" });
+    }
+  });
+
+const port = int(1, 65535);
+const ATTR_SOURCES = ["clientid", "username", "peerhost", "cert_common_name", "cert_subject", "mountpoint"] as const;
+
+/** The schema of one ACL rule (as in `acl.rules`), also used for stored rules and a JWT's ACL claim. */
+export const aclRuleSchema = ruleSchema;
+
+/** One failed-login limit; `false` turns it off. */
+const throttleLimit = (free: number, baseMs: number, maxMs: number) =>
+  z
+    .strictObject({
+      freeFailures: int(0, 1_000_000).default(free),
+      baseDelayMs: int(1, 86_400_000).default(baseMs),
+      maxDelayMs: int(1, 86_400_000).default(maxMs),
+    })
+    .prefault({});
+
+const JWT_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"] as const;
+
+const jwtSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true),
+    /** Where the token is: the MQTT password (EMQX's default) or the username. */
+    from: z.enum(["password", "username"]).default("password"),
+    secret: z.string().min(1).optional(),
+    secretBase64: z.boolean().default(false),
+    /** PEM text (`-----BEGIN PUBLIC KEY-----...`) or the path of a PEM file. */
+    publicKey: z.string().min(1).optional(),
+    jwksUrl: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL").optional(),
+    jwks: z
+      .strictObject({
+        refreshMs: int(1000).default(300_000),
+        timeoutMs: int(1, 600_000).default(5000),
+        maxBytes: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+        cooldownMs: int(0).default(30_000),
+        headers: z.record(z.string(), z.string()).optional(),
+      })
+      .prefault({}),
+    algorithms: z.array(z.enum(JWT_ALGORITHMS)).min(1).optional(),
+    clockSkewMs: int(0, 3_600_000).default(30_000),
+    requireExp: z.boolean().default(false),
+    maxAgeMs: int(1).optional(),
+    claims: z
+      .record(
+        z.string(),
+        z.string().superRefine((t, ctx) => {
+          for (const m of t.matchAll(/\$\{([^}]*)\}/g)) {
+            if (m[1] !== "username" && m[1] !== "clientid") ctx.addIssue({ code: "custom", message: `unknown placeholder \${${m[1]}} (allowed: \${username}, \${clientid})` });
+          }
+        }),
+      )
+      .default({}),
+    aclClaim: z.string().min(1).default("acl"),
+    superuserClaim: z.string().min(1).default("is_superuser"),
+    maxTokenLength: int(16, 65535).default(16384),
+  })
+  .superRefine((j, ctx) => {
+    const n = [j.secret, j.publicKey, j.jwksUrl].filter((v) => v !== undefined).length;
+    if (n !== 1) ctx.addIssue({ code: "custom", message: "give exactly one of secret, publicKey, jwksUrl" });
+  });
 
 /** The rules used when the config does not set `acl.rules`. */
 export const DEFAULT_ACL_RULES: readonly AclRule[] = Object.freeze([
@@ -103,6 +183,30 @@ export const configSchema = z.strictObject({
           keylen: int(16, 128).default(32),
         })
         .prefault({}),
+      /** Rehash other formats and older parameters with `scrypt` on the next good login. */
+      rehash: z.boolean().default(true),
+      /** Longer client ids are refused without a check (MQTT allows 65535). */
+      maxClientIdLength: int(1, 65535).default(1024),
+      hashing: z
+        .strictObject({
+          /** Hash jobs at once; 0 = one per CPU core but one (the event loop keeps a core), 1 to 3. */
+          concurrency: int(0, 64).default(0),
+          maxQueued: int(1, 1_000_000).default(1000),
+          maxQueuedPerPeer: int(1, 1_000_000).default(32),
+        })
+        .prefault({}),
+      throttle: z
+        .strictObject({
+          enabled: z.boolean().default(true),
+          perHost: z.union([z.literal(false), throttleLimit(20, 1000, 60_000)]).default({ freeFailures: 20, baseDelayMs: 1000, maxDelayMs: 60_000 }),
+          perUser: z.union([z.literal(false), throttleLimit(5, 1000, 30_000)]).default({ freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 30_000 }),
+          perPair: throttleLimit(5, 1000, 60_000),
+          forgetAfterMs: int(1000).default(900_000),
+          trustTtlMs: int(0).default(604_800_000),
+          maxKeys: int(100, 10_000_000).default(100_000),
+        })
+        .prefault({}),
+      jwt: jwtSchema.optional(),
     })
     .prefault({}),
   acl: z
@@ -113,6 +217,60 @@ export const configSchema = z.strictObject({
       /** How often store rules are re-read, in ms (0 = only at start). */
       storeRefreshMs: int(0).default(10_000),
       rules: z.array(ruleSchema).optional(),
+      /** Deny rules also match subscriptions that overlap their topic (issue: `users/alice/#` past a deny of `users/alice/secret/#`). */
+      denyOverlap: z.boolean().default(true),
+      /** Listener ids and their ports, for `listener` conditions (ExHook sends the port, not the name). */
+      listeners: z.record(z.string().regex(/^[a-z]+:[A-Za-z0-9_-]+$/, 'must be an EMQX listener id such as "tcp:default"'), oneOrMany(port)).default({ ...EMQX_DEFAULT_LISTENERS }),
+      /**
+       * `${client_attrs.NAME}` values derived from what EMQX sends, like EMQX's `mqtt.client_attrs_init`:
+       * the `from` field, optionally split on `split` and the `nth` piece taken (1-based).
+       */
+      clientAttrs: z
+        .array(
+          z.strictObject({
+            name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "letters, digits, _ and - only (1-64)"),
+            from: z.enum(ATTR_SOURCES),
+            split: z.string().min(1).optional(),
+            nth: int(1, 64).optional(),
+          }),
+        )
+        .default([]),
+    })
+    .superRefine((acl, ctx) => {
+      (acl.rules ?? []).forEach((r, i) => {
+        for (const id of r.listener === undefined ? [] : Array.isArray(r.listener) ? r.listener : [r.listener]) {
+          if (!(id in acl.listeners)) {
+            ctx.addIssue({ code: "custom", path: ["rules", i, "listener"], message: `listener ${JSON.stringify(id)} is not in acl.listeners (known: ${Object.keys(acl.listeners).join(", ") || "none"})` });
+          }
+        }
+      });
+    })
+    .prefault({}),
+  cache: z
+    .strictObject({
+      /** The decision cache in front of the hooks below (off: the rules are in memory and cost < 1 µs). */
+      enabled: z.boolean().default(false),
+      hooks: z.array(z.enum(["onClientAuthenticate", "onClientAuthorize"])).min(1).default(["onClientAuthorize"]),
+      /** How long an allow is kept. */
+      ttl: duration.default(60_000),
+      /** How long a deny (or no-opinion) is kept. */
+      negativeTtl: duration.default(5_000),
+      /** Each entry lives a random 0..jitter fraction shorter, so entries made together do not expire together. */
+      jitter: z.number().min(0).max(1).default(0.1),
+      maxEntries: int(1).default(100_000),
+      /** How often the store is polled for invalidations made by other processes (PostgreSQL: also LISTEN/NOTIFY). */
+      pollInterval: duration.default(1000),
+      /** Also tell EMQX (its REST API) when users or rules change. */
+      emqx: z
+        .strictObject({
+          url: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL (EMQX's dashboard/API listener, e.g. http://emqx:18083)"),
+          apiKey: z.string().min(1),
+          apiSecret: z.string().min(1),
+          /** On a user change: clear the authorization cache of the user's clients, or disconnect them. */
+          onUserChange: z.enum(["clear-cache", "kick"]).default("clear-cache"),
+          timeoutMs: int(1).default(2000),
+        })
+        .optional(),
     })
     .prefault({}),
   persistence: z
@@ -171,6 +329,8 @@ export const configSchema = z.strictObject({
       maxResponseBytes: bytes.default(16 * 1024 * 1024),
     })
     .prefault({}),
+  /** Bridging to NATS JetStream, RabbitMQ, Redis Streams through a durable outbox (docs/bridging.md). */
+  bridge: bridgeSchema,
 });
 
 /** The validated configuration. */
@@ -255,7 +415,7 @@ export function parseConfig(
       const line = envName ? undefined : lineOf(p);
       const where = envName ? `${key} (from ${envName})` : `${source}${line !== undefined ? `:${line}` : ""}: ${key || "(top level)"}`;
       const given = valueAt(obj, p);
-      const msg = issue.code === "unrecognized_keys" ? `unknown setting (allowed here: ${allowedKeys(issue.path)})` : issue.message;
+      const msg = issue.code === "unrecognized_keys" ? `unknown setting (allowed here: ${allowedKeys(issue.path, obj)})` : issue.message;
       return `  ${where}: ${msg}${given !== undefined && issue.code !== "unrecognized_keys" ? ` (got ${JSON.stringify(given)})` : ""}`;
     });
     throw new ExHookConfigError(`invalid configuration:\n${lines.join("\n")}`);
@@ -287,24 +447,29 @@ function valueAt(obj: unknown, p: readonly PropertyKey[]): unknown {
   return o;
 }
 
-function allowedKeys(p: readonly PropertyKey[]): string {
-  let s: z.ZodType = configSchema;
-  for (const k of p) {
-    let inner: z.ZodType = s;
-    // Unwrap defaults/optionals to reach the object or array.
+function allowedKeys(p: readonly PropertyKey[], given: unknown): string {
+  const unwrap = (t: z.ZodType, at: readonly PropertyKey[]): z.ZodType => {
     for (let i = 0; i < 5; i++) {
-      const def = (inner as unknown as { def: { innerType?: z.ZodType } }).def;
-      if (def.innerType) inner = def.innerType;
+      const def = (t as unknown as { def: { innerType?: z.ZodType } }).def;
+      if (def.innerType) t = def.innerType;
       else break;
     }
+    // A discriminated union (bridge.sinks[]): the variant the given `kind` names.
+    if (t instanceof z.ZodDiscriminatedUnion) {
+      const kind = (valueAt(given, at) as { kind?: unknown } | undefined)?.kind;
+      const hit = (t.options as z.ZodType[]).find((o) => o instanceof z.ZodObject && (o.shape as Record<string, z.ZodType>)["kind"] instanceof z.ZodLiteral && ((o.shape as Record<string, z.ZodLiteral>)["kind"] as z.ZodLiteral).value === kind);
+      if (hit) t = hit;
+    }
+    return t;
+  };
+  let s: z.ZodType = configSchema;
+  for (let n = 0; n < p.length; n++) {
+    const k = p[n] as PropertyKey;
+    const inner = unwrap(s, p.slice(0, n));
     if (typeof k === "number" && inner instanceof z.ZodArray) s = inner.element as z.ZodType;
     else if (inner instanceof z.ZodObject) s = (inner.shape as Record<string, z.ZodType>)[String(k)] as z.ZodType;
     else return "?";
   }
-  for (let i = 0; i < 5; i++) {
-    const def = (s as unknown as { def: { innerType?: z.ZodType } }).def;
-    if (def.innerType) s = def.innerType;
-    else break;
-  }
+  s = unwrap(s, p);
   return s instanceof z.ZodObject ? Object.keys(s.shape).join(", ") : "?";
 }

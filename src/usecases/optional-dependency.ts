@@ -1,6 +1,8 @@
 /**
- * Storage drivers are optional peer dependencies: a provider that uses no store installs no native
- * module. A store loads its driver when it is opened, through {@link loadOptional}, which turns a
+ * Storage drivers, the bcrypt / Argon2 verifiers of imported password hashes and the bridge's
+ * engine clients are optional peer dependencies: a provider that uses no store installs no native
+ * module, and one that bridges nowhere no engine client. A store loads its driver when it is
+ * opened, a bridge sink its client when it is created, through {@link loadOptional}, which turns a
  * missing package into an error that says what to install.
  */
 import { ExHookConfigError } from "../errors.js";
@@ -11,8 +13,17 @@ import { ownRequire } from "../own-location.js";
  * `peerDependencies` says the same; test/package.test.ts keeps the two equal).
  */
 export const OPTIONAL_DEPENDENCIES = {
+  // Verifying imported bcrypt / Argon2 hashes (prebuilt native modules, loaded on the first such hash).
+  "@node-rs/argon2": "^2.2.1",
+  // 1.10.8 exactly: later releases are published for linux-x64 only, so installs elsewhere would fail.
+  "@node-rs/bcrypt": "1.10.8",
   "better-sqlite3": "~12.11",
   pg: "^8.23.1",
+  // The bridge's engine clients (src/usecases/bridge), loaded when a sink of that kind is configured.
+  "@nats-io/transport-node": "^3.4.0",
+  "@nats-io/jetstream": "^3.4.0",
+  amqplib: "^2.3.1",
+  ioredis: "^6.0.0",
 } as const;
 
 /** The name of an optional peer dependency. */

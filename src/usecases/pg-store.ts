@@ -9,9 +9,12 @@ import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
 import type { Logger } from "../provider.js";
 import { loadOptional } from "./optional-dependency.js";
+import { PG_OUTBOX_MIGRATION, pgOutboxMethods } from "./bridge/pg-outbox.js";
 import {
+  INVALIDATION_KEEP_MS,
   scanPresence,
   scanQuery,
+  type InvalidationScope,
   type MessageQuery,
   type PresenceChange,
   type PresenceState,
@@ -20,6 +23,7 @@ import {
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
+import { hashFormatOf } from "./password.js";
 
 /**
  * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
@@ -69,13 +73,28 @@ export const MIGRATIONS: readonly string[] = [
    UPDATE exhook_presence SET
      live = CASE WHEN disconnected_at IS NULL AND connected_at IS NOT NULL THEN 1 WHEN connected_at IS NULL THEN -1 ELSE 0 END,
      conn_key = node || '|' || peerhost || '|' || peerport || '|' || sockport;`,
-  // 3: message queries in short statements: scan by time reading topics from the index, and a
+  // 3: invalidation announcements (src/usecases/invalidation.ts), read by every process on the store.
+  `CREATE TABLE exhook_invalidations (
+     seq BIGSERIAL PRIMARY KEY,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at BIGINT NOT NULL
+   );`,
+  // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
+  `ALTER TABLE exhook_users ADD COLUMN superuser BOOLEAN NOT NULL DEFAULT false,
+     ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
+  // 5: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
+  PG_OUTBOX_MIGRATION,
+  // 6: message queries in short statements: scan by time reading topics from the index, and a
   // topic index for filters without wildcards. (Building them locks inserts on a large table for
   // a while; the message writer holds messages meanwhile.)
   `CREATE INDEX IF NOT EXISTS exhook_messages_ts_topic ON exhook_messages (ts, seq) INCLUDE (topic);
    CREATE INDEX IF NOT EXISTS exhook_messages_topic ON exhook_messages (topic, ts, seq);
    DROP INDEX IF EXISTS exhook_messages_ts;`,
 ];
+
+/** The NOTIFY channel of {@link Store.recordInvalidation} (payload: the record's seq). */
+export const INVALIDATION_CHANNEL = "exhook_invalidation";
 
 /** Advisory lock key serializing schema migrations across instances ("exhook" in ASCII). */
 const MIGRATION_LOCK = 0x657868_6f6f6b;
@@ -141,7 +160,9 @@ function toUser(r: Record<string, unknown>): UserRecord {
   return {
     username: r["username"] as string,
     passwordHash: r["password_hash"] as string,
+    hashFormat: r["hash_format"] as string,
     clientIds: r["client_ids"] as string[],
+    superuser: r["superuser"] === true,
     createdAt: num(r["created_at"]),
     updatedAt: num(r["updated_at"]),
   };
@@ -233,9 +254,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     },
     async putUser(u) {
       await pool.query(
-        `INSERT INTO exhook_users (username, password_hash, client_ids, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, client_ids = excluded.client_ids, updated_at = excluded.updated_at`,
-        [u.username, u.passwordHash, JSON.stringify(u.clientIds), u.createdAt, u.updatedAt],
+        `INSERT INTO exhook_users (username, password_hash, hash_format, client_ids, superuser, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, hash_format = excluded.hash_format,
+           client_ids = excluded.client_ids, superuser = excluded.superuser, updated_at = excluded.updated_at`,
+        [u.username, u.passwordHash, u.hashFormat ?? hashFormatOf(u.passwordHash), JSON.stringify(u.clientIds), u.superuser === true, u.createdAt, u.updatedAt],
       );
     },
     async listUsers() {
@@ -333,6 +356,27 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async ping() {
       await pool.query("SELECT 1");
     },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      await pool.query("DELETE FROM exhook_invalidations WHERE at < $1", [now - INVALIDATION_KEEP_MS]);
+      // One statement: the row and the notification commit together (NOTIFY is sent at commit).
+      const r = await pool.query(
+        `WITH ins AS (INSERT INTO exhook_invalidations (scope, key, at) VALUES ($1, $2, $3) RETURNING seq)
+         SELECT seq, pg_notify('${INVALIDATION_CHANNEL}', seq::text) FROM ins`,
+        [scope, key, now],
+      );
+      return num(r.rows[0]?.["seq"]);
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = num((await pool.query("SELECT max(seq) AS seq FROM exhook_invalidations")).rows[0]?.["seq"]);
+      if (after < 0) return { latest, records: [] };
+      const r = await pool.query("SELECT seq, scope, key, at FROM exhook_invalidations WHERE seq > $1 ORDER BY seq LIMIT $2", [after, limit]);
+      return {
+        latest,
+        records: r.rows.map((row) => ({ seq: num(row["seq"]), scope: row["scope"] as InvalidationScope, key: row["key"] as string, at: num(row["at"]) })),
+      };
+    },
+    ...pgOutboxMethods(pool),
     async close() {
       if (closed) return;
       closed = true;

@@ -18,10 +18,13 @@ import type Database from "better-sqlite3";
 import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
 import { loadOptional } from "./optional-dependency.js";
+import { SQLITE_OUTBOX_MIGRATION, sqliteOutboxMethods } from "./bridge/sqlite-outbox.js";
 import {
+  INVALIDATION_KEEP_MS,
   parseHeaders,
   scanPresence,
   scanQuery,
+  type InvalidationRecord,
   type MessageQuery,
   type PresenceChange,
   type PresenceState,
@@ -30,6 +33,7 @@ import {
   type StoredMessage,
   type UserRecord,
 } from "./store.js";
+import { hashFormatOf } from "./password.js";
 
 /**
  * Schema migrations, applied in order; the index + 1 is the schema version. Never edit a shipped one.
@@ -79,7 +83,19 @@ export const MIGRATIONS: readonly string[] = [
    UPDATE presence SET
      live = CASE WHEN disconnected_at IS NULL AND connected_at IS NOT NULL THEN 1 WHEN connected_at IS NULL THEN -1 ELSE 0 END,
      conn_key = node || '|' || peerhost || '|' || peerport || '|' || sockport;`,
-  // 3: message queries in short statements: a covering index to scan by time and filter topics
+  // 3: invalidation announcements (src/usecases/invalidation.ts), read by every process on the store.
+  `CREATE TABLE invalidations (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     at INTEGER NOT NULL
+   );`,
+  // 4: per-user superuser flag and the name of the hash format (rows before it are all scrypt).
+  `ALTER TABLE users ADD COLUMN superuser INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE users ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
+  // 5: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
+  SQLITE_OUTBOX_MIGRATION,
+  // 6: message queries in short statements: a covering index to scan by time and filter topics
   // without reading rows, and a topic index for filters without wildcards.
   `CREATE INDEX messages_ts_topic ON messages (ts, seq, topic);
    CREATE INDEX messages_topic ON messages (topic, ts, seq);
@@ -129,6 +145,16 @@ interface MessageRow {
   ts: number;
   stored_at: number;
   headers: string;
+}
+
+interface UserRow {
+  username: string;
+  password_hash: string;
+  hash_format: string;
+  client_ids: string;
+  superuser: number;
+  created_at: number;
+  updated_at: number;
 }
 
 interface PresenceDbRow {
@@ -196,15 +222,12 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     migrate(db);
   }
 
-  const getUser = db.prepare<[string], { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }>(
-    "SELECT * FROM users WHERE username = ?",
-  );
-  const allUsers = db.prepare<[], { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }>(
-    "SELECT * FROM users ORDER BY username",
-  );
+  const getUser = db.prepare<[string], UserRow>("SELECT * FROM users WHERE username = ?");
+  const allUsers = db.prepare<[], UserRow>("SELECT * FROM users ORDER BY username");
   const upsertUser = db.prepare(
-    `INSERT INTO users (username, password_hash, client_ids, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, client_ids = excluded.client_ids, updated_at = excluded.updated_at`,
+    `INSERT INTO users (username, password_hash, hash_format, client_ids, superuser, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, hash_format = excluded.hash_format,
+       client_ids = excluded.client_ids, superuser = excluded.superuser, updated_at = excluded.updated_at`,
   );
   const deleteUser = db.prepare("DELETE FROM users WHERE username = ?");
   const insertMessage = db.prepare(
@@ -228,6 +251,10 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
      ON CONFLICT (clientid, conn_key) DO UPDATE SET node = excluded.node, username = excluded.username, protocol = excluded.protocol,
        live = excluded.live, connected_at = excluded.connected_at, disconnected_at = excluded.disconnected_at, reason = excluded.reason`,
   );
+  const insertInvalidation = db.prepare<[string, string, number], { seq: number }>("INSERT INTO invalidations (scope, key, at) VALUES (?, ?, ?) RETURNING seq");
+  const pruneInvalidations = db.prepare<[number]>("DELETE FROM invalidations WHERE at < ?");
+  const invalidationsAfter = db.prepare<[number, number], InvalidationRecord>("SELECT seq, scope, key, at FROM invalidations WHERE seq > ? ORDER BY seq LIMIT ?");
+  const latestInvalidation = db.prepare<[], { seq: number | null }>("SELECT max(seq) AS seq FROM invalidations");
   const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toRecord));
   // One transaction per event: read the client's records, apply the rule, write the one record.
   const change = (conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): PresenceChange =>
@@ -244,10 +271,12 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return { wasOnline, state: derivePresence(records) as PresenceState };
     }).immediate();
 
-  const toUser = (r: { username: string; password_hash: string; client_ids: string; created_at: number; updated_at: number }): UserRecord => ({
+  const toUser = (r: UserRow): UserRecord => ({
     username: r.username,
     passwordHash: r.password_hash,
+    hashFormat: r.hash_format,
     clientIds: JSON.parse(r.client_ids) as string[],
+    superuser: r.superuser !== 0,
     createdAt: r.created_at,
     updatedAt: r.updated_at,
   });
@@ -261,7 +290,8 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return r ? toUser(r) : undefined;
     },
     async putUser(u) {
-      upsertUser.run(u.username, u.passwordHash, JSON.stringify(u.clientIds), u.createdAt, u.updatedAt);
+      const format = u.hashFormat ?? hashFormatOf(u.passwordHash);
+      upsertUser.run(u.username, u.passwordHash, format, JSON.stringify(u.clientIds), u.superuser ? 1 : 0, u.createdAt, u.updatedAt);
     },
     async listUsers() {
       return allUsers.all().map(toUser);
@@ -346,6 +376,16 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     async ping() {
       db.prepare("SELECT 1").get();
     },
+    async recordInvalidation(scope, key) {
+      const now = Date.now();
+      pruneInvalidations.run(now - INVALIDATION_KEEP_MS);
+      return (insertInvalidation.get(scope, key, now) as { seq: number }).seq;
+    },
+    async invalidationsAfter(after, limit) {
+      const latest = latestInvalidation.get()?.seq ?? 0;
+      return { latest, records: after < 0 ? [] : invalidationsAfter.all(after, limit) };
+    },
+    ...sqliteOutboxMethods(db),
     async close() {
       if (closed) return;
       closed = true;

@@ -24,8 +24,10 @@ import { createStack } from "./stack.js";
 /** Builds the stack from `setup.configPath`, logs through the server's logger and closes with the server. */
 export async function stackProvider(setup: ProviderSetup): Promise<Provider> {
   const cfg = loadConfig(setup.configPath);
-  const stack = await createStack(cfg, { logger: setup.logger });
+  const stack = await createStack(cfg, { logger: setup.logger, ...(setup.metricsRegistry ? { registry: setup.metricsRegistry } : {}) });
   setup.onClose(() => stack.close());
+  const bridge = stack.bridge;
+  if (bridge) setup.addReadinessCheck?.(() => bridge.readiness());
   const users = await stack.store.listUsers();
   setup.logger.info(
     {
@@ -35,6 +37,7 @@ export async function stackProvider(setup: ProviderSetup): Promise<Provider> {
       aclRules: stack.acl()?.size ?? 0,
       aclNoMatch: cfg.acl.noMatch,
       persisting: cfg.persistence.enabled ? cfg.persistence.topics : [],
+      ...(bridge ? { bridging: bridge.sinks.map((s) => `${s.name} (${s.kind})`) } : {}),
       ...(stack.readApi ? { readApi: `${stack.readApi.paths.join(", ")} on the operations port` } : {}),
     },
     users.length === 0 ? "use-case stack ready; no users yet (add one: emqx-exhook users add <name> --password-stdin)" : "use-case stack ready",

@@ -13,15 +13,28 @@ export type { PresenceState } from "../presence.js";
 /** One user of the authentication use case. */
 export interface UserRecord {
   readonly username: string;
-  /** PHC-style scrypt hash (`$scrypt$ln=15,r=8,p=1,k=32$<salt>$<hash>`), never the password. */
+  /**
+   * Self-describing password hash, never the password: the project's scrypt
+   * (`$scrypt$ln=15,r=8,p=1,k=32$<salt>$<hash>`) or an imported format (see password.ts).
+   */
   readonly passwordHash: string;
+  /** Name of the hash format (`scrypt`, `bcrypt`, `sha256`, ...: `hashFormatOf(passwordHash)`), for listing and stats. */
+  readonly hashFormat: string;
   /** Client-id patterns this user may connect with (`*` matches any run of characters); empty = any. */
   readonly clientIds: readonly string[];
+  /** A superuser is allowed everything by the authorization side, without rules. */
+  readonly superuser: boolean;
   /** `Date.now()` when created. */
   readonly createdAt: number;
   /** `Date.now()` when last changed. */
   readonly updatedAt: number;
 }
+
+/**
+ * What `putUser` takes: a {@link UserRecord} whose `superuser` (default false) and `hashFormat`
+ * (default: read from the hash) may be left out.
+ */
+export type UserInput = Omit<UserRecord, "hashFormat" | "superuser"> & { readonly hashFormat?: string; readonly superuser?: boolean };
 
 /** One stored MQTT message. */
 export interface StoredMessage {
@@ -93,6 +106,117 @@ export interface PresenceChange {
 }
 
 /**
+ * One message (or event) waiting in the bridge outbox for one sink. Everything is plain data so it
+ * crosses a worker thread as is.
+ */
+export interface OutboxEntry {
+  /** Name of the sink (`bridge.sinks[].name`) it goes to. */
+  readonly sink: string;
+  /** Stable id the engine can deduplicate on (JetStream `Nats-Msg-Id`, AMQP `message_id`, a stream field). */
+  readonly id: string;
+  /** Ordering key (the client id): messages with the same key are forwarded in commit order. */
+  readonly key: string;
+  /** 31-bit hash of `key`; `khash % partitions` is the partition an instance leases. */
+  readonly khash: number;
+  /** Subject, routing key or stream, already rendered from the sink's template. */
+  readonly dest: string;
+  readonly payload: Uint8Array;
+  /** MQTT metadata (topic, qos, clientid, ...) sent as headers or fields. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** `Date.now()` when the hook saw it. */
+  readonly createdAt: number;
+}
+
+/** An outbox entry as stored, with its position and delivery attempts. */
+export interface OutboxRow extends OutboxEntry {
+  /** Commit order (increasing). */
+  readonly seq: number;
+  /** Times the engine refused it (not counting attempts while the engine was unreachable). */
+  readonly attempts: number;
+  /** Parked after `maxAttempts` refusals: kept, not forwarded until replayed. */
+  readonly parked: boolean;
+  /** The engine's last refusal, "" when none. */
+  readonly lastError: string;
+}
+
+/** The bound of one sink's outbox. */
+export interface OutboxBound {
+  /** Most rows (pending + parked) kept for the sink. */
+  readonly maxDepth: number;
+  /** When full: evict the oldest rows, or refuse the new ones. */
+  readonly overflow: "drop-oldest" | "refuse-new";
+}
+
+/** What {@link Store.outboxAppend} did. */
+export interface OutboxAppendResult {
+  /**
+   * Indices (into the batch) of the entries not stored because of a bound: the newest ones with
+   * `refuse-new`; with `drop-oldest`, the batch's oldest ones when the batch alone exceeds the bound.
+   */
+  readonly refused: number[];
+  /**
+   * Per sink: rows added, entries already there (same sink + id), entries lost to `drop-oldest`
+   * (old rows deleted plus the batch's own oldest entries), entries refused by `refuse-new`.
+   */
+  readonly perSink: Record<string, { appended: number; duplicates: number; evicted: number; refused: number }>;
+}
+
+/** Options of {@link Store.outboxLease}. */
+export interface OutboxLeaseOptions {
+  /** Partitions of the sink's outbox (the same on every instance). */
+  readonly partitions: number;
+  /** How long a lease (and a membership) lasts without renewal, in ms. */
+  readonly leaseMs: number;
+  /** Owners known to be dead (a process of this host that no longer exists): their leases are freed now. */
+  readonly expireOwners?: readonly string[];
+}
+
+/** The partitions an instance holds after {@link Store.outboxLease}, and who else is there. */
+export interface OutboxLease {
+  /** Partitions held by the caller, ascending. */
+  readonly held: number[];
+  /** Other live owners (members whose heartbeat has not expired). */
+  readonly others: string[];
+}
+
+/** What the engine said about a forwarded batch, for {@link Store.outboxSettle}. */
+export interface OutboxSettlement {
+  /** Rows the engine confirmed: deleted. */
+  readonly delivered: readonly number[];
+  /** Rows the engine refused (seq + reason): attempts + 1, parked at `maxAttempts` (0 = never). */
+  readonly rejected: ReadonlyArray<{ readonly seq: number; readonly error: string }>;
+  readonly maxAttempts: number;
+}
+
+/** Depth of one sink's outbox. */
+export interface OutboxStats {
+  readonly sink: string;
+  /** Rows waiting to be forwarded. */
+  readonly pending: number;
+  /** Rows parked after too many refusals. */
+  readonly parked: number;
+  /** `createdAt` of the oldest pending row, or null when none is pending. */
+  readonly oldestCreatedAt: number | null;
+}
+
+/** What an invalidation is about: everything, one username, one client id, or the ACL rules (reload them, then everything). */
+export type InvalidationScope = "all" | "user" | "client" | "rules";
+
+/** One invalidation recorded in the store, for the other processes using it (`invalidationsAfter`). */
+export interface InvalidationRecord {
+  /** Increasing; gaps are possible (PostgreSQL sequences) and read as "maybe missed: drop everything". */
+  readonly seq: number;
+  readonly scope: InvalidationScope;
+  /** The username or client id; "" for `all` and `rules`. */
+  readonly key: string;
+  /** `Date.now()` when recorded. */
+  readonly at: number;
+}
+
+/** How long invalidation records are kept (a reader asleep for longer drops everything instead). */
+export const INVALIDATION_KEEP_MS = 24 * 3_600_000;
+
+/**
  * The storage the use cases need. Both backends implement it; methods never block on each other's I/O.
  *
  * Every method is async and takes and returns plain data only (structured-clone-able: no class
@@ -108,8 +232,8 @@ export interface Store {
   readonly location: string;
 
   getUser(username: string): Promise<UserRecord | undefined>;
-  /** Creates or replaces a user. */
-  putUser(user: UserRecord): Promise<void>;
+  /** Creates or replaces a user (the creation time of an existing user is kept). */
+  putUser(user: UserInput): Promise<void>;
   listUsers(): Promise<UserRecord[]>;
   /** Whether a user was removed. */
   removeUser(username: string): Promise<boolean>;
@@ -146,6 +270,44 @@ export interface Store {
 
   /** Resolves when the store answers a trivial query (readiness); rejects with the store's error. */
   ping(): Promise<void>;
+
+  /**
+   * Bridge outbox: appends a batch in one transaction, applying each sink's bound (`bounds[sink]`;
+   * no bound = unbounded). Entries already there (same sink + id) are skipped.
+   */
+  outboxAppend(entries: readonly OutboxEntry[], bounds: Readonly<Record<string, OutboxBound>>): Promise<OutboxAppendResult>;
+  /**
+   * Heartbeat of `owner` for `sink`, then renews its partition leases, claims free or expired ones
+   * up to its fair share (partitions / live owners) and releases what it holds above that share.
+   * Row locks (PostgreSQL `FOR UPDATE SKIP LOCKED`) make each partition leased by one owner at a time.
+   */
+  outboxLease(sink: string, owner: string, options: OutboxLeaseOptions): Promise<OutboxLease>;
+  /** The oldest pending rows (commit order) of the given partitions with `seq > afterSeq` (default 0), at most `limit`. */
+  outboxFetch(sink: string, partitions: number, held: readonly number[], limit: number, afterSeq?: number): Promise<OutboxRow[]>;
+  /** Deletes delivered rows and counts refusals (parking at `maxAttempts`), in one transaction. */
+  outboxSettle(sink: string, settlement: OutboxSettlement): Promise<{ deleted: number; parked: number }>;
+  /** Depth per sink (every sink with rows, plus the ones named). */
+  outboxStats(sinks?: readonly string[]): Promise<OutboxStats[]>;
+  /** Rows of a sink, oldest first, for inspection (`parked`: only parked rows, else only pending ones). */
+  outboxList(sink: string, options: { readonly parked: boolean; readonly limit: number }): Promise<OutboxRow[]>;
+  /** Deletes a sink's rows (all of them, or only parked ones); resolves with how many. */
+  outboxPurge(sink: string, options: { readonly parkedOnly: boolean }): Promise<number>;
+  /** Puts a sink's parked rows back in line (attempts reset); resolves with how many. */
+  outboxReplay(sink: string): Promise<number>;
+  /** Gives up `owner`'s leases and membership (a clean stop), so others take over at once. */
+  outboxRelease(sink: string, owner: string): Promise<void>;
+
+  /**
+   * Records an invalidation for the other processes using this store (another instance, the server
+   * when the CLI made a change); resolves with its `seq`. PostgreSQL also sends
+   * `NOTIFY exhook_invalidation, '<seq>'`. Records older than {@link INVALIDATION_KEEP_MS} are deleted.
+   */
+  recordInvalidation(scope: InvalidationScope, key: string): Promise<number>;
+  /**
+   * Invalidations with `seq > after`, oldest first, at most `limit`, and the newest `seq` there is
+   * (0 when none). `after < 0` reads only `latest` (where a new reader starts).
+   */
+  invalidationsAfter(after: number, limit: number): Promise<{ latest: number; records: InvalidationRecord[] }>;
 
   /** Closes the store (waits for nothing queued: the use cases flush before calling this). */
   close(): Promise<void>;

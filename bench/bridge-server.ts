@@ -1,0 +1,71 @@
+/**
+ * The publish-hook server of the bridging benchmark: `node bridge-server.js <off|on> <engine-url> <outbox-spec>`.
+ * Prints `READY <port>`; on SIGTERM closes (flushing the outbox writer, letting the forwarder
+ * catch up, stopping it) and prints one JSON line: hook calls, CPU ms of this process from READY
+ * to then (serving, committing and forwarding them), and the bridge's counters.
+ *
+ * - `off`: `onMessagePublish` answers keep() (what the hook costs without bridging);
+ * - `on`: the bridge's message.publish handler with one Redis Streams sink and the outbox on
+ *   `outbox-spec` (`sqlite:<file>` or a postgres:// URL); forwarding runs in this process too.
+ *
+ * The load generator sends one fixed frame, so both modes give each message a fresh id first
+ * (the outbox keeps one row per id): a counter rendered as 32 hex characters, like EMQX's.
+ */
+import { createExHookServer } from "../src/server.js";
+import { defineProvider, keep, type HookHandler, type Logger } from "../src/index.js";
+import { createBridge, openPostgresStore, openSqliteStore, parseConfig, type Bridge, type Store } from "../src/usecases/index.js";
+
+const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+async function main(): Promise<void> {
+  const [mode, engineUrl, outbox] = process.argv.slice(2) as [string, string, string];
+  let n = 0;
+  const freshId = (req: { message?: { id: string } | undefined }) => {
+    if (req.message) req.message.id = (++n).toString(16).toUpperCase().padStart(32, "0");
+  };
+  let bridge: Bridge | undefined;
+  let store: Store | undefined;
+  let handler: HookHandler<"onMessagePublish">;
+  if (mode === "on") {
+    store = outbox.startsWith("postgres") ? await openPostgresStore({ url: outbox, poolSize: 4 }) : openSqliteStore({ file: outbox.replace(/^sqlite:/, "") });
+    const cfg = parseConfig({ bridge: { enabled: true, sinks: [{ name: "bench", kind: "redis", url: engineUrl, stream: process.env["BENCH_BRIDGE_KEY"] ?? "bench:hook", maxLen: 100_000 }] } });
+    bridge = createBridge({ config: cfg.bridge, store, logger: silent });
+    const inner = (bridge.handlers.onMessagePublish as { handler: HookHandler<"onMessagePublish"> }).handler;
+    handler = (req, ctx) => {
+      freshId(req);
+      return inner(req, ctx);
+    };
+    bridge.start();
+  } else {
+    const k = keep();
+    handler = (req) => {
+      freshId(req);
+      return k;
+    };
+  }
+  const server = createExHookServer({ provider: defineProvider({ onMessagePublish: handler }, { name: `bridge-${mode}` }), port: 0, host: "127.0.0.1", logger: silent });
+  const addr = await server.listen();
+  const cpuAtReady = process.cpuUsage();
+  const cpuSince = () => {
+    const c = process.cpuUsage(cpuAtReady);
+    return (c.user + c.system) / 1000;
+  };
+  process.stdout.write(`READY ${addr.port}\n`);
+  process.on("SIGTERM", () => {
+    void (async () => {
+      await server.close(1000);
+      if (bridge) {
+        // Let the forwarder catch up before stopping, so the counters say whether it kept pace.
+        const until = Date.now() + 10_000;
+        while (Date.now() < until && ((await bridge.outboxStats())[0]?.pending ?? 0) > 0) await new Promise((r) => setTimeout(r, 50));
+        await bridge.close();
+        const st = bridge.stats();
+        process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince(), writer: st.writer, forwarder: st.sinks["bench"], outbox: await store?.outboxStats() }) + "\n");
+        await store?.close();
+      } else process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince() }) + "\n");
+      process.exit(0);
+    })();
+  });
+}
+
+void main();
