@@ -23,11 +23,15 @@ test("300 wrong-password logins/s from 20 addresses: 6 first-time correct logins
   expect(r.flood.errors).toBe(0);
   expect(r.probes.allowed).toBe(6); // before: 0 of 10 (every one fell back to deny at 4.75 s)
   // The hash running when it arrived, a newcomer in the express slot, and what started while the
-  // request still waited for a busy event loop to read it (and, on SQLite, for the store's lookup
-  // thread to be scheduled on the saturated CPU: the first probe sees 5 or 6): a handful, never the
-  // hundreds of flood jobs waiting (a FIFO made it wait for all of them: 16 to 35 in the bench's
-  // unguarded run).
-  for (const n of r.probes.hashesWhileWaiting) expect(n).toBeLessThanOrEqual(8);
+  // request still waited for a busy event loop to read it: a handful, never the hundreds of flood
+  // jobs waiting (a FIFO made it wait for all of them: 16 to 35 in the bench's unguarded run).
+  // The first probe comes 50 ms into the flood, while some of the 20 attacking addresses are still
+  // newcomers themselves (no work done yet, so as deserving as the probe in the fair queue): it may
+  // wait for their first hashes too, up to 10 (seen 5-7 on a 2-core machine). Later probes find every
+  // attacker behind them.
+  const [first, ...later] = r.probes.hashesWhileWaiting;
+  expect(first).toBeLessThanOrEqual(10);
+  for (const n of later) expect(n).toBeLessThanOrEqual(5);
   // The flood's hashes are bounded by the hashing slots (1 + the express slot on 2 cores), not by
   // the flood: the rest are refused or abandoned, never computed for nobody.
   expect(hashing.started).toBeLessThanOrEqual(capacity(r.elapsedMs + 5000, hashing.jobMs));
