@@ -23,7 +23,8 @@ RUN npx tsc -p tsconfig.build.json
 RUN npm prune --omit=dev --no-audit --no-fund
 
 FROM node:20-slim
-ENV NODE_ENV=production PORT=9000 HOST=0.0.0.0 METRICS_PORT=9100 LOG_LEVEL=info
+# METRICS_HOST=0.0.0.0: probes and scrapes reach the operations port from outside the container.
+ENV NODE_ENV=production PORT=9000 HOST=0.0.0.0 METRICS_PORT=9100 METRICS_HOST=0.0.0.0 LOG_LEVEL=info
 WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules

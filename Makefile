@@ -43,7 +43,8 @@ build: install
 	node scripts/build.mjs
 
 # Serves the use-case stack (examples/stack-provider.ts: auth, ACL, persistence, presence) with
-# its SQLite store in ./data (PORT/HOST env or `make start PORT=9100`).
+# its SQLite store in ./data (PORT/HOST env or `make start PORT=9100`). Two ports: the ExHook port
+# PORT on HOST, and the operations port (metrics, probes, read API) on 127.0.0.1:PORT+10.
 start: build
 	EXHOOK_DATA_DIR=$${EXHOOK_DATA_DIR:-./data} node dist/src/cli.js serve dist/examples/stack-provider.js --port $(PORT) --host $(HOST)
 

@@ -10,6 +10,12 @@ module.exports = {
     "/node_modules/jose/.+\\.js$": ["@swc/jest", { jsc: { parser: { syntax: "ecmascript" }, target: "es2022" }, module: { type: "commonjs" } }],
   },
   transformIgnorePatterns: ["/node_modules/(?!jose/)"],
-  moduleNameMapper: { "^(\\.{1,2}/.*)\\.js$": "$1" },
+  // Worker threads cannot run TypeScript: globalSetup compiles the sources once, and the module that
+  // names the SQLite worker's file points at that copy (test/helpers/sqlite-worker-file.ts).
+  globalSetup: "<rootDir>/test/helpers/global-setup.ts",
+  moduleNameMapper: {
+    "^\\./sqlite-worker-file(\\.js)?$": "<rootDir>/test/helpers/sqlite-worker-file.ts",
+    "^(\\.{1,2}/.*)\\.js$": "$1",
+  },
   testTimeout: 30000,
 };

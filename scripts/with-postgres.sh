@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a command with a throwaway PostgreSQL server and EXHOOK_TEST_PG_URL pointing at it:
+# Runs a command with a throwaway PostgreSQL server and EXHOOK_TEST_PG_URL pointing at it (plus
+# EXHOOK_TEST_PG_BIN and, as root, EXHOOK_TEST_PG_RUNAS for tests that run a cluster of their own):
 #   scripts/with-postgres.sh npx jest test/usecases-
 # Uses the PostgreSQL binaries already installed (pg_config, or the newest /usr/lib/postgresql/*/bin);
 # when there are none and apt-get works as root, installs Debian's `postgresql` package first.
@@ -59,5 +60,9 @@ if ! "${RUN[@]}" "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 30 \
 fi
 
 export EXHOOK_TEST_PG_URL="postgres://postgres@127.0.0.1:$PORT/postgres"
+# For tests that stop and start a PostgreSQL of their own (test/helpers/pg-cluster.ts): the binaries,
+# and the user to run them as (initdb and postgres refuse root).
+export EXHOOK_TEST_PG_BIN="$BIN"
+if [ "$(id -u)" = 0 ]; then export EXHOOK_TEST_PG_RUNAS=postgres; fi
 say "PostgreSQL $("$BIN/postgres" --version | awk '{print $3}') on $EXHOOK_TEST_PG_URL"
 "$@"

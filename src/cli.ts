@@ -6,7 +6,7 @@
  * (users, messages, presence, acl) live in src/commands. Every command line goes through Node's
  * `util.parseArgs` in strict mode (src/commands/command.ts).
  */
-import cluster from "node:cluster";
+import cluster, { type Worker } from "node:cluster";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { readProcessStdin, runCommand, SUBCOMMANDS, commandSummaries } from "./commands/index.js";
@@ -15,7 +15,8 @@ import { parseServeArgs, SERVE_COMMAND, type CliArgs } from "./commands/serve.js
 import { ExHookConfigError, isExHookConfigError } from "./errors.js";
 import { Registry } from "prom-client";
 import { relayClusterBus } from "./ops/cluster-bus.js";
-import type { ReadinessCheck } from "./ops/http-probes.js";
+import { clusterOpsSource, serveOpsToPrimary, workerOpsInfo } from "./ops/cluster-ops.js";
+import { checkReadyOptions, createOpsServer, type ReadinessCheck } from "./ops/http-probes.js";
 import { createLogger } from "./ops/logger.js";
 import { createMetrics } from "./ops/metrics.js";
 import { ownDir } from "./own-location.js";
@@ -67,6 +68,43 @@ export function serveHelp(): string {
     `usage: emqx-exhook serve ${SERVE_COMMAND.args} [options]\n\n${SERVE_COMMAND.summary}\n\n${SERVE_COMMAND.details}\n\n` +
     `options:\n${optionLines({ ...SERVE_COMMAND.options, help: { type: "boolean", short: "h", help: "show this help" } }).join("\n")}\n`
   );
+}
+
+/**
+ * The operations port when none is given: the ExHook port + 10 for a provider that serves routes
+ * there (the use-case stack's read API: 9010 next to 9000, 9110 with PORT=9100), so two servers
+ * started with different ports never collide; a free one with port 0; none otherwise.
+ */
+export function derivedOpsPort(port: number, providerHasRoutes: boolean): number | undefined {
+  if (!providerHasRoutes) return undefined;
+  if (port === 0) return 0;
+  if (port + 10 > 65535) throw new ExHookConfigError(`cannot derive the operations port from port ${port} (+10 > 65535): set --metrics-port`);
+  return port + 10;
+}
+
+/** Reads the operations port's token from a file (trimmed); throws an ExHookConfigError saying what is wrong. */
+export function readTokenFile(file: string): string {
+  let token: string;
+  try {
+    token = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new ExHookConfigError(`cannot read --metrics-token-file ${file}: ${(err as Error).message}`);
+  }
+  if (token.length < 16) throw new ExHookConfigError(`--metrics-token-file ${file}: the token must be at least 16 characters (e.g. openssl rand -hex 32 > ${file})`);
+  return token;
+}
+
+/** An EADDRINUSE on the operations port, said in terms of the flag that moves it. */
+function opsListenError(err: unknown, host: string, port: number | undefined): unknown {
+  if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") return err;
+  return new ExHookConfigError(`the operations port ${host}:${port} is in use: move it with --metrics-port N (or METRICS_PORT), or move the ExHook port (the default is the ExHook port + 10)`);
+}
+
+/** How the start banner shows the operations port. */
+function opsBanner(host: string, port: number, paths: readonly string[], token: boolean): string {
+  const shown = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  const where = host === "0.0.0.0" || host === "::" ? ` (listening on all interfaces${token ? ", token required" : ""})` : token ? " (token required)" : "";
+  return `metrics and probes on http://${shown}:${port}/metrics, /healthz, /readyz${paths.map((p) => `, ${p}`).join("")}${where}\n`;
 }
 
 /** The EMQX configuration snippets for a server at `url`. */
@@ -128,7 +166,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   if ((args.workers ?? 1) > 1 && cluster.isPrimary) {
-    runPrimary(args.workers as number, args.drainTimeoutMs ?? 10_000);
+    runPrimary(args);
     return;
   }
   try {
@@ -150,15 +188,25 @@ async function main(): Promise<void> {
         `${args.module} exports a provider, not a function receiving { configPath }: it cannot read ${args.configPath}; drop --config (and EXHOOK_CONFIG) or export a function`,
       );
     }
+    const token = args.metricsTokenFile !== undefined ? readTokenFile(args.metricsTokenFile) : undefined;
+    const providerOps = provider.options.ops;
+    const opsPort = args.metricsPort ?? derivedOpsPort(args.port, !!providerOps?.http);
+    const opsHost = args.metricsHost ?? "127.0.0.1";
+    // Under --workers the primary serves the operations port for all workers (ops/cluster-ops.ts).
+    const clustered = cluster.isWorker;
+    const metrics = opsPort !== undefined ? createMetrics({ registry, ...(args.readyNodes ? { knownNodes: args.readyNodes } : {}) }) : undefined;
+    const readiness = () => checks.flatMap((f) => f());
     const server = createExHookServer({
       provider,
       port: args.port,
       host: args.host,
       transport: args.transport,
       logger,
-      ...(args.metricsPort !== undefined ? { metricsPort: args.metricsPort, metrics: createMetrics({ registry }) } : {}),
-      ...(checks.length > 0 ? { readiness: () => checks.flatMap((f) => f()) } : {}),
+      ...(metrics ? { metrics } : {}),
+      ...(opsPort !== undefined && !clustered ? { metricsPort: opsPort, metricsHost: opsHost, ...(token !== undefined ? { metricsToken: token } : {}) } : {}),
+      ...(checks.length > 0 ? { readiness } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
+      ...(args.readyNodes ? { readyNodes: args.readyNodes } : {}),
       ...(args.tls ? { tls: args.tls } : {}),
       ...(args.emqxVersion !== undefined ? { legacyResponseNumbering: isLegacyEnumBroker(args.emqxVersion) } : {}),
       ...(args.stateFile !== undefined ? { stateFile: args.stateFile } : {}),
@@ -184,13 +232,25 @@ async function main(): Promise<void> {
       drainTimeoutMs: args.drainTimeoutMs ?? 10_000,
       onSigint: !cluster.isWorker,
     });
-    const addr = await server.listen();
+    if (clustered) {
+      serveOpsToPrimary({
+        registry: metrics?.registry,
+        serving: () => server.state === "serving",
+        loadedNodes: () => server.dispatcher.loadedNodes().map((n) => n.node),
+        checks: readiness,
+        provider: providerOps,
+      });
+    }
+    const addr = await server.listen().catch((err: unknown) => {
+      // The operations port binds first: no address yet means it was that one.
+      throw server.opsAddress || opsPort === undefined || clustered ? err : opsListenError(err, opsHost, opsPort);
+    });
     const shown = addr.address === "0.0.0.0" || addr.address === "::" ? "127.0.0.1" : addr.address;
     const url = `${args.tls ? "https" : "http"}://${shown}:${addr.port}`;
     process.stdout.write(
       `emqx-exhook: serving ${provider.name} (${provider.hooks.map((h) => h.def.name).join(", ") || "no hooks"})\n` +
         `listening on ${addr.address}:${addr.port} (${args.tls ? (args.tls.ca ? "TLS + client certificates" : "TLS") : "h2c"}, emqx.exhook.v1 + v2 + v3, ${args.transport} transport)\n` +
-        (server.opsAddress ? `metrics and probes on http://${shown}:${server.opsAddress.port}/metrics, /healthz, /readyz\n` : "") +
+        (server.opsAddress ? opsBanner(server.opsAddress.address, server.opsAddress.port, providerOps?.paths ?? [], token !== undefined) : "") +
         `\n` +
         `Point EMQX at it (use this machine's address as EMQX sees it):\n${emqxConfig(url)}\n`,
     );
@@ -209,11 +269,48 @@ async function main(): Promise<void> {
  * primary sends each worker one SIGTERM; each worker drains, and the primary exits 0 once all have
  * exited cleanly.
  */
-function runPrimary(workers: number, drainTimeoutMs: number): void {
+function runPrimary(args: CliArgs): void {
+  const workers = args.workers as number;
+  const drainTimeoutMs = args.drainTimeoutMs ?? 10_000;
   let stopping = false;
   let failed = false;
   const listening = new Set<number>();
-  cluster.on("listening", (worker) => listening.add(worker.id));
+  let opsStarted = false;
+  let opsClose: (() => Promise<void>) | undefined;
+  const fail = (message: string) => {
+    process.stderr.write(`emqx-exhook: ${message}\n`);
+    failed = true;
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
+    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(1);
+  };
+  // The operations port is the primary's: it answers for every worker (ops/cluster-ops.ts). It
+  // starts once the first worker listens, because only a worker has loaded the provider and knows
+  // its routes.
+  const startOps = async (first: Worker) => {
+    const info = await workerOpsInfo(first);
+    const port = args.metricsPort ?? derivedOpsPort(args.port, !!info?.http);
+    if (port === undefined) return;
+    const host = args.metricsHost ?? "127.0.0.1";
+    const token = args.metricsTokenFile !== undefined ? readTokenFile(args.metricsTokenFile) : undefined;
+    const ops = createOpsServer({
+      port,
+      host,
+      ...(token !== undefined ? { token } : {}),
+      source: clusterOpsSource({ readyWhen: checkReadyOptions(args.readyWhen, args.readyNodes), readyNodes: args.readyNodes, info, metrics: true }),
+    });
+    const addr = await ops.listen().catch((err: unknown) => {
+      throw opsListenError(err, host, port);
+    });
+    opsClose = () => ops.close();
+    process.stdout.write(`emqx-exhook: primary ${opsBanner(addr.address, addr.port, info?.paths ?? [], token !== undefined)}`);
+  };
+  cluster.on("listening", (worker) => {
+    listening.add(worker.id);
+    if (opsStarted) return;
+    opsStarted = true;
+    startOps(worker).catch((err: unknown) => fail((err as Error).message));
+  });
   cluster.on("exit", (worker, code, signal) => {
     const wasListening = listening.delete(worker.id);
     if (!stopping && wasListening) {
@@ -227,7 +324,11 @@ function runPrimary(workers: number, drainTimeoutMs: number): void {
       process.stderr.write(`emqx-exhook: worker ${worker.process.pid} exited before listening (code ${code}); stopping\n`);
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill("SIGTERM");
     }
-    if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(failed ? 1 : 0);
+    if (Object.keys(cluster.workers ?? {}).length === 0) {
+      const exit = () => process.exit(failed ? 1 : 0);
+      if (opsClose) opsClose().then(exit, exit);
+      else exit();
+    }
   });
   // Either signal drains every worker once, with SIGTERM (workers ignore SIGINT, which Ctrl-C
   // also delivers to them directly).

@@ -148,6 +148,9 @@ const consoleLogger: Logger = {
   error: (obj, msg) => console.error(JSON.stringify({ level: "error", ...obj, msg })),
 };
 
+/** Most EMQX nodes remembered as loaded; past it the least recently loaded is forgotten. */
+export const MAX_LOADED_NODES = 1024;
+
 /** Creates a dispatcher for a provider. One per server; it holds the loaded state. */
 export function createDispatcher(provider: Provider, options: DispatcherOptions = {}): Dispatcher {
   const logger = options.logger ?? consoleLogger;
@@ -203,6 +206,9 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     }
     const key = `${pkg}|${node}`;
     const prev = nodes.get(key);
+    // Node names come from the caller: keep the map bounded, forgetting the least recently loaded.
+    nodes.delete(key);
+    if (nodes.size >= MAX_LOADED_NODES) nodes.delete(nodes.keys().next().value as string);
     const info: LoadedNode = {
       package: pkg,
       node,

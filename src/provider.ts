@@ -134,6 +134,42 @@ export interface ProviderOptions {
   readonly onLoaded?: (info: LoadedInfo) => void;
   /** Called when an EMQX node unloads the provider. */
   readonly onUnloaded?: (info: LoadedInfo) => void;
+  /** Routes and readiness the provider adds to the server's operations HTTP port (`--metrics-port`). */
+  readonly ops?: ProviderOps;
+}
+
+/**
+ * A request to the operations HTTP port for a path the server does not answer itself. Plain data,
+ * so that with `--workers` the primary can hand it to a worker.
+ */
+export interface OpsRequest {
+  /** `"GET"` or `"HEAD"` (other methods are refused before they get here). */
+  readonly method: string;
+  /** The path, e.g. `"/messages"`. */
+  readonly path: string;
+  /** Query parameters (the first value of each). */
+  readonly query: Readonly<Record<string, string>>;
+}
+
+/** The answer to an {@link OpsRequest}: a status and a JSON body. */
+export interface OpsResponse {
+  readonly status: number;
+  readonly body: unknown;
+}
+
+/** What a provider adds to the operations HTTP port (the use-case stack adds its read API). */
+export interface ProviderOps {
+  /**
+   * Answers requests for paths other than `/metrics`, `/healthz` and `/readyz`; `undefined` = 404.
+   * These paths may expose data: when the port is not on localhost they need the port's token.
+   */
+  readonly http?: (req: OpsRequest) => Promise<OpsResponse | undefined>;
+  /** The paths `http` answers, for the 404 text and the start banner. */
+  readonly paths?: readonly string[];
+  /** Paths every worker answers under `--workers` (the primary returns `{ workers: [...] }`); others go to one worker. */
+  readonly perWorkerPaths?: readonly string[];
+  /** Part of `/readyz`: resolves to `undefined` when ready, else why not (e.g. the store is unreachable). */
+  readonly notReady?: () => Promise<string | undefined>;
 }
 
 /** What `onLoaded` / `onUnloaded` receive. */

@@ -16,7 +16,7 @@ import type { HookMiddleware, Logger, Provider } from "./provider.js";
 import { connectTransport } from "./connect-transport.js";
 import { nativeHandler } from "./native-transport.js";
 import { HEALTH_PATH_PREFIX, serveHealthStream, type HealthState } from "./ops/health.js";
-import { createOpsServer, type OpsServer, type ReadinessCheck, type ReadyWhen } from "./ops/http-probes.js";
+import { checkReadiness, checkReadyOptions, createOpsServer, type OpsServer, type ReadinessCheck, type ReadyWhen } from "./ops/http-probes.js";
 import { shareLearnedState } from "./ops/learned-state.js";
 import { monitorLoopDelay, type LoopDelayMonitor } from "./ops/loop-delay.js";
 import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
@@ -60,14 +60,24 @@ export interface ExHookServerOptions {
    */
   readonly metrics?: ExHookMetrics;
   /**
-   * Port of the operations HTTP server (`/metrics`, `/healthz`, `/readyz`); 0 picks a free port.
-   * Default: no operations server.
+   * Port of the operations HTTP server (`/metrics`, `/healthz`, `/readyz`, and the provider's
+   * routes such as the use-case stack's read API); 0 picks a free port. Default: none.
    */
   readonly metricsPort?: number;
-  /** Interface of the operations server. Default: same as `host`. */
+  /** Interface of the operations server. Default `"127.0.0.1"` (this machine only). */
   readonly metricsHost?: string;
-  /** When `/readyz` is ready: `"loaded"` (default, after an EMQX node's OnProviderLoaded) or `"listening"`. */
+  /** Bearer token the operations server requires for `/metrics` and the provider's routes. Default: none. */
+  readonly metricsToken?: string;
+  /**
+   * When `/readyz` is ready: `"listening"` (default: listening, not draining, and the provider's
+   * own check) or `"loaded"` (also loaded by one of `readyNodes`).
+   */
   readonly readyWhen?: ReadyWhen;
+  /**
+   * EMQX node names whose `OnProviderLoaded` counts for `readyWhen: "loaded"` (required then) and
+   * for `healthRequiresLoaded`; loads from other names are answered but do not make us ready.
+   */
+  readonly readyNodes?: readonly string[];
   /**
    * Whether the gRPC health service reports `SERVING` only after an EMQX node loaded the provider.
    * Default false: `SERVING` while listening and not draining.
@@ -168,7 +178,9 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 0) {
     throw new ExHookConfigError(`idleTimeoutMs must be a non-negative integer of milliseconds, got ${JSON.stringify(options.idleTimeoutMs)}`);
   }
-  const metrics = options.metrics ?? (options.metricsPort !== undefined ? createMetrics() : undefined);
+  const readyWhen = checkReadyOptions(options.readyWhen, options.readyNodes);
+  const readyNodes = options.readyNodes;
+  const metrics = options.metrics ?? (options.metricsPort !== undefined ? createMetrics(readyNodes ? { knownNodes: readyNodes } : {}) : undefined);
   // Metrics outermost, so their latency includes the user's middleware.
   const middleware = [...(metrics ? [metrics.middleware] : []), ...(options.middleware ?? [])];
   const logger = options.logger;
@@ -187,7 +199,11 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
     });
   learned.attach(dispatcher);
   let state: ExHookServer["state"] = "idle";
-  const health: HealthState = { serving: () => state === "serving", loaded: () => dispatcher.loadedNodes().length > 0 };
+  const loadedNames = () => dispatcher.loadedNodes().map((n) => n.node);
+  const health: HealthState = {
+    serving: () => state === "serving",
+    loaded: () => (readyNodes ? loadedNames().some((n) => readyNodes.includes(n)) : dispatcher.loadedNodes().length > 0),
+  };
   const healthRequiresLoaded = options.healthRequiresLoaded ?? false;
   const settings: http2.Settings = { maxConcurrentStreams, maxHeaderListSize: MAX_HEADER_LIST_SIZE };
   const server: http2.Http2Server | http2.Http2SecureServer = options.tls
@@ -206,14 +222,26 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   }
   let ops: OpsServer | undefined;
   if (options.metricsPort !== undefined) {
+    const providerOps = options.provider.options.ops;
     ops = createOpsServer({
       port: options.metricsPort,
-      host: options.metricsHost ?? host,
-      ...(metrics ? { metrics } : {}),
-      serving: health.serving,
-      loadedNodes: () => dispatcher.loadedNodes().length,
-      ...(options.readyWhen ? { readyWhen: options.readyWhen } : {}),
-      ...(options.readiness ? { checks: options.readiness } : {}),
+      ...(options.metricsHost !== undefined ? { host: options.metricsHost } : {}),
+      ...(options.metricsToken !== undefined ? { token: options.metricsToken } : {}),
+      ...(logger ? { logger } : {}),
+      source: {
+        metrics,
+        http: providerOps?.http,
+        paths: providerOps?.paths,
+        readiness: async () =>
+          checkReadiness({
+            serving: health.serving(),
+            loadedNodes: loadedNames(),
+            readyWhen,
+            readyNodes,
+            providerNotReady: await providerOps?.notReady?.(),
+            checks: options.readiness?.(),
+          }),
+      },
     });
   }
   const sessions = new Set<http2.ServerHttp2Session>();

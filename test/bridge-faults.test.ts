@@ -7,7 +7,7 @@
  * outbox bound applies its policy and counts it, repeated refusals are parked and replayable, and
  * /readyz follows a sink that asks for it.
  */
-import { createOpsServer } from "../src/ops/http-probes";
+import { checkReadiness, createOpsServer } from "../src/ops/http-probes";
 import type { EngineProcess, TcpProxy } from "./helpers/brokers";
 import {
   AMQP_URL,
@@ -55,7 +55,9 @@ natsTest("NATS JetStream stopped (SIGKILL) mid-stream, then restarted: nothing l
     { ...BRIDGE, sinks: [{ name: "js", kind: "nats", servers: [nats.url], subject: "f.${clientid}.${topic}", stream: { name: stream, subjects: ["f.>"] }, readiness: true, ...FAST }] },
     CLIENTS,
   );
-  const ops = createOpsServer({ port: 0, host: "127.0.0.1", serving: () => true, loadedNodes: () => 1, checks: () => tb.bridge.readiness() });
+  const readiness = async () =>
+    checkReadiness({ serving: true, loadedNodes: ["emqx@n1"], readyWhen: "listening", readyNodes: undefined, providerNotReady: undefined, checks: tb.bridge.readiness() });
+  const ops = createOpsServer({ port: 0, host: "127.0.0.1", source: { readiness } });
   const readyz = async () => {
     const r = await fetch(`http://127.0.0.1:${ops.address?.port}/readyz`);
     return { status: r.status, body: await r.text() };
@@ -72,7 +74,7 @@ natsTest("NATS JetStream stopped (SIGKILL) mid-stream, then restarted: nothing l
     expect((await tb.store.outboxStats())[0]?.pending).toBeGreaterThan(0);
     const down = await readyz();
     expect(down.status).toBe(503);
-    expect(down.body).toMatch(/^not ready: bridge sink js \(nats\): not connected/);
+    expect(down.body).toMatch(/^bridge sink js \(nats\): not connected/);
     expect(tb.logger.has("warn", /bridge: engine disconnected/)).toBe(true);
     // Down a while: the forwarder keeps retrying with backoff (and renewing its lease).
     await new Promise((r) => setTimeout(r, 1200));

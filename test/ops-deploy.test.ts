@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseAllDocuments } from "yaml";
 import { parseArgs } from "../src/cli.js";
-import { createOpsServer } from "../src/ops/http-probes.js";
+import { checkReadiness, createOpsServer } from "../src/ops/http-probes.js";
 import { httpGet } from "./helpers/ops.js";
 
 const ROOT = path.join(__dirname, "..");
@@ -20,13 +20,14 @@ test("deploy/k8s.yaml: args and env are valid CLI input; probes and ports line u
   const env = Object.fromEntries(c.env.map((e: { name: string; value: string }) => [e.name, e.value]));
   expect(c.args.slice(0, 2)).toEqual(["node", "dist/src/cli.js"]);
   const args = parseArgs(c.args.slice(2), env);
-  expect(args).toMatchObject({ command: "serve", module: "dist/examples/demo-provider.js", port: 9000, metricsPort: 9100, readyWhen: "listening", drainTimeoutMs: 10000 });
+  expect(args).toMatchObject({ command: "serve", module: "dist/examples/demo-provider.js", port: 9000, metricsPort: 9100, metricsHost: "0.0.0.0", readyWhen: "listening", drainTimeoutMs: 10000 });
   const ports = Object.fromEntries(c.ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]));
   expect(ports).toEqual({ exhook: 9000, metrics: 9100 });
   expect([c.livenessProbe.httpGet, c.readinessProbe.httpGet]).toEqual([{ path: "/healthz", port: "metrics" }, { path: "/readyz", port: "metrics" }]);
   // The drain must fit in the grace period, with the preStop pause.
   expect(docs[0].spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan((args.drainTimeoutMs ?? 0) + c.lifecycle.preStop.sleep.seconds * 1000);
-  const ops = createOpsServer({ port: 0, host: "127.0.0.1", serving: () => true, loadedNodes: () => 0, readyWhen: args.readyWhen ?? "loaded" });
+  const readiness = async () => checkReadiness({ serving: true, loadedNodes: [], readyWhen: args.readyWhen ?? "listening", readyNodes: args.readyNodes, providerNotReady: undefined });
+  const ops = createOpsServer({ port: 0, host: "127.0.0.1", source: { readiness } });
   const { port } = await ops.listen();
   try {
     expect((await httpGet(port, c.livenessProbe.httpGet.path)).status).toBe(200);
@@ -47,6 +48,8 @@ test("Dockerfile: multi-stage node:20-slim, npm ci, build, prune, non-root, exec
   ]);
   expect(steps.filter((l) => l.startsWith("USER "))).toEqual(["USER node"]);
   const cmd = JSON.parse((steps.find((l) => l.startsWith("CMD ")) as string).slice(4)) as string[];
-  expect(parseArgs(cmd.slice(2), { PORT: "9000", METRICS_PORT: "9100" })).toMatchObject({ command: "serve", port: 9000, metricsPort: 9100, drainTimeoutMs: 10000 });
+  const env = Object.fromEntries([...text.matchAll(/ ([A-Z_]+)=(\S+)/g)].map((m) => [m[1], m[2]]));
+  expect(env).toMatchObject({ PORT: "9000", METRICS_PORT: "9100", METRICS_HOST: "0.0.0.0" });
+  expect(parseArgs(cmd.slice(2), env)).toMatchObject({ command: "serve", port: 9000, metricsPort: 9100, metricsHost: "0.0.0.0", drainTimeoutMs: 10000 });
   expect(fs.readFileSync(path.join(ROOT, ".dockerignore"), "utf8").split("\n")).toEqual(expect.arrayContaining(["node_modules", "dist", ".git"]));
 });

@@ -6,7 +6,7 @@ import type * as http2 from "node:http2";
 import { allow, allowIf, defineProvider, drop, keep, rewrite } from "../src/index.js";
 import { createExHookServer, type ExHookServer } from "../src/server.js";
 import { createMetrics } from "../src/ops/metrics.js";
-import { createOpsServer } from "../src/ops/http-probes.js";
+import { checkReadiness, createOpsServer } from "../src/ops/http-probes.js";
 import { decode, encode, servicePath } from "./helpers/proto.js";
 import { closeSession, connect, grpcCall, httpGet, key, memoryLogger, parseMetrics, until } from "./helpers/ops.js";
 
@@ -38,7 +38,7 @@ describe("metrics and probes on the operations port", () => {
   const scrape = async () => parseMetrics((await httpGet(opsPort, "/metrics")).body);
 
   beforeAll(async () => {
-    server = createExHookServer({ provider, port: 0, host: "127.0.0.1", metricsPort: 0, logger: memoryLogger() });
+    server = createExHookServer({ provider, port: 0, host: "127.0.0.1", metricsPort: 0, readyWhen: "loaded", readyNodes: ["emqx@a", "emqx@b"], logger: memoryLogger() });
     const addr = await server.listen();
     opsPort = (server.opsAddress as { port: number }).port;
     session = await connect(`http://127.0.0.1:${addr.port}`);
@@ -49,13 +49,19 @@ describe("metrics and probes on the operations port", () => {
     await server.close(1000);
   });
 
-  test("/healthz is up; /readyz waits for OnProviderLoaded, then is ready", async () => {
-    expect(await httpGet(opsPort, "/healthz")).toEqual({ status: 200, body: "ok\n", contentType: "text/plain" });
-    expect(await httpGet(opsPort, "/readyz")).toEqual({ status: 503, body: "waiting for OnProviderLoaded from an EMQX node; loaded nodes: 0\n", contentType: "text/plain" });
+  test("/healthz is up; /readyz (loaded) waits for OnProviderLoaded from an allow-listed node, then is ready", async () => {
+    expect(await httpGet(opsPort, "/healthz")).toEqual({ status: 200, body: "ok\n", contentType: "text/plain; charset=utf-8" });
+    const waiting = { status: 503, body: "waiting for OnProviderLoaded from one of emqx@a, emqx@b; loaded nodes: 0\n", contentType: "text/plain; charset=utf-8" };
+    expect(await httpGet(opsPort, "/readyz")).toEqual(waiting);
+    // Anyone who reaches the ExHook port can send OnProviderLoaded: a name not on the list is answered, but does not make us ready.
+    const stranger = await grpcCall(session, servicePath("v3", "OnProviderLoaded"), encode("v3", "ProviderLoadedRequest", { broker: { version: "5.9.0" }, meta: meta("mallory@x") }));
+    expect(stranger.grpcStatus).toBe(0);
+    expect(await httpGet(opsPort, "/readyz")).toEqual(waiting);
+    await grpcCall(session, servicePath("v3", "OnProviderUnloaded"), encode("v3", "ProviderUnloadedRequest", { meta: meta("mallory@x") }));
     const loaded = await grpcCall(session, servicePath("v3", "OnProviderLoaded"), encode("v3", "ProviderLoadedRequest", { broker: { version: "5.9.0", sysdescr: "EMQX" }, meta: meta("emqx@a") }));
     expect(loaded.grpcStatus).toBe(0);
     await grpcCall(session, servicePath("v2", "OnProviderLoaded"), encode("v2", "ProviderLoadedRequest", { broker: { version: "5.8.9", sysdescr: "EMQX" }, meta: { ...meta("emqx@b"), version: "5.8.9" } }));
-    expect(await httpGet(opsPort, "/readyz")).toEqual({ status: 200, body: "ready; loaded nodes: 2\n", contentType: "text/plain" });
+    expect(await httpGet(opsPort, "/readyz")).toEqual({ status: 200, body: "ready; loaded nodes: 2\n", contentType: "text/plain; charset=utf-8" });
     expect((await httpGet(opsPort, "/nope")).status).toBe(404);
   });
 
@@ -109,7 +115,7 @@ describe("metrics and probes on the operations port", () => {
     expect(m.get(key("exhook_broker_loads", { package: "v3", node: "emqx@a" }))).toBe(1);
     expect(m.get(key("exhook_grpc_responses_total", { package: "unknown", method: "unknown", code: "unimplemented" }))).toBe(1);
     expect(m.get(key("exhook_grpc_responses_total", { package: "v3", method: "OnMessagePublish", code: "ok" }))).toBe(4);
-    expect(m.get(key("exhook_grpc_responses_total", { package: "v3", method: "OnProviderLoaded", code: "ok" }))).toBe(1);
+    expect(m.get(key("exhook_grpc_responses_total", { package: "v3", method: "OnProviderLoaded", code: "ok" }))).toBe(2);
     expect([...m.keys()].some((k) => k.startsWith("exhook_process_"))).toBe(true);
   });
 
@@ -132,14 +138,19 @@ describe("metrics and probes on the operations port", () => {
 });
 
 describe("operations server options", () => {
-  test("readyWhen: listening is ready without any OnProviderLoaded, and never while not serving", async () => {
+  test("readyWhen: listening (default) is ready without any OnProviderLoaded, never while not serving or while the provider's check fails", async () => {
     let serving = true;
-    const ops = createOpsServer({ port: 0, host: "127.0.0.1", serving: () => serving, loadedNodes: () => 0, readyWhen: "listening" });
-    const { port } = await ops.listen();
+    let providerNotReady: string | undefined;
+    const readiness = async () => checkReadiness({ serving, loadedNodes: [], readyWhen: "listening", readyNodes: undefined, providerNotReady });
+    const ops = createOpsServer({ port: 0, source: { readiness } });
+    const { port, address } = await ops.listen();
     try {
+      expect(address).toBe("127.0.0.1");
       expect((await httpGet(port, "/readyz")).status).toBe(200);
+      providerNotReady = "store unreachable: connect ECONNREFUSED";
+      expect(await httpGet(port, "/readyz")).toMatchObject({ status: 503, body: "store unreachable: connect ECONNREFUSED; loaded nodes: 0\n" });
       serving = false;
-      expect(await httpGet(port, "/readyz")).toMatchObject({ status: 503, body: "not serving (starting or draining); loaded nodes: 0\n" });
+      expect(await httpGet(port, "/readyz")).toMatchObject({ status: 503, body: "not serving (starting or draining); store unreachable: connect ECONNREFUSED; loaded nodes: 0\n" });
       // No metrics given: /metrics is not there.
       expect((await httpGet(port, "/metrics")).status).toBe(404);
     } finally {
@@ -153,9 +164,12 @@ describe("operations server options", () => {
     expect(server.opsAddress).toBeUndefined();
   });
 
-  test("bad readyWhen and port are refused with what to fix", () => {
-    expect(() => createOpsServer({ port: 0, serving: () => true, loadedNodes: () => 0, readyWhen: "soon" as never })).toThrow('readyWhen must be "loaded" or "listening", got "soon"');
-    expect(() => createOpsServer({ port: 70000, serving: () => true, loadedNodes: () => 0 })).toThrow("metrics port must be an integer from 0 to 65535, got 70000");
+  test("bad readyWhen, a loaded rule without an allow-list, a bad port and a short token are refused with what to fix", () => {
+    expect(() => createExHookServer({ provider, port: 0, readyWhen: "soon" as never })).toThrow('readyWhen must be "loaded" or "listening", got "soon"');
+    expect(() => createExHookServer({ provider, port: 0, readyWhen: "loaded" })).toThrow('readyWhen "loaded" needs the EMQX node names that count (readyNodes / --ready-nodes');
+    const readiness = async () => ({ ready: true, reasons: [], loadedNodes: 0 });
+    expect(() => createOpsServer({ port: 70000, source: { readiness } })).toThrow("metrics port must be an integer from 0 to 65535, got 70000");
+    expect(() => createOpsServer({ port: 0, token: "short", source: { readiness } })).toThrow("the operations port token must be at least 16 characters");
   });
 
   test("metrics middleware alone (no server): a custom prefix and an error thrown inside counts as an error fallback", async () => {

@@ -125,9 +125,12 @@ afterAll(() => {
 });
 
 /** Imports every entry from `emqx-exhook/usecases` and opens a SQLite store: prints what happened. */
-const USECASES_TS = `import { isExHookConfigError } from "emqx-exhook";
+const USECASES_TS = `import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { isExHookConfigError } from "emqx-exhook";
 import { createExHookServer } from "emqx-exhook/node";
-import { openSqliteStore, parseConfig, stackProvider } from "emqx-exhook/usecases";
+import { openSqliteStore, openSqliteWorkerStore, parseConfig, stackProvider } from "emqx-exhook/usecases";
 
 async function main(): Promise<void> {
   const cfg = parseConfig({ http: { enabled: false } });
@@ -137,6 +140,13 @@ async function main(): Promise<void> {
     await store.putUser({ username: "u", passwordHash: "h", clientIds: [], createdAt: 1, updatedAt: 1 });
     console.log("stored", (await store.listUsers()).map((u) => u.username).join(","));
     await store.close();
+    // The store the stack uses runs in worker threads: their script must be found in this build.
+    const dir = mkdtempSync(join(tmpdir(), "exhook-consumer-"));
+    const threaded = await openSqliteWorkerStore({ file: join(dir, "exhook.db") });
+    await threaded.putUser({ username: "t", passwordHash: "h", clientIds: [], createdAt: 1, updatedAt: 1 });
+    console.log("threads", (await threaded.listUsers()).map((u) => u.username).join(","));
+    await threaded.close();
+    rmSync(dir, { recursive: true, force: true });
   } catch (err) {
     console.log(isExHookConfigError(err) ? \`config error: \${(err as Error).message}\` : \`other error: \${String(err)}\`);
   }
@@ -265,7 +275,7 @@ describe.each(["esm", "cjs"] as const)("a %s consumer project", (kind) => {
     const link = path.join(consumer, "node_modules", "better-sqlite3");
     symlinkSync(path.join(ROOT, "node_modules", "better-sqlite3"), link, "dir");
     try {
-      expect(ok(process.execPath, ["dist/usecases.js"], dir())).toBe("config sqlite function function\nstored u\n");
+      expect(ok(process.execPath, ["dist/usecases.js"], dir())).toBe("config sqlite function function\nstored u\nthreads t\n");
     } finally {
       rmSync(link);
     }

@@ -135,7 +135,7 @@ describe("validation", () => {
         `  ${file}:7: acl.rules[1].topic: "sensors/+x" is not a valid MQTT topic filter: + must be a whole level (got "sensors/+x")`,
         `  ${file}:8: acl.rules[2].permission: Invalid option: expected one of "allow"|"deny" (got "maybe")`,
         `  ${file}:11: persistence.overflow: Invalid option: expected one of "drop-new"|"drop-oldest" (got "drop-everything")`,
-        `  ${file}:12: persistence.colour: unknown setting (allowed here: enabled, topics, maxQueue, batchSize, flushMs, overflow, retries, retention, retentionSweep)`,
+        `  ${file}:12: persistence.colour: unknown setting (allowed here: enabled, topics, maxQueueBytes, batchSize, flushMs, overflow, retryMaxMs, closeTimeoutMs, retention, retentionSweep)`,
       ]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -154,7 +154,8 @@ describe("validation", () => {
   });
 
   test("environment overrides are validated and named", () => {
-    expect(() => parseConfig({}, { EXHOOK_HTTP_PORT: "70000" })).toThrow("http.port (from EXHOOK_HTTP_PORT): Too big: expected number to be <=65535 (got 70000)");
+    // The read API moved to the server's operations port: an old variable fails the start instead of being ignored.
+    expect(() => parseConfig({}, { EXHOOK_HTTP_PORT: "9010" })).toThrow("EXHOOK_HTTP_PORT is no longer read: the read API is served on the server's operations port: use --metrics-port");
     expect(() => parseConfig({}, { EXHOOK_DB_URL: "mysql://x" })).toThrow("store.url (from EXHOOK_DB_URL): must be a postgres:// or postgresql:// URL");
   });
 
@@ -197,9 +198,19 @@ describe("validation", () => {
         clientAttrs: [],
       },
       cache: { enabled: false, hooks: ["onClientAuthorize"], ttl: 60000, negativeTtl: 5000, jitter: 0.1, maxEntries: 100000, pollInterval: 1000 },
-      persistence: { enabled: true, topics: ["#"], maxQueue: 10000, batchSize: 500, flushMs: 200, overflow: "drop-new", retries: 3, retentionSweep: 600000 },
-      presence: { enabled: true, reorderWindowMs: 30000 },
-      http: { enabled: true, host: "127.0.0.1", port: 9010 },
+      persistence: {
+        enabled: true,
+        topics: ["#"],
+        maxQueueBytes: 128 * 1024 * 1024,
+        batchSize: 500,
+        flushMs: 200,
+        overflow: "drop-new",
+        retryMaxMs: 5000,
+        closeTimeoutMs: 10000,
+        retentionSweep: 600000,
+      },
+      presence: { enabled: true, reorderWindowMs: 30000, maxQueueBytes: 16 * 1024 * 1024, retryMaxMs: 5000, closeTimeoutMs: 10000 },
+      http: { enabled: true, queryTimeoutMs: 5000, maxConcurrentQueries: 2, maxResponseBytes: 16 * 1024 * 1024 },
       bridge: {
         enabled: false,
         partitions: 16,

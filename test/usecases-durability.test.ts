@@ -21,7 +21,7 @@ beforeAll(() => {
     path.join(dir, "writer.js"),
     `const { openSqliteStore, createMessageWriter } = require("./src/usecases/index.js");
 const store = openSqliteStore({ file: process.argv[2] });
-const w = createMessageWriter({ store, batchSize: 50, flushMs: 2, maxQueue: 10000000 });
+const w = createMessageWriter({ store, batchSize: 50, flushMs: 2, maxQueueBytes: 1e10 });
 let i = 0;
 setInterval(() => {
   for (let k = 0; k < 200; k++, i++) {

@@ -1,7 +1,8 @@
 /**
  * The four use cases end to end over a real HTTP/2 socket, driven like EMQX 5.9+/6.x (v3 package)
  * drives an ExHook server: load, logins, subscribe/publish authorization, publishes, connections,
- * a takeover, and a restart of the server on the same SQLite data directory.
+ * a takeover, and a restart of the server on the same SQLite data directory. The read API is served
+ * on the server's operations port, next to the probes.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,7 +26,6 @@ function config() {
   return parseConfig({
     dataDir: dir,
     auth: { scrypt: FAST_SCRYPT, cacheTtlMs: 0 },
-    http: { port: 0 },
     persistence: { topics: ["users/#", "sensors/#"], flushMs: 10 },
     presence: { reorderWindowMs: 60_000 },
   });
@@ -33,7 +33,7 @@ function config() {
 
 async function start(): Promise<void> {
   stack = await createStack(config());
-  server = createExHookServer({ provider: stack.provider, port: 0, host: "127.0.0.1" });
+  server = createExHookServer({ provider: stack.provider, port: 0, host: "127.0.0.1", metricsPort: 0 });
   const addr = await server.listen();
   client = createEmqxLikeClient(`http://127.0.0.1:${addr.port}`, 2);
 }
@@ -74,8 +74,8 @@ const disconnected = (username: string, clientid: string, peerport: number, reas
   call("OnClientDisconnected", "ClientDisconnectedRequest", { clientinfo: clientinfo(username, clientid, peerport), reason }, "EmptySuccess");
 
 async function httpGet(path: string): Promise<{ status: number; body: any }> {
-  const addr = stack.http?.server.address();
-  if (!addr || typeof addr !== "object") throw new Error("no HTTP server");
+  const addr = server.opsAddress;
+  if (!addr) throw new Error("no operations port");
   const res = await fetch(`http://127.0.0.1:${addr.port}${path}`);
   return { status: res.status, body: await res.json() };
 }
@@ -156,7 +156,7 @@ test("persistence: the publish is answered at once (keep) and the message can be
   expect((await httpGet("/messages?topic=users/alice/temp&until=2024-05-01T12:00:00.123Z")).body.messages).toEqual([]);
   expect((await httpGet("/messages?topic=sensors/%23")).body.messages).toEqual([]);
   expect(await httpGet("/messages?topic=a/%23/b")).toEqual({ status: 400, body: { error: 'topic "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one' } });
-  expect(stack.persistence?.writer.stats()).toMatchObject({ enqueued: 1, written: 1, droppedOverflow: 0, failed: 0, queued: 0 });
+  expect(stack.persistence?.writer.stats()).toMatchObject({ received: 1, written: 1, droppedOverflow: 0, rejected: 0, queued: 0 });
 
   const out: string[] = [];
   const code = await runCommand(["messages", "query", "--topic", "users/#", "--since", "2024-05-01T12:00:00Z", "--limit", "5"], {

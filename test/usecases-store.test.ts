@@ -3,13 +3,13 @@
  * EXHOOK_TEST_PG_URL is set (scripts/with-postgres.sh sets it; without it the PostgreSQL half is
  * skipped with a message saying so).
  */
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { connectionOf, type Connection } from "../src/connection";
-import { openPostgresStore, openSqliteStore, type Store, type StoredMessage } from "../src/usecases/index";
+import { openPostgresStore, openSqliteStore, openSqliteWorkerStore, SCAN_CHUNK, type Store, type StoredMessage } from "../src/usecases/index";
 import { MIGRATIONS as PG_MIGRATIONS } from "../src/usecases/pg-store";
 import { MIGRATIONS as SQLITE_MIGRATIONS } from "../src/usecases/sqlite-store";
 import { caseConnection, PRESENCE_CASES, REORDER_WINDOW_MS } from "./helpers/presence-cases";
@@ -41,6 +41,22 @@ function sqliteBackend(): Backend {
       } finally {
         db.close();
       }
+    },
+  };
+}
+
+/** The same file through the worker-thread store (raw SQL still runs here, on its own connection). */
+function sqliteWorkerBackend(): Backend {
+  const direct = sqliteBackend();
+  let file: string | undefined;
+  return {
+    ...direct,
+    async open() {
+      // The direct backend knows the file: open it once to learn the path, then hand it to the threads.
+      const s = await direct.open();
+      file = s.location;
+      await s.close();
+      return openSqliteWorkerStore({ file });
     },
   };
 }
@@ -240,6 +256,28 @@ const contract = (label: string, make: () => Backend) =>
       expect(await store.deleteMessagesBefore(1_004, 100)).toBe(1);
     });
 
+    test("ping answers; read queries are bounded by time and bytes, in short statements", async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
+      const many: StoredMessage[] = [];
+      for (let i = 0; i < SCAN_CHUNK * 2 + 10; i++) many.push(msg(200_000 + i, `bulk/${i % 7}`, { payload: new Uint8Array(100).fill(i & 255), timestamp: 1_800_000_000_000 + i }));
+      for (let i = 0; i < many.length; i += 1000) await store.insertMessages(many.slice(i, i + 1000));
+      // A wildcard filter matching nothing scans by time; with no time left it stops after one statement.
+      const err = await store.queryMessages({ filter: "+/nomatch", limit: 10, timeoutMs: 0 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "QUERY_TIMEOUT", message: expect.stringContaining("message query stopped after 0 ms") });
+      // Given time, the same scan runs through every chunk and finds nothing.
+      expect(await store.queryMessages({ filter: "+/nomatch", limit: 10, timeoutMs: 60_000 })).toEqual([]);
+      // Exact topics use the topic index: the newest of one topic, across the chunk boundary.
+      const exact = await store.queryMessages({ filter: "bulk/3", limit: 700, since: 1_800_000_000_000 });
+      expect(exact.length).toBe(Math.ceil((SCAN_CHUNK * 2 + 10 - 3) / 7));
+      expect(exact[0]?.timestamp).toBeGreaterThan(exact[1]?.timestamp as number);
+      // maxBytes: stops once the payloads reach it (the last one included).
+      expect((await store.queryMessages({ filter: "bulk/#", limit: 1000, maxBytes: 250 })).length).toBe(3);
+      // A presence listing past its time stops too (between chunks of 500 client ids).
+      for (let i = 0; i < 510; i++) await store.presenceConnected(conn(`many-${String(i).padStart(4, "0")}`, 1), 1000, 30_000);
+      expect(await store.listPresence({ timeoutMs: 0 }).catch((e: unknown) => e)).toMatchObject({ code: "QUERY_TIMEOUT" });
+      expect((await store.listPresence({ online: true, limit: 600 })).filter((p) => p.clientId.startsWith("many-")).length).toBe(510);
+    });
+
     test("opening a schema-1 database migrates presence rows to the counted records and the new connection key", async () => {
       const old = make();
       try {
@@ -289,6 +327,53 @@ const contract = (label: string, make: () => Backend) =>
     });
   });
 
+describe("SQLite file permissions", () => {
+  test("a new database (and its -wal, -shm) is 0600 in a 0700 directory; an existing 0644 one is tightened", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "exhook-store-mode-"));
+    try {
+      const file = join(dir, "data", "exhook.db");
+      const store = openSqliteStore({ file });
+      await store.putUser({ username: "u", passwordHash: "$h", clientIds: [], createdAt: 1, updatedAt: 1 });
+      const mode = (f: string) => statSync(f).mode & 0o777;
+      expect([file, `${file}-wal`, `${file}-shm`].map(mode)).toEqual([0o600, 0o600, 0o600]);
+      expect(mode(join(dir, "data"))).toBe(0o700);
+      await store.close();
+      // A file left world-readable by an older release is tightened when opened.
+      const old = join(dir, "old.db");
+      writeFileSync(old, "");
+      chmodSync(old, 0o644);
+      await (await openSqliteWorkerStore({ file: old })).close();
+      expect(mode(old)).toBe(0o600);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("SQLite worker threads", () => {
+  test("a thread that dies fails its calls with a transient error, is started again, and the store carries on", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "exhook-store-crash-"));
+    const lines: Array<{ obj: object; msg: string | undefined }> = [];
+    const logger = { debug() {}, info() {}, warn() {}, error: (obj: object, msg?: string) => void lines.push({ obj, msg }) };
+    const store = await openSqliteWorkerStore({ file: join(dir, "exhook.db"), logger });
+    try {
+      expect(await store.insertMessages([msg(1, "a/b")])).toBe(1);
+      const crash = (store as unknown as { __exitThread(): Promise<void> }).__exitThread();
+      await expect(crash).rejects.toMatchObject({ code: "STORE_WORKER_EXITED", message: "the SQLite writer thread exited (code 1)" });
+      expect(lines[0]).toEqual({ obj: { thread: "writer", code: 1, failedCalls: 1, restartInMs: 200 }, msg: "SQLite store thread exited; starting a new one" });
+      // Calls made meanwhile wait for the new thread; reads never stopped.
+      expect(await store.insertMessages([msg(2, "a/b")])).toBe(1);
+      expect((await store.queryMessages({ filter: "a/b", limit: 10 })).map((m) => m.id)).toEqual([msg(2, "").id, msg(1, "").id]);
+      // A method the store does not have is an error, not a hang.
+      await expect((store as unknown as { nope(): Promise<void> }).nope()).rejects.toThrow('the SQLite store has no method "nope"');
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 contract("SQLite", sqliteBackend);
+contract("SQLite in worker threads", sqliteWorkerBackend);
 if (PG_URL) contract("PostgreSQL", pgBackend);
 else describe.skip("store contract: PostgreSQL (EXHOOK_TEST_PG_URL not set)", () => test.skip("skipped", () => undefined));

@@ -13,8 +13,19 @@ export const SERVE_OPTIONS: Readonly<Record<string, CommandOption>> = {
   host: { type: "string", value: "ADDR", help: "interface to listen on (env HOST; default 0.0.0.0)" },
   transport: { type: "string", value: "T", help: '"native" (default, fastest) or "connect" (connect-node adapter)' },
   config: { type: "string", value: "FILE", help: "YAML/JSON config handed to the provider module (env EXHOOK_CONFIG);\nthe file must exist" },
-  "metrics-port": { type: "string", value: "N", help: "serve /metrics, /healthz, /readyz on this port (env METRICS_PORT; default off)" },
-  "ready-when": { type: "string", value: "W", help: '/readyz ready when "loaded" (default: after an EMQX OnProviderLoaded) or "listening"' },
+  "metrics-port": {
+    type: "string",
+    value: "N",
+    help: "operations port: /metrics, /healthz, /readyz and the provider's routes (the use-case stack's\nread API) (env METRICS_PORT; default off, or the ExHook port + 10 for a provider with routes)",
+  },
+  "metrics-host": { type: "string", value: "ADDR", help: "interface of the operations port (env METRICS_HOST; default 127.0.0.1)" },
+  "metrics-token-file": {
+    type: "string",
+    value: "FILE",
+    help: 'require "Authorization: Bearer <token in FILE>" for /metrics and the provider\'s routes\n(env METRICS_TOKEN_FILE); the read API needs it when the port is not on localhost',
+  },
+  "ready-when": { type: "string", value: "W", help: '/readyz ready when "listening" (default; also: provider check such as the store) or "loaded"' },
+  "ready-nodes": { type: "string", value: "LIST", help: 'EMQX node names whose OnProviderLoaded counts for "loaded", comma-separated (env READY_NODES)' },
   "tls-cert": { type: "string", value: "FILE", help: "serve TLS (EMQX https:// URL) with this PEM certificate (needs --tls-key)" },
   "tls-key": { type: "string", value: "FILE", help: "PEM private key of --tls-cert" },
   "tls-ca": { type: "string", value: "FILE", help: "require client certificates signed by this CA (mutual TLS)" },
@@ -59,9 +70,15 @@ export interface CliArgs {
   readonly transport: "native" | "connect";
   /** Absolute path of `--config` (or `EXHOOK_CONFIG`); absent = none. */
   readonly configPath?: string;
-  /** Operations port (`--metrics-port`); absent = off. */
+  /** Operations port (`--metrics-port`); absent = off, or derived for a provider with routes. */
   readonly metricsPort?: number;
+  /** Interface of the operations port (`--metrics-host`); absent = 127.0.0.1. */
+  readonly metricsHost?: string;
+  /** File holding the operations port's bearer token (`--metrics-token-file`). */
+  readonly metricsTokenFile?: string;
   readonly readyWhen?: "loaded" | "listening";
+  /** `--ready-nodes`: EMQX node names whose loads count for readiness. */
+  readonly readyNodes?: readonly string[];
   readonly tls?: { readonly cert: string; readonly key: string; readonly ca?: string };
   readonly logLevel?: string;
   /** Drain bound on SIGTERM/SIGINT in ms. */
@@ -103,10 +120,23 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
   if (config !== undefined) out.configPath = resolve(config);
   const metrics = flagOrEnv("metrics-port", "METRICS_PORT");
   if (metrics !== undefined) out.metricsPort = parseInteger(metrics, 0, 65535, "--metrics-port (or METRICS_PORT)");
+  const metricsHost = flagOrEnv("metrics-host", "METRICS_HOST");
+  if (metricsHost !== undefined) out.metricsHost = metricsHost;
+  const tokenFile = flagOrEnv("metrics-token-file", "METRICS_TOKEN_FILE");
+  if (tokenFile !== undefined) out.metricsTokenFile = tokenFile;
   const readyWhen = stringOption(o, "ready-when");
   if (readyWhen !== undefined) {
     if (readyWhen !== "loaded" && readyWhen !== "listening") throw new UsageError(`--ready-when must be "loaded" or "listening", got ${JSON.stringify(readyWhen)}`);
     out.readyWhen = readyWhen;
+  }
+  const readyNodes = flagOrEnv("ready-nodes", "READY_NODES");
+  if (readyNodes !== undefined) {
+    const nodes = readyNodes.split(",").map((n) => n.trim()).filter((n) => n !== "");
+    if (nodes.length === 0) throw new UsageError(`--ready-nodes needs at least one EMQX node name (e.g. emqx@10.0.0.1), got ${JSON.stringify(readyNodes)}`);
+    out.readyNodes = nodes;
+  }
+  if (out.readyWhen === "loaded" && !out.readyNodes) {
+    throw new UsageError("--ready-when loaded needs --ready-nodes (the EMQX node names that count): anyone who reaches the ExHook port can send OnProviderLoaded");
   }
   const cert = stringOption(o, "tls-cert");
   const key = stringOption(o, "tls-key");

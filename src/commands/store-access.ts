@@ -36,7 +36,8 @@ export async function openCommandStore(cfg: StackConfig, options: OptionValues):
       throw new ExHookConfigError(`no emqx-exhook tables in the PostgreSQL database of store.url: ${hint} to create them`);
     }
   }
-  return openStore(cfg);
+  // In the command's own thread: a one-shot process, nothing else waits on its event loop.
+  return openStore(cfg, { worker: false });
 }
 
 async function postgresStoreExists(url: string): Promise<boolean> {

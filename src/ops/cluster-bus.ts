@@ -104,3 +104,99 @@ export function relayClusterBus(): void {
     for (const msg of sticky.values()) send(w, msg);
   });
 }
+
+/** A question from the primary to a worker (request/response next to the bus's publish/subscribe). */
+interface AskEnvelope {
+  readonly exhookAsk: 1;
+  readonly id: number;
+  readonly channel: string;
+  readonly data: unknown;
+}
+
+/** A worker's answer. */
+interface ReplyEnvelope {
+  readonly exhookReply: 1;
+  readonly id: number;
+  readonly ok: boolean;
+  readonly data: unknown;
+}
+
+/** One worker's answer to {@link askWorkers}. */
+export interface WorkerAnswer {
+  readonly pid: number;
+  /** false when the worker's handler threw (`data` is the message) or it did not answer in time. */
+  readonly ok: boolean;
+  readonly data: unknown;
+}
+
+const answerers = new Map<string, (data: unknown) => unknown>();
+let answering = false;
+
+/**
+ * In a worker: answers the primary's questions on `channel` with `fn` (its result, or the message
+ * of what it threw). Outside a cluster it does nothing.
+ */
+export function answerPrimary(channel: string, fn: (data: unknown) => unknown): void {
+  if (!cluster.isWorker || typeof process.send !== "function") return;
+  answerers.set(channel, fn);
+  if (answering) return;
+  answering = true;
+  process.on("message", (msg: unknown) => {
+    const ask = msg as AskEnvelope;
+    if (typeof msg !== "object" || msg === null || ask.exhookAsk !== 1) return;
+    const handler = answerers.get(ask.channel);
+    const reply = (ok: boolean, data: unknown) => {
+      if (process.connected) process.send?.({ exhookReply: 1, id: ask.id, ok, data } satisfies ReplyEnvelope, undefined, {}, () => {});
+    };
+    if (!handler) return reply(false, `no answer on ${ask.channel}`);
+    Promise.resolve()
+      .then(() => handler(ask.data))
+      .then(
+        (data) => reply(true, data),
+        (err: unknown) => reply(false, (err as Error)?.message ?? String(err)),
+      );
+  });
+}
+
+let nextAsk = 1;
+const waiting = new Map<number, (reply: ReplyEnvelope) => void>();
+let collecting = false;
+
+/**
+ * In the primary: asks `workers` (default: every connected worker) on `channel` and resolves with
+ * one answer per worker, in the same order; a worker silent for `timeoutMs` answers `ok: false`.
+ */
+export function askWorkers(channel: string, data: unknown, options: { timeoutMs?: number; workers?: readonly Worker[] } = {}): Promise<WorkerAnswer[]> {
+  if (!collecting) {
+    collecting = true;
+    cluster.on("message", (_w: Worker, msg: unknown) => {
+      const reply = msg as ReplyEnvelope;
+      if (typeof msg === "object" && msg !== null && reply.exhookReply === 1) waiting.get(reply.id)?.(reply);
+    });
+  }
+  const targets = options.workers ?? Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w && w.isConnected());
+  const timeoutMs = options.timeoutMs ?? 2000;
+  return Promise.all(
+    targets.map(
+      (w) =>
+        new Promise<WorkerAnswer>((resolve) => {
+          const id = nextAsk++;
+          const pid = w.process.pid ?? 0;
+          const timer = setTimeout(() => {
+            waiting.delete(id);
+            resolve({ pid, ok: false, data: `worker ${pid} did not answer within ${timeoutMs} ms` });
+          }, timeoutMs);
+          waiting.set(id, (reply) => {
+            clearTimeout(timer);
+            waiting.delete(id);
+            resolve({ pid, ok: reply.ok, data: reply.data });
+          });
+          try {
+            w.send({ exhookAsk: 1, id, channel, data } satisfies AskEnvelope, undefined, () => {});
+          } catch {
+            // A worker that is going away: the timer answers for it.
+          }
+        }),
+    ),
+  );
+}

@@ -33,7 +33,21 @@ export interface MetricsOptions {
   readonly buckets?: readonly number[];
   /** Also collect prom-client's process metrics (CPU, memory, event loop lag). Default true. */
   readonly processMetrics?: boolean;
+  /**
+   * EMQX node names that always get their own `node` label on the broker metrics (the server's
+   * `readyNodes`). Other names, which come from whoever calls `OnProviderLoaded`, get their own
+   * label only for the first {@link MetricsOptions.maxBrokerLabels}; the rest share `node="_other"`.
+   */
+  readonly knownNodes?: readonly string[];
+  /** Most node names labelled on the broker metrics besides `knownNodes`. Default 32. */
+  readonly maxBrokerLabels?: number;
 }
+
+/** The `node` (and `version`, `cluster`) label value shared by broker metrics past the label cap. */
+export const OTHER_NODE_LABEL = "_other";
+/** Longest label value taken from the wire; longer ones are cut (with "…"). */
+const MAX_LABEL_CHARS = 128;
+const label = (v: string) => (v.length > MAX_LABEL_CHARS ? `${v.slice(0, MAX_LABEL_CHARS - 1)}…` : v);
 
 /** The metrics of one server. */
 export interface ExHookMetrics {
@@ -74,7 +88,8 @@ interface Series {
  * - `exhook_hook_duration_seconds{hook,package}` — handler latency histogram (includes middleware);
  * - `exhook_hook_in_flight{hook,package}` — calls running now;
  * - `exhook_grpc_responses_total{package,method,code}` — every gRPC stream answered, by status;
- * - `exhook_broker_loaded{package,node,version,cluster}` — 1 per EMQX node that loaded the provider;
+ * - `exhook_broker_loaded{package,node,version,cluster}` — 1 per EMQX node that loaded the provider
+ *   (past the label cap, `node="_other"` counts the rest);
  * - `exhook_broker_loads{package,node}` — how many times that node sent `OnProviderLoaded`;
  * - `exhook_loaded_brokers` — number of loaded (package, node) pairs;
  * - `exhook_peer_errors_total{kind}` — errors caused by peers on the ExHook port (resets, GOAWAY
@@ -99,14 +114,35 @@ export function createMetrics(options: MetricsOptions = {}): ExHookMetrics {
   const grpc = new Counter({ name: `${prefix}grpc_responses_total`, help: "gRPC calls answered, by package, method and status code.", labelNames: ["package", "method", "code"], registers });
 
   const dispatchers: Dispatcher[] = [];
+  // Label values on the broker metrics come from the wire (any caller can send OnProviderLoaded),
+  // so the set of names that get a label of their own is bounded; the rest collapse into one.
+  const known = new Set(options.knownNodes ?? []);
+  const labelled = new Set<string>();
+  const maxLabels = options.maxBrokerLabels ?? 32;
+  const nodeLabel = (node: string): string => {
+    if (known.has(node) || labelled.has(node)) return label(node);
+    if (labelled.size < maxLabels) {
+      labelled.add(node);
+      return label(node);
+    }
+    return OTHER_NODE_LABEL;
+  };
   const loadedGauge = new Gauge({
     name: `${prefix}broker_loaded`,
     help: "1 for each EMQX node that has loaded the provider (OnProviderLoaded) and not unloaded it.",
     labelNames: ["package", "node", "version", "cluster"],
     registers,
+    // With --workers the primary sums each metric over the workers; a node loaded by two workers is still 1.
+    aggregator: "max",
     collect() {
       this.reset();
-      for (const d of dispatchers) for (const n of d.loadedNodes()) this.set({ package: n.package, node: n.node, version: n.version, cluster: n.clusterName }, 1);
+      for (const d of dispatchers) {
+        for (const n of d.loadedNodes()) {
+          const node = nodeLabel(n.node);
+          if (node === OTHER_NODE_LABEL) this.inc({ package: n.package, node, version: OTHER_NODE_LABEL, cluster: OTHER_NODE_LABEL }, 1);
+          else this.set({ package: n.package, node, version: label(n.version), cluster: label(n.clusterName) }, 1);
+        }
+      }
     },
   });
   const loadsGauge = new Gauge({
@@ -116,13 +152,14 @@ export function createMetrics(options: MetricsOptions = {}): ExHookMetrics {
     registers,
     collect() {
       this.reset();
-      for (const d of dispatchers) for (const n of d.loadedNodes()) this.set({ package: n.package, node: n.node }, n.loads);
+      for (const d of dispatchers) for (const n of d.loadedNodes()) this.inc({ package: n.package, node: nodeLabel(n.node) }, n.loads);
     },
   });
   new Gauge({
     name: `${prefix}loaded_brokers`,
     help: "Number of (package, EMQX node) pairs that have loaded the provider.",
     registers,
+    aggregator: "max",
     collect() {
       this.set(dispatchers.reduce((sum, d) => sum + d.loadedNodes().length, 0));
     },

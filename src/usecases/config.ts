@@ -4,8 +4,8 @@
  * is allowed. No file at all gives the defaults documented in docs/usecases.md.
  *
  * Environment (overrides the file): `EXHOOK_CONFIG` (the file, when `--config` is not given),
- * `EXHOOK_DATA_DIR`, `EXHOOK_DB_URL` (a PostgreSQL URL: switches the store to PostgreSQL),
- * `EXHOOK_HTTP_HOST`, `EXHOOK_HTTP_PORT` (the HTTP read path; `http.enabled: false` turns it off).
+ * `EXHOOK_DATA_DIR`, `EXHOOK_DB_URL` (a PostgreSQL URL: switches the store to PostgreSQL). The read
+ * API has no port of its own: it is served on the server's operations port (`--metrics-port`).
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
@@ -26,6 +26,27 @@ export function parseDuration(text: string): number | undefined {
   const ms = Number(m[1]) * (DURATION_UNITS[m[2] as string] as number);
   return Number.isSafeInteger(ms) && ms > 0 ? ms : undefined;
 }
+
+const BYTE_UNITS: Readonly<Record<string, number>> = { B: 1, KB: 1e3, MB: 1e6, GB: 1e9, KIB: 1024, MIB: 1024 ** 2, GIB: 1024 ** 3 };
+
+/** Parses `"64MiB"`, `"512KiB"`, `"1GiB"`, `"100MB"`, `"4096"` into bytes; `undefined` when it is not one. */
+export function parseBytes(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const n = Math.floor(Number(m[1]) * (BYTE_UNITS[(m[2] ?? "B").toUpperCase()] as number));
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
+
+/** A size: a positive number of bytes, or a string such as "64MiB", "512KiB", "1GiB", "100MB". */
+const bytes = z.union([int(1), z.string()]).transform((v, ctx) => {
+  if (typeof v === "number") return v;
+  const n = parseBytes(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a size: use a positive number of bytes or e.g. "64MiB", "512KiB", "1GiB"` });
+    return z.NEVER;
+  }
+  return n;
+});
 
 /** A duration: a positive number of ms, or a string such as "7d", "12h", "30m", "45s", "500ms". */
 const duration = z.union([int(1), z.string()]).transform((v, ctx) => {
@@ -264,11 +285,15 @@ export const configSchema = z.strictObject({
         )
         .min(1)
         .default(["#"]),
-      maxQueue: int(1).default(10_000),
+      /** Memory for messages waiting to be written (held while the store is down). */
+      maxQueueBytes: bytes.default(128 * 1024 * 1024),
       batchSize: int(1, 10_000).default(500),
       flushMs: int(1).default(200),
       overflow: z.enum(["drop-new", "drop-oldest"]).default("drop-new"),
-      retries: int(0, 100).default(3),
+      /** Longest pause between write attempts while the store fails. */
+      retryMaxMs: int(1, 600_000).default(5000),
+      /** How long a shutdown keeps trying to write what is queued to a failing store. */
+      closeTimeoutMs: int(0).default(10_000),
       /** Delete stored messages older than this (by EMQX timestamp). Absent: keep them forever. */
       retention: duration.optional(),
       /** How often retention runs. */
@@ -279,6 +304,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       enabled: z.boolean().default(true),
       reorderWindowMs: int(0).default(30_000),
+      /** Memory for presence changes held while the store is down. */
+      maxQueueBytes: bytes.default(16 * 1024 * 1024),
+      retryMaxMs: int(1, 600_000).default(5000),
+      closeTimeoutMs: int(0).default(10_000),
       webhook: z
         .strictObject({
           url: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL"),
@@ -288,11 +317,16 @@ export const configSchema = z.strictObject({
         .optional(),
     })
     .prefault({}),
+  /** The read API (/messages, /presence, /stats), served on the server's operations HTTP port. */
   http: z
     .strictObject({
       enabled: z.boolean().default(true),
-      host: z.string().min(1).default("127.0.0.1"),
-      port: int(0, 65535).default(9010),
+      /** A query running longer is stopped and answered 503. */
+      queryTimeoutMs: int(1, 600_000).default(5000),
+      /** Queries running at once; more are answered 503 at once. */
+      maxConcurrentQueries: int(1, 100).default(2),
+      /** A /messages answer stops adding messages once their payloads reach this size. */
+      maxResponseBytes: bytes.default(16 * 1024 * 1024),
     })
     .prefault({}),
   /** Bridging to NATS JetStream, RabbitMQ, Redis Streams through a durable outbox (docs/bridging.md). */
@@ -307,9 +341,13 @@ export type StackConfigInput = z.input<typeof configSchema>;
 const ENV_KEYS: ReadonlyArray<readonly [string, readonly string[], (v: string) => unknown]> = [
   ["EXHOOK_DATA_DIR", ["dataDir"], (v) => v],
   ["EXHOOK_DB_URL", ["store", "url"], (v) => v],
-  ["EXHOOK_HTTP_HOST", ["http", "host"], (v) => v],
-  ["EXHOOK_HTTP_PORT", ["http", "port"], (v) => (/^\d+$/.test(v) ? Number(v) : v)],
 ];
+
+/** Settings that moved: a value left in the environment fails the start instead of being ignored. */
+const MOVED_ENV: Readonly<Record<string, string>> = {
+  EXHOOK_HTTP_PORT: "the read API is served on the server's operations port: use --metrics-port / METRICS_PORT (default: the ExHook port + 10)",
+  EXHOOK_HTTP_HOST: "the read API is served on the server's operations port: use --metrics-host / METRICS_HOST (default 127.0.0.1)",
+};
 
 /**
  * Loads and validates the configuration from `file` (YAML or JSON; default `EXHOOK_CONFIG`, else
@@ -352,6 +390,9 @@ export function parseConfig(
   lineOf: (p: readonly PropertyKey[]) => number | undefined = () => undefined,
 ): StackConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ExHookConfigError(`${source}: the top level must be a mapping of settings`);
+  for (const [name, why] of Object.entries(MOVED_ENV)) {
+    if (env[name] !== undefined && env[name] !== "") throw new ExHookConfigError(`${name} is no longer read: ${why}`);
+  }
   const obj = structuredClone(raw) as Record<string, unknown>;
   const fromEnv = new Map<string, string>();
   for (const [name, p, conv] of ENV_KEYS) {

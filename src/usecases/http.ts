@@ -1,13 +1,20 @@
 /**
- * The HTTP read path: a small JSON API on its own port (default 127.0.0.1:9010, no authentication —
- * keep it on localhost or behind a proxy that authenticates).
+ * The read API: a small JSON API served on the server's operations port (next to `/metrics` and
+ * the probes; see ops/http-probes.ts for binding and the token), or standalone with
+ * {@link createReadServer}.
  *
  * - `GET /messages?topic=<filter>&since=<ISO|ms>&until=<ISO|ms>&limit=<n>&order=asc|desc`
  * - `GET /presence?clientid=<id>&online=true|false&limit=<n>`
- * - `GET /stats` (counters of the use cases), `GET /healthz`
+ * - `GET /stats` (counters of the use cases)
+ *
+ * Queries are bounded so a reader cannot starve the hooks: at most `maxConcurrentQueries` run at
+ * once (more get 503 at once), each stops after `queryTimeoutMs` (503), and a `/messages` answer
+ * stops adding messages once their payloads reach `maxResponseBytes` (`truncated: true`). On
+ * SQLite the queries run in the store's scan thread, on PostgreSQL on a pool of their own.
  */
-import * as http from "node:http";
 import type { AddressInfo } from "node:net";
+import type { OpsRequest, OpsResponse } from "../provider.js";
+import { createOpsServer } from "../ops/http-probes.js";
 import { topicFilterError } from "../topic.js";
 import type { MessageQuery, PresenceState, Store, StoredMessage } from "./store.js";
 
@@ -85,84 +92,110 @@ export function messageQueryFrom(params: { topic?: string | undefined; since?: s
   };
 }
 
-/** Options of {@link createReadServer}. */
-export interface ReadServerOptions {
+/** Options of {@link createReadApi}. */
+export interface ReadApiOptions {
   readonly store: Store;
-  /** Default "127.0.0.1". */
-  readonly host?: string;
-  /** Default 9010; 0 picks a free port. */
-  readonly port?: number;
   /** What `GET /stats` returns. */
   readonly stats?: () => unknown;
-  /** Called before a query runs, e.g. to flush queued messages so they are visible. */
+  /** Called before a message query runs, e.g. to flush queued messages so they are visible. */
   readonly beforeQuery?: () => Promise<void>;
+  /** A query running longer is stopped and answered 503, in ms. Default 5000. */
+  readonly queryTimeoutMs?: number;
+  /** Queries running at once; more are answered 503 at once. Default 2. */
+  readonly maxConcurrentQueries?: number;
+  /** A `/messages` answer stops adding messages once their payloads reach this many bytes. Default 16 MiB. */
+  readonly maxResponseBytes?: number;
 }
 
-/** The running read server. */
+/** The read API as routes of the operations port. */
+export interface ReadApi {
+  readonly http: (req: OpsRequest) => Promise<OpsResponse | undefined>;
+  readonly paths: readonly string[];
+}
+
+/** The paths the read API answers. */
+export const READ_API_PATHS: readonly string[] = ["/messages", "/presence", "/stats"];
+
+/** Creates the read API's request handler. */
+export function createReadApi(options: ReadApiOptions): ReadApi {
+  const { store } = options;
+  const timeoutMs = options.queryTimeoutMs ?? 5000;
+  const maxConcurrent = options.maxConcurrentQueries ?? 2;
+  const maxBytes = options.maxResponseBytes ?? 16 * 1024 * 1024;
+  let running = 0;
+  const ok = (body: unknown): OpsResponse => ({ status: 200, body });
+
+  async function answer(req: OpsRequest): Promise<OpsResponse | undefined> {
+    const q = (k: string) => req.query[k];
+    if (req.path === "/stats") return ok(options.stats?.() ?? {});
+    if (req.path !== "/messages" && req.path !== "/presence") return undefined;
+    if (running >= maxConcurrent) {
+      return { status: 503, body: { error: `busy: ${running} queries are running (http.maxConcurrentQueries); retry shortly` } };
+    }
+    running++;
+    try {
+      if (req.path === "/messages") {
+        const query = { ...messageQueryFrom({ topic: q("topic"), since: q("since"), until: q("until"), limit: q("limit"), order: q("order") }), timeoutMs, maxBytes };
+        // Make messages accepted so far visible, without waiting on a store that is failing.
+        await options.beforeQuery?.();
+        const messages = await store.queryMessages(query);
+        const bytes = messages.reduce((n, m) => n + m.payload.byteLength, 0);
+        return ok({ messages: messages.map(messageJson), ...(bytes >= maxBytes && messages.length < query.limit ? { truncated: true } : {}) });
+      }
+      const id = q("clientid");
+      if (id !== undefined) {
+        const p = await store.getPresence(id);
+        return ok({ clients: p ? [presenceJson(p)] : [] });
+      }
+      const online = q("online");
+      if (online !== undefined && online !== "true" && online !== "false") throw new RangeError(`online must be "true" or "false", got ${JSON.stringify(online)}`);
+      const limit = q("limit") === undefined ? 1000 : Number(q("limit"));
+      if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new RangeError(`limit must be an integer from 1 to 100000, got ${JSON.stringify(q("limit"))}`);
+      const list = await store.listPresence({ ...(online !== undefined ? { online: online === "true" } : {}), limit, timeoutMs });
+      return ok({ clients: list.map(presenceJson) });
+    } finally {
+      running--;
+    }
+  }
+
+  return {
+    paths: READ_API_PATHS,
+    http: (req) =>
+      answer(req).catch((err: unknown): OpsResponse => {
+        if (err instanceof RangeError) return { status: 400, body: { error: err.message } };
+        // A query past its time, or a store that is down or busy: the client may retry.
+        return { status: 503, body: { error: (err as Error).message, ...((err as { code?: unknown }).code === "QUERY_TIMEOUT" ? { code: "QUERY_TIMEOUT" } : {}) } };
+      }),
+  };
+}
+
+/** Options of {@link createReadServer}. */
+export interface ReadServerOptions extends ReadApiOptions {
+  /** Default "127.0.0.1". */
+  readonly host?: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** Bearer token required (needed when `host` is not loopback). */
+  readonly token?: string;
+}
+
+/** A running standalone read server. */
 export interface ReadServer {
   listen(): Promise<AddressInfo>;
   close(): Promise<void>;
-  readonly server: http.Server;
+  readonly address: AddressInfo | undefined;
 }
 
-/** Creates the HTTP read server (call `listen()`). */
+/**
+ * The read API on a port of its own (with `/healthz` and `/readyz`), for programs that assemble
+ * the use cases themselves. The stack serves it on the server's operations port instead.
+ */
 export function createReadServer(options: ReadServerOptions): ReadServer {
-  const { store } = options;
-  const send = (res: http.ServerResponse, status: number, body: unknown) => {
-    const text = JSON.stringify(body);
-    res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text) });
-    res.end(text);
-  };
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://localhost");
-    const q = (k: string) => url.searchParams.get(k) ?? undefined;
-    if (req.method !== "GET") return send(res, 405, { error: "only GET" });
-    void (async () => {
-      try {
-        if (url.pathname === "/messages") {
-          const query = messageQueryFrom({ topic: q("topic"), since: q("since"), until: q("until"), limit: q("limit"), order: q("order") });
-          await options.beforeQuery?.();
-          send(res, 200, { messages: (await store.queryMessages(query)).map(messageJson) });
-        } else if (url.pathname === "/presence") {
-          const id = q("clientid");
-          if (id !== undefined) {
-            const p = await store.getPresence(id);
-            return send(res, 200, { clients: p ? [presenceJson(p)] : [] });
-          }
-          const online = q("online");
-          if (online !== undefined && online !== "true" && online !== "false") throw new RangeError(`online must be "true" or "false", got ${JSON.stringify(online)}`);
-          const limit = q("limit") === undefined ? 1000 : Number(q("limit"));
-          if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`limit must be a positive integer, got ${JSON.stringify(q("limit"))}`);
-          const list = await store.listPresence({ ...(online !== undefined ? { online: online === "true" } : {}), limit });
-          send(res, 200, { clients: list.map(presenceJson) });
-        } else if (url.pathname === "/stats") {
-          send(res, 200, options.stats?.() ?? {});
-        } else if (url.pathname === "/healthz") {
-          send(res, 200, { ok: true });
-        } else {
-          send(res, 404, { error: "not found; try /messages, /presence, /stats" });
-        }
-      } catch (err) {
-        if (err instanceof RangeError) send(res, 400, { error: err.message });
-        else send(res, 500, { error: (err as Error).message });
-      }
-    })();
+  const api = createReadApi(options);
+  return createOpsServer({
+    port: options.port,
+    ...(options.host !== undefined ? { host: options.host } : {}),
+    ...(options.token !== undefined ? { token: options.token } : {}),
+    source: { readiness: async () => ({ ready: true, reasons: [], loadedNodes: 0 }), http: api.http, paths: api.paths },
   });
-  return {
-    server,
-    listen: () =>
-      new Promise((resolve, reject) => {
-        server.once("error", reject);
-        server.listen(options.port ?? 9010, options.host ?? "127.0.0.1", () => {
-          server.off("error", reject);
-          resolve(server.address() as AddressInfo);
-        });
-      }),
-    close: () =>
-      new Promise((resolve) => {
-        if (!server.listening) return resolve();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
 }

@@ -4,9 +4,9 @@
  * `emqx-exhook/usecases`, or run them all with `emqx-exhook serve examples/stack-provider.js`.
  */
 export { createStack, openStore, loadAcl } from "./stack.js";
-export type { Stack, StackOptions } from "./stack.js";
+export type { Stack, StackOptions, OpenStoreOptions } from "./stack.js";
 export { stackProvider } from "./stack-provider.js";
-export { loadConfig, parseConfig, parseDuration, resolvedStore, configSchema, aclRuleSchema, DEFAULT_ACL_RULES } from "./config.js";
+export { loadConfig, parseConfig, parseDuration, parseBytes, resolvedStore, configSchema, aclRuleSchema, DEFAULT_ACL_RULES } from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
 // Authentication (H4): passwords in many formats, bounded fair hashing, throttling, JWT, superuser.
 export { createAuthenticator, addUser, usernameError, compileClientIdPatterns, defaultHashConcurrency, DEFAULT_THROTTLE } from "./auth.js";
@@ -50,17 +50,24 @@ export { createInvalidationHub, LISTENER_APP_NAME } from "./invalidation.js";
 export type { Invalidation, InvalidationHub, InvalidationHubOptions, InvalidationHubStats, InvalidationOrigin } from "./invalidation.js";
 export { createEmqxNotifier } from "./emqx-api.js";
 export type { EmqxNotifier, EmqxNotifierOptions, EmqxNotifierStats } from "./emqx-api.js";
-export { createPersistence, createMessageWriter, createMessageRetention, RETENTION_CHUNK } from "./persistence.js";
+export { createPersistence, createMessageWriter, createMessageRetention, messageBytes, RETENTION_CHUNK } from "./persistence.js";
 export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats, MessageRetention, MessageRetentionOptions } from "./persistence.js";
 export { createStoredPresence } from "./presence.js";
 export type { StoredPresence, StoredPresenceOptions, StoredPresenceStats } from "./presence.js";
-export { createReadServer, messageJson, messageQueryFrom, parseTime } from "./http.js";
-export type { ReadServer, ReadServerOptions, MessageJson } from "./http.js";
+export { createReadApi, createReadServer, messageJson, messageQueryFrom, parseTime, READ_API_PATHS } from "./http.js";
+export type { ReadApi, ReadApiOptions, ReadServer, ReadServerOptions, MessageJson } from "./http.js";
 export { openSqliteStore } from "./sqlite-store.js";
 export type { SqliteStoreOptions } from "./sqlite-store.js";
+// Store outages and the SQLite threads (issue 13).
+export { openSqliteWorkerStore } from "./sqlite-worker-store.js";
+export type { SqliteWorkerStoreOptions } from "./sqlite-worker-store.js";
+export { createHeldWrites } from "./held-writes.js";
+export type { HeldWrites, HeldWritesOptions, HeldWritesStats } from "./held-writes.js";
+export { isPermanentStoreError, backoffDelay } from "./store-retry.js";
+export { QueryTimeoutError, SCAN_CHUNK } from "./store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
-export type { Store, UserRecord, UserInput, StoredMessage, MessageQuery, PresenceState, PresenceChange } from "./store.js";
+export type { Store, UserRecord, UserInput, StoredMessage, MessageQuery, PresenceState, PresenceChange, PresenceListOptions } from "./store.js";
 export type { InvalidationRecord, InvalidationScope } from "./store.js";
 // Bridge: messages and events to NATS JetStream, RabbitMQ, Redis Streams through a durable outbox (docs/bridging.md).
 export { createBridge, mergeHookHandlers, resolveSecret } from "./bridge/bridge.js";

@@ -7,16 +7,18 @@
 import type pg from "pg";
 import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
+import type { Logger } from "../provider.js";
 import { loadOptional } from "./optional-dependency.js";
 import { PG_OUTBOX_MIGRATION, pgOutboxMethods } from "./bridge/pg-outbox.js";
 import {
   INVALIDATION_KEEP_MS,
-  groupPresence,
-  pagedQuery,
+  scanPresence,
+  scanQuery,
   type InvalidationScope,
   type MessageQuery,
   type PresenceChange,
   type PresenceState,
+  type ScanRow,
   type Store,
   type StoredMessage,
   type UserRecord,
@@ -83,6 +85,12 @@ export const MIGRATIONS: readonly string[] = [
      ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
   // 5: the bridge outbox (src/usecases/bridge/pg-outbox.ts).
   PG_OUTBOX_MIGRATION,
+  // 6: message queries in short statements: scan by time reading topics from the index, and a
+  // topic index for filters without wildcards. (Building them locks inserts on a large table for
+  // a while; the message writer holds messages meanwhile.)
+  `CREATE INDEX IF NOT EXISTS exhook_messages_ts_topic ON exhook_messages (ts, seq) INCLUDE (topic);
+   CREATE INDEX IF NOT EXISTS exhook_messages_topic ON exhook_messages (topic, ts, seq);
+   DROP INDEX IF EXISTS exhook_messages_ts;`,
 ];
 
 /** The NOTIFY channel of {@link Store.recordInvalidation} (payload: the record's seq). */
@@ -95,8 +103,20 @@ const MIGRATION_LOCK = 0x657868_6f6f6b;
 export interface PostgresStoreOptions {
   /** Connection URL, e.g. `postgres://user:pass@db:5432/exhook`. */
   readonly url: string;
-  /** Pool size. Default 10. */
+  /** Pool size for the hooks and writes. Default 10. */
   readonly poolSize?: number;
+  /** Connections for the read API's queries (a pool of their own, so reads never take the hooks' connections). Default 2. */
+  readonly readPoolSize?: number;
+  /** Server-side `statement_timeout` of the read pool, in ms (a backstop; queries also stop on their own `timeoutMs`). Default 30000. */
+  readonly readStatementTimeoutMs?: number;
+  /**
+   * Client-side limit on any one query of the main pool, in ms: a server that stopped answering
+   * (frozen, partitioned) fails the call instead of holding it forever, and its connection is
+   * dropped. Default 30000.
+   */
+  readonly queryTimeoutMs?: number;
+  /** Where lost connections are logged (warn). */
+  readonly logger?: Logger;
 }
 
 const num = (v: unknown): number => (v === null || v === undefined ? 0 : Number(v));
@@ -154,13 +174,17 @@ function toUser(r: Record<string, unknown>): UserRecord {
  */
 export async function openPostgresStore(options: PostgresStoreOptions): Promise<Store> {
   const { Pool } = loadOptional<typeof pg>("pg", "the PostgreSQL store");
-  const pool = new Pool({ connectionString: options.url, max: options.poolSize ?? 10 });
+  const common = { connectionString: options.url, connectionTimeoutMillis: 10_000, keepAlive: true, keepAliveInitialDelayMillis: 10_000 };
+  const pool = new Pool({ ...common, max: options.poolSize ?? 10, query_timeout: options.queryTimeoutMs ?? 30_000 });
+  const readPool = new Pool({ ...common, max: options.readPoolSize ?? 2, statement_timeout: options.readStatementTimeoutMs ?? 30_000 });
   // An idle client losing its connection must not crash the process; the next query reconnects.
-  pool.on("error", () => {});
+  const lost = (which: string) => (err: Error) => options.logger?.warn({ err: err.message, code: (err as { code?: string }).code, pool: which }, "PostgreSQL connection lost; the next query reconnects");
+  pool.on("error", lost("main"));
+  readPool.on("error", lost("read"));
   try {
     await migrate(pool);
   } catch (err) {
-    await pool.end();
+    await Promise.all([pool.end(), readPool.end()]);
     throw err;
   }
   let location = options.url;
@@ -175,11 +199,32 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const rowsOf = async (q: pg.Pool | pg.PoolClient, clientId: string): Promise<ConnectionRecord[]> =>
     (await q.query("SELECT * FROM exhook_presence WHERE clientid = $1", [clientId])).rows.map(toRecord);
 
-  // One transaction per event, under a per-client-id lock: read the client's records, apply the rule, write the one record.
-  async function change(conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): Promise<PresenceChange> {
+  /** Runs `fn` in a transaction; a connection that failed is dropped, not returned to the pool. */
+  async function transaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const c = await pool.connect();
+    let failed: Error | undefined;
+    // A checked-out client has no listener of the pool's: without one, the server ending the
+    // connection between two statements (a restart: 57P01) would be an unhandled 'error' event.
+    const onError = (err: Error) => (failed ??= err);
+    c.on("error", onError);
     try {
       await c.query("BEGIN");
+      const result = await fn(c);
+      await c.query("COMMIT");
+      return result;
+    } catch (err) {
+      failed = err as Error;
+      await c.query("ROLLBACK").catch(() => {});
+      throw err;
+    } finally {
+      c.off("error", onError);
+      c.release(failed);
+    }
+  }
+
+  // One transaction per event, under a per-client-id lock: read the client's records, apply the rule, write the one record.
+  function change(conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): Promise<PresenceChange> {
+    return transaction(async (c) => {
       await c.query("SELECT pg_advisory_xact_lock(hashtext($1))", [conn.clientId]);
       const records = await rowsOf(c, conn.clientId);
       const wasOnline = derivePresence(records)?.online ?? false;
@@ -195,14 +240,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       );
       if (i >= 0) records[i] = r;
       else records.push(r);
-      await c.query("COMMIT");
       return { wasOnline, state: derivePresence(records) as PresenceState };
-    } catch (err) {
-      await c.query("ROLLBACK").catch(() => {});
-      throw err;
-    } finally {
-      c.release();
-    }
+    });
   }
 
   let closed = false;
@@ -232,18 +271,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return (await pool.query("SELECT rule FROM exhook_acl_rules ORDER BY position")).rows.map((r) => r["rule"] as unknown);
     },
     async replaceAclRules(rules) {
-      const c = await pool.connect();
-      try {
-        await c.query("BEGIN");
+      await transaction(async (c) => {
         await c.query("DELETE FROM exhook_acl_rules");
         for (let i = 0; i < rules.length; i++) await c.query("INSERT INTO exhook_acl_rules (position, rule) VALUES ($1, $2)", [i + 1, JSON.stringify(rules[i])]);
-        await c.query("COMMIT");
-      } catch (err) {
-        await c.query("ROLLBACK").catch(() => {});
-        throw err;
-      } finally {
-        c.release();
-      }
+      });
     },
     async insertMessages(batch) {
       if (batch.length === 0) return 0;
@@ -267,22 +298,23 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return r.rowCount ?? 0;
     },
     queryMessages(query: MessageQuery) {
-      const desc = query.order !== "asc";
-      return pagedQuery(query, async (prefix, exact, cursor, pageSize) => {
-        const where: string[] = [];
-        const params: unknown[] = [];
-        const p = (v: unknown) => (params.push(v), `$${params.length}`);
-        if (exact) where.push(`topic = ${p(prefix)}`);
-        else if (prefix !== "") where.push(`left(topic, ${p(prefix.length)}) = ${p(prefix)}`);
-        if (query.since !== undefined) where.push(`ts >= ${p(query.since)}`);
-        if (query.until !== undefined) where.push(`ts < ${p(query.until)}`);
-        if (cursor) {
-          const ts = p(cursor.ts);
-          where.push(desc ? `(ts < ${ts} OR (ts = ${ts} AND seq < ${p(cursor.seq)}))` : `(ts > ${ts} OR (ts = ${ts} AND seq > ${p(cursor.seq)}))`);
-        }
-        const dir = desc ? "DESC" : "ASC";
-        const sql = `SELECT * FROM exhook_messages ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY ts ${dir}, seq ${dir} LIMIT ${p(pageSize)}`;
-        return (await pool.query(sql, params)).rows.map(toMessage);
+      const dir = query.order !== "asc" ? "DESC" : "ASC";
+      const cmp = query.order !== "asc" ? "<" : ">";
+      return scanQuery(query, {
+        async candidates(topic, cursor, n) {
+          const where: string[] = [];
+          const params: unknown[] = [];
+          const p = (v: unknown) => (params.push(v), `$${params.length}`);
+          if (topic !== undefined) where.push(`topic = ${p(topic)}`);
+          if (query.since !== undefined) where.push(`ts >= ${p(query.since)}`);
+          if (query.until !== undefined) where.push(`ts < ${p(query.until)}`);
+          if (cursor) where.push(`(ts, seq) ${cmp} (${p(cursor.ts)}, ${p(cursor.seq)})`);
+          const sql = `SELECT seq, ts, topic FROM exhook_messages ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY ts ${dir}, seq ${dir} LIMIT ${p(n)}`;
+          return (await readPool.query(sql, params)).rows.map((r): ScanRow => ({ seq: num(r["seq"]), ts: num(r["ts"]), topic: r["topic"] as string }));
+        },
+        async fetch(seqs) {
+          return (await readPool.query("SELECT * FROM exhook_messages WHERE seq = ANY($1::bigint[])", [seqs])).rows.map(toMessage);
+        },
       });
     },
     presenceConnected(conn, at, reorderWindowMs) {
@@ -294,9 +326,23 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async getPresence(clientId) {
       return derivePresence(await rowsOf(pool, clientId));
     },
-    async listPresence(opts = {}) {
-      const rows = (await pool.query('SELECT * FROM exhook_presence ORDER BY clientid COLLATE "C"')).rows.map(toRecord);
-      return groupPresence(rows, opts.online, opts.limit ?? Number.MAX_SAFE_INTEGER);
+    listPresence(opts = {}) {
+      return scanPresence(opts, {
+        async clientIds(after, n) {
+          const r =
+            after === undefined
+              ? await readPool.query('SELECT DISTINCT clientid COLLATE "C" AS clientid FROM exhook_presence ORDER BY 1 LIMIT $1', [n])
+              : await readPool.query('SELECT DISTINCT clientid COLLATE "C" AS clientid FROM exhook_presence WHERE clientid COLLATE "C" > $1 ORDER BY 1 LIMIT $2', [after, n]);
+          return r.rows.map((row) => row["clientid"] as string);
+        },
+        async rows(first, last) {
+          const r = await readPool.query(
+            'SELECT * FROM exhook_presence WHERE clientid COLLATE "C" >= $1 AND clientid COLLATE "C" <= $2 ORDER BY clientid COLLATE "C"',
+            [first, last],
+          );
+          return r.rows.map(toRecord);
+        },
+      });
     },
     async prunePresence(before) {
       const r = await pool.query(
@@ -306,6 +352,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
         [before],
       );
       return r.rowCount ?? 0;
+    },
+    async ping() {
+      await pool.query("SELECT 1");
     },
     async recordInvalidation(scope, key) {
       const now = Date.now();
@@ -331,13 +380,15 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async close() {
       if (closed) return;
       closed = true;
-      await pool.end();
+      await Promise.all([pool.end(), readPool.end()]);
     },
   };
 }
 
 async function migrate(pool: pg.Pool): Promise<void> {
   const c = await pool.connect();
+  const onError = () => {};
+  c.on("error", onError);
   try {
     await c.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK]);
     try {
@@ -361,6 +412,7 @@ async function migrate(pool: pg.Pool): Promise<void> {
       await c.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK]).catch(() => {});
     }
   } finally {
+    c.off("error", onError);
     c.release();
   }
 }

@@ -1,10 +1,18 @@
 /**
  * The embedded SQLite backend (better-sqlite3): one file under the data directory, created with its
- * schema on first open, WAL journal so readers (the CLI, the HTTP read path) never block the writer.
- * better-sqlite3 is synchronous: each call runs on the event loop, which is fine for the small
- * transactions used here (a batch of a few hundred messages takes a few milliseconds).
+ * schema on first open, WAL journal so readers (the CLI, the read API) never block the writer.
+ *
+ * better-sqlite3 is synchronous: every call blocks the thread it runs on. `openSqliteStore` runs it
+ * on the calling thread (the CLI, scripts, tests); the server uses `openSqliteWorkerStore`
+ * (sqlite-worker-store.ts), which runs this same implementation in worker threads — a connection
+ * for writes, read-only ones for lookups and for scans — so no SQLite call ever runs on the event
+ * loop that answers EMQX. Long reads are made of short statements (see `scanQuery`) with a pause
+ * between them, so a thread serving one never holds anything else up for long.
+ *
+ * The file (and its -wal/-shm companions, which SQLite creates with the file's mode) is 0600 and
+ * its directory 0700 when created here: it holds password hashes and messages.
  */
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import type Database from "better-sqlite3";
 import { connectionKey, type Connection } from "../connection.js";
@@ -13,13 +21,14 @@ import { loadOptional } from "./optional-dependency.js";
 import { SQLITE_OUTBOX_MIGRATION, sqliteOutboxMethods } from "./bridge/sqlite-outbox.js";
 import {
   INVALIDATION_KEEP_MS,
-  groupPresence,
-  pagedQuery,
   parseHeaders,
+  scanPresence,
+  scanQuery,
   type InvalidationRecord,
   type MessageQuery,
   type PresenceChange,
   type PresenceState,
+  type ScanRow,
   type Store,
   type StoredMessage,
   type UserRecord,
@@ -86,13 +95,43 @@ export const MIGRATIONS: readonly string[] = [
    ALTER TABLE users ADD COLUMN hash_format TEXT NOT NULL DEFAULT 'scrypt';`,
   // 5: the bridge outbox (src/usecases/bridge/sqlite-outbox.ts).
   SQLITE_OUTBOX_MIGRATION,
+  // 6: message queries in short statements: a covering index to scan by time and filter topics
+  // without reading rows, and a topic index for filters without wildcards.
+  `CREATE INDEX messages_ts_topic ON messages (ts, seq, topic);
+   CREATE INDEX messages_topic ON messages (topic, ts, seq);
+   DROP INDEX messages_ts;`,
 ];
 
 /** Options of {@link openSqliteStore}. */
 export interface SqliteStoreOptions {
   /** Database file; its directory is created when missing. `":memory:"` for a throwaway store. */
   readonly file: string;
+  /**
+   * Open read-only (no schema creation; writes fail with SQLITE_READONLY). The worker store's read
+   * thread uses it. Default false.
+   */
+  readonly readonly?: boolean;
+  /** How long a statement waits for another connection's write lock, in ms. Default 5000. */
+  readonly busyTimeoutMs?: number;
 }
+
+/** Mode of the database file: it holds password hashes and messages. */
+const FILE_MODE = 0o600;
+
+/** Creates the file 0600 (and its directory 0700) before SQLite opens it; tightens an existing one. */
+function prepareFile(file: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  if (!existsSync(file)) closeSync(openSync(file, "a", FILE_MODE));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+    try {
+      chmodSync(f, FILE_MODE);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+}
+
+const nextTick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 interface MessageRow {
   seq: number;
@@ -168,14 +207,20 @@ const toRecord = (r: PresenceDbRow): ConnectionRecord => ({
  */
 export function openSqliteStore(options: SqliteStoreOptions): Store {
   const Sqlite = loadOptional<typeof Database>("better-sqlite3", "the SQLite store");
-  if (options.file !== ":memory:") mkdirSync(dirname(options.file), { recursive: true });
-  const db = new Sqlite(options.file);
-  db.pragma("journal_mode = WAL");
-  // NORMAL in WAL mode: a commit survives a process kill; only an OS crash/power loss may lose the
-  // last transactions. Writers wait up to 5 s for another process (e.g. the CLI) instead of failing.
-  db.pragma("synchronous = NORMAL");
-  db.pragma("busy_timeout = 5000");
-  migrate(db);
+  const readonly = options.readonly ?? false;
+  if (options.file !== ":memory:" && !readonly) prepareFile(options.file);
+  const db = new Sqlite(options.file, { readonly, fileMustExist: readonly });
+  // Statements wait up to busyTimeoutMs for another connection's lock (the CLI's prune, the other
+  // thread) instead of failing at once; in the worker store they wait off the event loop.
+  db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+  if (readonly) checkVersion(db);
+  else {
+    db.pragma("journal_mode = WAL");
+    // NORMAL in WAL mode: a commit survives a process kill; only an OS crash/power loss may lose
+    // the last transactions.
+    db.pragma("synchronous = NORMAL");
+    migrate(db);
+  }
 
   const getUser = db.prepare<[string], UserRow>("SELECT * FROM users WHERE username = ?");
   const allUsers = db.prepare<[], UserRow>("SELECT * FROM users ORDER BY username");
@@ -197,6 +242,9 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     return n;
   });
   const presenceRows = db.prepare<[string], PresenceDbRow>("SELECT * FROM presence WHERE clientid = ?");
+  const firstClientIds = db.prepare<[number], { clientid: string }>("SELECT DISTINCT clientid FROM presence ORDER BY clientid LIMIT ?");
+  const nextClientIds = db.prepare<[string, number], { clientid: string }>("SELECT DISTINCT clientid FROM presence WHERE clientid > ? ORDER BY clientid LIMIT ?");
+  const presenceRange = db.prepare<[string, string], PresenceDbRow>("SELECT * FROM presence WHERE clientid >= ? AND clientid <= ? ORDER BY clientid");
   const upsertPresence = db.prepare(
     `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, live, connected_at, disconnected_at, reason)
      VALUES (@clientId, @key, @node, @username, @peerhost, @peerport, @sockport, @protocol, @live, @connectedAt, @disconnectedAt, @reason)
@@ -269,25 +317,34 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     },
     queryMessages(query: MessageQuery) {
       const desc = query.order !== "asc";
-      return pagedQuery(query, async (prefix, exact, cursor, pageSize) => {
-        const where: string[] = [];
-        const params: unknown[] = [];
-        if (exact) {
-          where.push("topic = ?");
-          params.push(prefix);
-        } else if (prefix !== "") {
-          where.push("substr(topic, 1, ?) = ?");
-          params.push(prefix.length, prefix);
-        }
-        if (query.since !== undefined) (where.push("ts >= ?"), params.push(query.since));
-        if (query.until !== undefined) (where.push("ts < ?"), params.push(query.until));
-        if (cursor) {
-          where.push(desc ? "(ts < ? OR (ts = ? AND seq < ?))" : "(ts > ? OR (ts = ? AND seq > ?))");
-          params.push(cursor.ts, cursor.ts, cursor.seq);
-        }
-        const sql = `SELECT * FROM messages ${where.length ? "WHERE " + where.join(" AND ") : ""}
-          ORDER BY ts ${desc ? "DESC" : "ASC"}, seq ${desc ? "DESC" : "ASC"} LIMIT ?`;
-        return (db.prepare(sql).all(...params, pageSize) as MessageRow[]).map(toMessage);
+      const dir = desc ? "DESC" : "ASC";
+      const cmp = desc ? "<" : ">";
+      const range = `${query.since !== undefined ? "AND ts >= @since " : ""}${query.until !== undefined ? "AND ts < @until " : ""}`;
+      // Scan by time on the covering index (no row reads), or look a topic up on its index.
+      const scan = (topic: boolean, cursor: boolean) =>
+        db.prepare<Record<string, unknown>, ScanRow>(
+          `SELECT seq, ts, topic FROM messages INDEXED BY ${topic ? "messages_topic" : "messages_ts_topic"}
+           WHERE 1 ${topic ? "AND topic = @topic " : ""}${range}${cursor ? `AND (ts, seq) ${cmp} (@cts, @cseq) ` : ""}
+           ORDER BY ts ${dir}, seq ${dir} LIMIT @n`,
+        );
+      const stmts = new Map<string, Database.Statement<Record<string, unknown>, ScanRow>>();
+      const bySeq = db.prepare<[number], MessageRow>("SELECT * FROM messages WHERE seq = ?");
+      return scanQuery(query, {
+        async candidates(topic, cursor, n) {
+          const key = `${topic !== undefined}|${cursor !== undefined}`;
+          let st = stmts.get(key);
+          if (!st) stmts.set(key, (st = scan(topic !== undefined, cursor !== undefined)));
+          return st.all({ topic, since: query.since, until: query.until, cts: cursor?.ts, cseq: cursor?.seq, n });
+        },
+        async fetch(seqs) {
+          const out: StoredMessage[] = [];
+          for (const seq of seqs) {
+            const r = bySeq.get(seq);
+            if (r) out.push(toMessage(r));
+          }
+          return out;
+        },
+        yield: nextTick,
       });
     },
     async presenceConnected(conn: Connection, at: number, reorderWindowMs: number) {
@@ -299,9 +356,13 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     async getPresence(clientId) {
       return state(clientId);
     },
-    async listPresence(opts = {}) {
-      const rows = db.prepare<[], PresenceDbRow>("SELECT * FROM presence ORDER BY clientid").all().map(toRecord);
-      return groupPresence(rows, opts.online, opts.limit ?? Number.MAX_SAFE_INTEGER);
+    listPresence(opts = {}) {
+      return scanPresence(opts, {
+        clientIds: async (after, n) =>
+          (after === undefined ? firstClientIds.all(n) : nextClientIds.all(after, n)).map((r) => r.clientid),
+        rows: async (first, last) => presenceRange.all(first, last).map(toRecord),
+        yield: nextTick,
+      });
     },
     async prunePresence(before) {
       return db
@@ -311,6 +372,9 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
                AND (p2.live > 0 OR p2.disconnected_at > presence.disconnected_at))`,
         )
         .run(before).changes;
+    },
+    async ping() {
+      db.prepare("SELECT 1").get();
     },
     async recordInvalidation(scope, key) {
       const now = Date.now();
@@ -328,6 +392,15 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       db.close();
     },
   };
+}
+
+/** Refuses a database written by a newer release (the read-only connection cannot migrate). */
+function checkVersion(db: Database.Database): void {
+  const row = db.prepare<[], { version: number }>("SELECT version FROM schema_version").get();
+  const current = row?.version ?? 0;
+  if (current !== MIGRATIONS.length) {
+    throw new Error(`the database schema is version ${current}, this emqx-exhook needs ${MIGRATIONS.length}: open it once read-write to migrate, or upgrade emqx-exhook`);
+  }
 }
 
 function migrate(db: Database.Database): void {

@@ -1,8 +1,9 @@
 /**
  * The use-case stack as a provider module for `emqx-exhook serve` (what `make start` serves):
  * authentication, authorization, message persistence and presence on an embedded SQLite store in
- * `./data` (EXHOOK_DATA_DIR), with the HTTP read path on 127.0.0.1:9010. Serve it from a one-line
- * module of your own:
+ * `./data` (EXHOOK_DATA_DIR); its read API (/messages, /presence, /stats) is served on the server's
+ * operations port, next to /metrics and the probes (127.0.0.1, the ExHook port + 10 unless
+ * `--metrics-port` says otherwise). Serve it from a one-line module of your own:
  *
  * ```js
  * // stack.mjs, then: npx emqx-exhook serve stack.mjs --config exhook.yaml
@@ -28,7 +29,6 @@ export async function stackProvider(setup: ProviderSetup): Promise<Provider> {
   const bridge = stack.bridge;
   if (bridge) setup.addReadinessCheck?.(() => bridge.readiness());
   const users = await stack.store.listUsers();
-  const http = stack.http?.server.address();
   setup.logger.info(
     {
       store: stack.store.kind,
@@ -38,7 +38,7 @@ export async function stackProvider(setup: ProviderSetup): Promise<Provider> {
       aclNoMatch: cfg.acl.noMatch,
       persisting: cfg.persistence.enabled ? cfg.persistence.topics : [],
       ...(bridge ? { bridging: bridge.sinks.map((s) => `${s.name} (${s.kind})`) } : {}),
-      ...(http && typeof http === "object" ? { readApi: `http://${http.address}:${http.port}` } : {}),
+      ...(stack.readApi ? { readApi: `${stack.readApi.paths.join(", ")} on the operations port` } : {}),
     },
     users.length === 0 ? "use-case stack ready; no users yet (add one: emqx-exhook users add <name> --password-stdin)" : "use-case stack ready",
   );

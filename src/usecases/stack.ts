@@ -14,19 +14,34 @@ import { createEmqxNotifier, type EmqxNotifier } from "./emqx-api.js";
 import { createInvalidationHub, type Invalidation, type InvalidationHub } from "./invalidation.js";
 import type { ClusterBus } from "../ops/cluster-bus.js";
 import { DEFAULT_ACL_RULES, configSchema, resolvedStore, type StackConfig } from "./config.js";
-import { createReadServer, type ReadServer } from "./http.js";
+import { createReadApi, type ReadApi } from "./http.js";
 import { createPersistence, type Persistence } from "./persistence.js";
 import { openPostgresStore } from "./pg-store.js";
 import { createStoredPresence, type StoredPresence } from "./presence.js";
 import { openSqliteStore } from "./sqlite-store.js";
+import { openSqliteWorkerStore } from "./sqlite-worker-store.js";
 import type { Store } from "./store.js";
+import { errorText, stderrLogger } from "./store-retry.js";
 import { ExHookConfigError } from "../errors.js";
 
+/** Options of {@link openStore}. */
+export interface OpenStoreOptions {
+  /**
+   * SQLite only: run it in worker threads (`openSqliteWorkerStore`), off the calling thread's event
+   * loop. Default true; the CLI's one-shot commands use false (nothing else waits on them).
+   */
+  readonly worker?: boolean;
+  readonly logger?: Logger;
+}
+
 /** Opens the store the configuration names (creating the schema on first start). */
-export async function openStore(cfg: StackConfig): Promise<Store> {
+export async function openStore(cfg: StackConfig, options: OpenStoreOptions = {}): Promise<Store> {
   const s = resolvedStore(cfg);
-  if (s.kind === "sqlite") return openSqliteStore({ file: s.file });
-  return openPostgresStore({ url: s.url, poolSize: s.poolSize });
+  if (s.kind === "sqlite") {
+    if (options.worker === false) return openSqliteStore({ file: s.file });
+    return openSqliteWorkerStore({ file: s.file, ...(options.logger ? { logger: options.logger } : {}) });
+  }
+  return openPostgresStore({ url: s.url, poolSize: s.poolSize, ...(options.logger ? { logger: options.logger } : {}) });
 }
 
 /** The assembled stack. */
@@ -56,8 +71,8 @@ export interface Stack {
   readonly presence: StoredPresence | undefined;
   /** The bridge to NATS JetStream / RabbitMQ / Redis Streams, when enabled. */
   readonly bridge: Bridge | undefined;
-  /** The HTTP read server, listening, when enabled. */
-  readonly http: ReadServer | undefined;
+  /** The read API (`http.enabled`), served on the server's operations port through `provider.options.ops`. */
+  readonly readApi: ReadApi | undefined;
   /** Counters of every use case. */
   stats(): Record<string, unknown>;
   /** Flushes queued messages, stops the HTTP server and timers, closes the store. Idempotent. */
@@ -66,6 +81,7 @@ export interface Stack {
 
 /** Options of {@link createStack}. */
 export interface StackOptions {
+  /** Where every failure of the use cases is logged. Default: warnings and errors as JSON lines on stderr. */
   readonly logger?: Logger;
   /** Use this store instead of opening the configured one (closed with the stack unless `ownStore` is false). */
   readonly store?: Store;
@@ -185,10 +201,17 @@ export function authenticatorOptions(cfg: StackConfig, store: Store, logger?: Lo
   };
 }
 
-/** Builds the stack from a configuration (see `loadConfig`). Starts the HTTP read server when enabled. */
+/** How long a readiness answer about the store is reused, and how long a ping may take, in ms. */
+const PING_FRESH_MS = 1000;
+const PING_TIMEOUT_MS = 2000;
+
+/**
+ * Builds the stack from a configuration (see `loadConfig`). The provider it returns carries the
+ * read API and a readiness check (the store answers) for the server's operations port.
+ */
 export async function createStack(cfg: StackConfig, options: StackOptions = {}): Promise<Stack> {
-  const { logger } = options;
-  const store = options.store ?? (await openStore(cfg));
+  const logger = options.logger ?? stderrLogger;
+  const store = options.store ?? (await openStore(cfg, { logger }));
   const ownStore = options.store === undefined || options.ownStore !== false;
   const handlers: { -readonly [K in keyof HookHandlers]: HookHandlers[K] } = {};
   let auth: Authenticator | undefined;
@@ -201,7 +224,6 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   let persistence: Persistence | undefined;
   let presence: StoredPresence | undefined;
   let bridge: Bridge | undefined;
-  let http: ReadServer | undefined;
   let refresh: ReturnType<typeof setInterval> | undefined;
   try {
     if (cfg.auth.enabled) {
@@ -252,7 +274,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
           reloadAcl().then(
             // Changed behind our back (not announced): EMQX's cache does not know either.
             (changed) => (changed ? emqx?.notify("rules", "") : undefined),
-            (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded; keeping the previous rules"),
+            (err: unknown) => logger.error({ err: errorText(err) }, "ACL store rules not reloaded; keeping the previous rules"),
           );
         }, cfg.acl.storeRefreshMs);
         refresh.unref();
@@ -284,6 +306,9 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       presence = createStoredPresence({
         store,
         reorderWindowMs: cfg.presence.reorderWindowMs,
+        maxQueueBytes: cfg.presence.maxQueueBytes,
+        retryMaxMs: cfg.presence.retryMaxMs,
+        closeTimeoutMs: cfg.presence.closeTimeoutMs,
         ...(cfg.presence.webhook ? { webhook: cfg.presence.webhook } : {}),
         ...(logger ? { logger } : {}),
       });
@@ -326,24 +351,38 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     ...(bridge ? { bridge: bridge.stats() } : {}),
   });
 
-  if (cfg.http.enabled) {
-    http = createReadServer({
-      store,
-      host: cfg.http.host,
-      port: cfg.http.port,
-      stats,
-      // Make messages accepted so far visible to the reader that asks.
-      ...(persistence ? { beforeQuery: () => (persistence as Persistence).writer.flush() } : {}),
-    });
-    try {
-      await http.listen();
-    } catch (err) {
-      if (refresh) clearInterval(refresh);
-      await hub?.close();
-      if (ownStore) await store.close();
-      throw new ExHookConfigError(`cannot start the HTTP read path on ${cfg.http.host}:${cfg.http.port}: ${(err as Error).message} (set http.port / EXHOOK_HTTP_PORT, or http.enabled: false)`);
-    }
-  }
+  const readApi = cfg.http.enabled
+    ? createReadApi({
+        store,
+        stats,
+        queryTimeoutMs: cfg.http.queryTimeoutMs,
+        maxConcurrentQueries: cfg.http.maxConcurrentQueries,
+        maxResponseBytes: cfg.http.maxResponseBytes,
+        // Make messages accepted so far visible to the reader that asks (without waiting out an outage).
+        ...(persistence ? { beforeQuery: () => (persistence as Persistence).writer.flush(1000) } : {}),
+      })
+    : undefined;
+
+  // Readiness: the store answers a trivial query. Answers are reused for a second, and a probe
+  // that finds a stale answer gets it while a fresh ping runs, so /readyz never waits on a slow store
+  // (except the very first time).
+  let pinged: { at: number; reason: string | undefined } | undefined;
+  let pinging: Promise<void> | undefined;
+  const ping = () =>
+    (pinging ??= Promise.race([
+      store.ping(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS).unref()),
+    ])
+      .then(
+        () => void (pinged = { at: Date.now(), reason: undefined }),
+        (err: unknown) => void (pinged = { at: Date.now(), reason: `store unreachable: ${errorText(err)}` }),
+      )
+      .finally(() => (pinging = undefined)));
+  const notReady = async (): Promise<string | undefined> => {
+    if (!pinged) await ping();
+    else if (Date.now() - pinged.at > PING_FRESH_MS) void ping();
+    return pinged?.reason;
+  };
 
   let closing: Promise<void> | undefined;
   const close = () =>
@@ -351,7 +390,6 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       if (refresh) clearInterval(refresh);
       auth?.close();
       await (hub as InvalidationHub).close();
-      await http?.close();
       await persistence?.close();
       await presence?.close();
       await bridge?.close();
@@ -363,6 +401,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   const provider = defineProvider(auth ? auth.clients.wrap(handlers) : handlers, {
     name: "emqx-exhook-stack",
     ...(cache ? { middleware: [cache.middleware] } : {}),
+    ops: { notReady, ...(readApi ? { http: readApi.http, paths: readApi.paths, perWorkerPaths: ["/stats"] } : {}) },
   });
   const invalidations = hub as InvalidationHub;
   bridge?.start();
@@ -380,7 +419,7 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     persistence,
     presence,
     bridge,
-    http,
+    readApi,
     stats,
     close,
   };

@@ -68,6 +68,33 @@ export interface MessageQuery {
   readonly limit: number;
   /** `"asc"` (oldest first) or `"desc"` (newest first, the default). */
   readonly order?: "asc" | "desc";
+  /**
+   * Stop with a {@link QueryTimeoutError} after this many ms. Default: no limit. A filter with
+   * wildcards is answered by scanning messages by time, so a rare topic over a large table is slow:
+   * the read API sets this (`http.queryTimeoutMs`).
+   */
+  readonly timeoutMs?: number;
+  /** Stop adding messages once their payloads reach this many bytes (the last one included). Default: no limit. */
+  readonly maxBytes?: number;
+}
+
+/** A query stopped by its `timeoutMs`. `code` is `"QUERY_TIMEOUT"` (it survives the SQLite thread). */
+export class QueryTimeoutError extends Error {
+  readonly code = "QUERY_TIMEOUT";
+  constructor(timeoutMs: number, what = "query") {
+    super(`${what} stopped after ${timeoutMs} ms: narrow it (a topic filter without wildcards, since/until, a smaller limit)`);
+    this.name = "QueryTimeoutError";
+  }
+}
+
+/** Options of `Store.listPresence`. */
+export interface PresenceListOptions {
+  /** Only online (`true`) or offline (`false`) clients. */
+  readonly online?: boolean;
+  /** At most this many clients. */
+  readonly limit?: number;
+  /** Stop with a {@link QueryTimeoutError} after this many ms. Default: no limit. */
+  readonly timeoutMs?: number;
 }
 
 /** What a presence event changed. */
@@ -189,7 +216,16 @@ export interface InvalidationRecord {
 /** How long invalidation records are kept (a reader asleep for longer drops everything instead). */
 export const INVALIDATION_KEEP_MS = 24 * 3_600_000;
 
-/** The storage the use cases need. Both backends implement it; methods never block on each other's I/O. */
+/**
+ * The storage the use cases need. Both backends implement it; methods never block on each other's I/O.
+ *
+ * Every method is async and takes and returns plain data only (structured-clone-able: no class
+ * instances, no functions), because the SQLite backend runs in worker threads behind a generic
+ * proxy (`openSqliteWorkerStore`). The name says where a method runs there: `get…` and `ping` are
+ * short reads (a thread of their own), `list…` and `query…` are scans (another, at low priority),
+ * anything else writes (the write thread). Name a new method accordingly: a read-only connection
+ * refuses a write.
+ */
 export interface Store {
   readonly kind: "sqlite" | "postgres";
   /** Where the data is (file path or URL without password), for logs. */
@@ -224,12 +260,16 @@ export interface Store {
   /** Records a `client.disconnected` (`recordDisconnected`). Atomic per client id, whatever the arrival order. */
   presenceDisconnected(conn: Connection, at: number, reason: string): Promise<PresenceChange>;
   getPresence(clientId: string): Promise<PresenceState | undefined>;
-  listPresence(options?: { readonly online?: boolean; readonly limit?: number }): Promise<PresenceState[]>;
+  /** Clients by client id (ascending). */
+  listPresence(options?: PresenceListOptions): Promise<PresenceState[]>;
   /**
    * Deletes records of ended connections (and disconnects still waiting for their connect) that
    * ended before `before` (ms), except the one each offline client is shown with.
    */
   prunePresence(before: number): Promise<number>;
+
+  /** Resolves when the store answers a trivial query (readiness); rejects with the store's error. */
+  ping(): Promise<void>;
 
   /**
    * Bridge outbox: appends a batch in one transaction, applying each sink's bound (`bounds[sink]`;
@@ -288,52 +328,112 @@ export function groupPresence(rows: readonly ConnectionRecord[], online: boolean
   return out;
 }
 
-/**
- * @internal The literal topic prefix of a filter (levels before the first wildcard), used to
- * narrow the SQL scan before the exact MQTT match in JS.
- */
-export function literalPrefix(filter: string): string {
-  const levels = stripShare(filter).split("/");
-  const lit: string[] = [];
-  for (const l of levels) {
-    // No trailing "/": `a/#` also matches `a` itself; the exact match in JS sorts out `ab/...`.
-    if (l === "+" || l === "#") return lit.join("/");
-    lit.push(l);
-  }
-  return lit.join("/");
+/** @internal How a backend feeds {@link scanPresence}. */
+export interface PresenceScanSource {
+  /** Up to `n` distinct client ids greater than `after` (all when undefined), ascending. */
+  clientIds(after: string | undefined, n: number): Promise<string[]>;
+  /** Every row of the client ids from `first` to `last` inclusive, ordered by client id. */
+  rows(first: string, last: string): Promise<ConnectionRecord[]>;
+  yield?(): Promise<void>;
 }
 
-/** @internal A page of raw rows for {@link pagedQuery}, after the cursor `(ts, seq)`. */
-export type MessagePageFetch = (
-  prefix: string,
-  exact: boolean,
-  cursor: { ts: number; seq: number } | undefined,
-  pageSize: number,
-) => Promise<Array<StoredMessage & { seq: number }>>;
+/** Client ids per statement of a presence listing. */
+const PRESENCE_CHUNK = 500;
+
+/** @internal Lists presence in short statements (client ids a chunk at a time), checking `timeoutMs` between them. */
+export async function scanPresence(options: PresenceListOptions, src: PresenceScanSource): Promise<PresenceState[]> {
+  const limit = options.limit ?? Number.MAX_SAFE_INTEGER;
+  const started = Date.now();
+  const timeoutMs = options.timeoutMs ?? Infinity;
+  const out: PresenceState[] = [];
+  let after: string | undefined;
+  while (out.length < limit) {
+    const ids = await src.clientIds(after, PRESENCE_CHUNK);
+    if (ids.length === 0) break;
+    const rows = await src.rows(ids[0] as string, ids[ids.length - 1] as string);
+    out.push(...groupPresence(rows, options.online, limit - out.length));
+    if (ids.length < PRESENCE_CHUNK) break;
+    after = ids[ids.length - 1];
+    if (Date.now() - started >= timeoutMs) throw new QueryTimeoutError(timeoutMs, "presence listing");
+    await src.yield?.();
+  }
+  return out;
+}
+
+/** @internal A row of a message scan: enough to order, filter and page without the payload. */
+export interface ScanRow {
+  readonly seq: number;
+  readonly ts: number;
+  readonly topic: string;
+}
+
+/** @internal How a backend feeds {@link scanQuery}. */
+export interface ScanSource {
+  /**
+   * Up to `n` rows in the query's order (time, then seq), strictly after `cursor`, within
+   * `since`/`until`; only rows whose topic is exactly `topic` when it is given (an index lookup),
+   * else every row (a scan by time). Each call must be short: one bounded statement.
+   */
+  candidates(topic: string | undefined, cursor: { ts: number; seq: number } | undefined, n: number): Promise<ScanRow[]>;
+  /** The full messages of these seqs, in any order (a few at a time: payloads may be large). */
+  fetch(seqs: readonly number[]): Promise<StoredMessage[]>;
+  /** Lets other work of the same thread run between statements (the SQLite threads). Default: none. */
+  yield?(): Promise<void>;
+}
+
+/** Rows examined per statement of a scan. */
+export const SCAN_CHUNK = 2000;
+/** Full messages fetched per statement. */
+const FETCH_GROUP = 10;
 
 /**
- * @internal Runs a message query as keyset-paged scans narrowed by the filter's literal prefix,
- * keeping the rows the filter matches until `limit` is reached.
+ * @internal Runs a message query in short statements: candidate rows (seq, time, topic) in order,
+ * a topic index lookup when the filter has no wildcard, else a scan by time filtered with the exact
+ * MQTT match; then the full messages of the matches, a few at a time, until `limit` (or `maxBytes`
+ * of payload) is reached. `timeoutMs` is checked between statements, so no statement runs long.
  */
-export async function pagedQuery(query: MessageQuery, fetch: MessagePageFetch): Promise<StoredMessage[]> {
+export async function scanQuery(query: MessageQuery, src: ScanSource): Promise<StoredMessage[]> {
   const filter = query.filter ?? "#";
-  const prefix = literalPrefix(filter);
-  const exact = !/(^|\/)[+#](\/|$)/.test(stripShare(filter));
+  const literal = stripShare(filter);
+  const exact = !/(^|\/)[+#](\/|$)/.test(literal);
+  const started = Date.now();
+  const timeoutMs = query.timeoutMs ?? Infinity;
+  const maxBytes = query.maxBytes ?? Infinity;
   const out: StoredMessage[] = [];
+  let bytes = 0;
   let cursor: { ts: number; seq: number } | undefined;
-  const pageSize = Math.min(Math.max(query.limit * 2, 100), 5000);
+  const check = () => {
+    if (Date.now() - started >= timeoutMs) throw new QueryTimeoutError(timeoutMs, "message query");
+  };
   for (;;) {
-    const page = await fetch(prefix, exact, cursor, pageSize);
-    for (const m of page) {
-      if (matchTopic(filter, m.topic)) {
-        const { seq: _seq, ...msg } = m;
+    const want = query.limit - out.length;
+    const n = exact ? Math.min(Math.max(want, 50), SCAN_CHUNK) : SCAN_CHUNK;
+    const rows = await src.candidates(exact ? literal : undefined, cursor, n);
+    const matched: number[] = [];
+    let examined = 0;
+    while (examined < rows.length && matched.length < want) {
+      const r = rows[examined++] as ScanRow;
+      if (exact || matchTopic(filter, r.topic)) matched.push(r.seq);
+    }
+    for (let i = 0; i < matched.length && out.length < query.limit && bytes < maxBytes; i += FETCH_GROUP) {
+      check();
+      const group = matched.slice(i, i + FETCH_GROUP);
+      const got = new Map((await src.fetch(group)).map((m) => [(m as StoredMessage & { seq?: number }).seq ?? -1, m]));
+      for (const seq of group) {
+        const m = got.get(seq);
+        // Deleted meanwhile (retention): skip it.
+        if (!m) continue;
+        const { seq: _seq, ...msg } = m as StoredMessage & { seq?: number };
         out.push(msg);
-        if (out.length >= query.limit) return out;
+        bytes += msg.payload.byteLength;
+        if (out.length >= query.limit || bytes >= maxBytes) break;
       }
     }
-    if (page.length < pageSize) return out;
-    const lastRow = page[page.length - 1] as StoredMessage & { seq: number };
-    cursor = { ts: lastRow.timestamp, seq: lastRow.seq };
+    if (out.length >= query.limit || bytes >= maxBytes || (rows.length < n && examined === rows.length)) return out;
+    const last = rows[examined - 1] as ScanRow;
+    cursor = { ts: last.ts, seq: last.seq };
+    check();
+    await src.yield?.();
   }
 }
 

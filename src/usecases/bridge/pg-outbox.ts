@@ -66,16 +66,24 @@ type OutboxMethods = Pick<
 export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
   async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const c = await pool.connect();
+    let failed: Error | undefined;
+    // A checked-out client has no listener of the pool's: without one, the server ending the
+    // connection between two statements (a restart: 57P01) is an unhandled 'error' that kills the
+    // process. A connection that failed is dropped, not returned to the pool.
+    const onError = (err: Error) => (failed ??= err);
+    c.on("error", onError);
     try {
       await c.query("BEGIN");
       const out = await fn(c);
       await c.query("COMMIT");
       return out;
     } catch (err) {
+      failed ??= err as Error;
       await c.query("ROLLBACK").catch(() => {});
       throw err;
     } finally {
-      c.release();
+      c.off("error", onError);
+      c.release(failed);
     }
   }
 
