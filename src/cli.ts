@@ -18,6 +18,7 @@ import { relayClusterBus } from "./ops/cluster-bus.js";
 import { clusterOpsSource, serveOpsToPrimary, workerOpsInfo } from "./ops/cluster-ops.js";
 import { checkReadyOptions, createOpsServer, type ReadinessCheck } from "./ops/http-probes.js";
 import { createLogger } from "./ops/logger.js";
+import { DEFAULT_HEAP_GROWTH_PERCENT, setHeapGrowthPercent } from "./ops/heap.js";
 import { createMetrics } from "./ops/metrics.js";
 import { ownDir } from "./own-location.js";
 import { loadProviderModule, type ProviderSetup } from "./provider-setup.js";
@@ -165,6 +166,8 @@ async function main(): Promise<void> {
     process.stderr.write(`emqx-exhook: config file ${args.configPath} does not exist (from ${argv.some((a) => a === "--config" || a.startsWith("--config=")) ? "--config" : "EXHOOK_CONFIG"})\n`);
     process.exit(2);
   }
+  // Before anything allocates much (workers parse the same arguments and set it too).
+  setHeapGrowthPercent(args.heapGrowthPercent ?? DEFAULT_HEAP_GROWTH_PERCENT);
   if ((args.workers ?? 1) > 1 && cluster.isPrimary) {
     runPrimary(args);
     return;

@@ -97,6 +97,10 @@ describe("parseArgs", () => {
     expect(thrown(() => parseArgs(["serve", "p.js", "--workers", "2.0"], {})).message).toBe('--workers must be an integer from 1 to 256, got "2.0"');
     expect(thrown(() => parseArgs(["serve", "p.js", "--drain-timeout", "1e4"], {})).message).toBe('--drain-timeout (ms) must be an integer from 0 to 2147483647, got "1e4"');
     expect(parseArgs(["serve", "p.js", "--workers=2", "--drain-timeout=0", "--metrics-port", "9100"], {})).toMatchObject({ workers: 2, drainTimeoutMs: 0, metricsPort: 9100 });
+    expect(parseArgs(["serve", "p.js", "--heap-growth", "100"], { EXHOOK_HEAP_GROWTH: "20" }).heapGrowthPercent).toBe(100);
+    expect(parseArgs(["serve", "p.js"], { EXHOOK_HEAP_GROWTH: "0" }).heapGrowthPercent).toBe(0);
+    expect(parseArgs(["serve", "p.js"], {}).heapGrowthPercent).toBeUndefined();
+    expect(thrown(() => parseArgs(["serve", "p.js", "--heap-growth", "400"], {})).message).toBe('--heap-growth (or EXHOOK_HEAP_GROWTH, a percent) must be an integer from 0 to 300, got "400"');
   });
 
   test("--emqx-version pins the numbering; a value that is no release is refused", () => {
@@ -239,7 +243,7 @@ describe("the CLI as a child process (node <compiled>/src/cli.js)", () => {
     expect(users.stdout).toContain("users remove <name>");
     const serve = await runCli(["serve", "--help"]);
     expect(serve.code).toBe(0);
-    for (const flag of ["--port N", "--host ADDR", "--transport T", "--config FILE", "--metrics-port N", "--ready-when W", "--tls-cert FILE", "--tls-key FILE", "--tls-ca FILE", "--log-level L", "--drain-timeout MS", "--workers N"]) {
+    for (const flag of ["--port N", "--host ADDR", "--transport T", "--config FILE", "--metrics-port N", "--ready-when W", "--tls-cert FILE", "--tls-key FILE", "--tls-ca FILE", "--log-level L", "--drain-timeout MS", "--workers N", "--heap-growth PCT"]) {
       expect(serve.stdout).toContain(flag);
     }
     const none = await runCli([]);

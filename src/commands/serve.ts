@@ -41,6 +41,11 @@ export const SERVE_OPTIONS: Readonly<Record<string, CommandOption>> = {
     value: "V",
     help: "the EMQX 4.x release answered (e.g. 4.3.2): pins the v1 answer numbering (4.3.0-4.3.2\nnumber ResponsedType differently); default: learned from EMQX's OnProviderLoaded",
   },
+  "heap-growth": {
+    type: "string",
+    value: "PCT",
+    help: "let the V8 heap grow PCT percent past what the last full garbage collection kept before\nthe next (env EXHOOK_HEAP_GROWTH; default 50; 0 = V8's own choice, up to 300)",
+  },
   "state-file": {
     type: "string",
     value: "FILE",
@@ -87,6 +92,8 @@ export interface CliArgs {
   readonly workers?: number;
   /** `--emqx-version`: pins the v1 `ResponsedType` numbering; absent = learned. */
   readonly emqxVersion?: string;
+  /** `--heap-growth` / EXHOOK_HEAP_GROWTH: V8 heap growing percent (src/ops/heap.ts); absent = the default. */
+  readonly heapGrowthPercent?: number;
   /** Absolute path of `--state-file` / EXHOOK_STATE_FILE / $EXHOOK_DATA_DIR/exhook-state.json; absent = memory only. */
   readonly stateFile?: string;
 }
@@ -160,6 +167,8 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
     }
     out.emqxVersion = emqxVersion;
   }
+  const heapGrowth = flagOrEnv("heap-growth", "EXHOOK_HEAP_GROWTH");
+  if (heapGrowth !== undefined) out.heapGrowthPercent = parseInteger(heapGrowth, 0, 300, "--heap-growth (or EXHOOK_HEAP_GROWTH, a percent)");
   const stateFile = flagOrEnv("state-file", "EXHOOK_STATE_FILE") ?? (env["EXHOOK_DATA_DIR"] ? join(env["EXHOOK_DATA_DIR"], "exhook-state.json") : undefined);
   if (stateFile !== undefined) out.stateFile = resolve(stateFile);
   return out as CliArgs;
