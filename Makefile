@@ -23,7 +23,7 @@ lint-proto: install
 # Biome (biome.json): lint rules (unused variables/imports/parameters are errors) and the formatter's
 # check; gen/, dist/ and node_modules are left alone. `make format` rewrites the tree.
 lint: install
-	biome ci --formatter-enabled=false .
+	biome ci .
 
 format: install
 	biome format --write .

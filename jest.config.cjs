@@ -7,7 +7,10 @@ module.exports = {
   transform: {
     "^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2022" }, module: { type: "commonjs" } }],
     // jose is ESM only (the product loads it with a dynamic import); jest's CommonJS runtime needs it transformed.
-    "/node_modules/jose/.+\\.js$": ["@swc/jest", { jsc: { parser: { syntax: "ecmascript" }, target: "es2022" }, module: { type: "commonjs" } }],
+    "/node_modules/jose/.+\\.js$": [
+      "@swc/jest",
+      { jsc: { parser: { syntax: "ecmascript" }, target: "es2022" }, module: { type: "commonjs" } },
+    ],
   },
   transformIgnorePatterns: ["/node_modules/(?!jose/)"],
   // Worker threads cannot run TypeScript: globalSetup compiles the sources once, and the module that

@@ -37,7 +37,11 @@ function requests(): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (let c = 0; c < 1000; c++) {
     for (let t = 0; t < 8; t++) {
-      const req = fakeAuthorizeRequest(`t${c % 500}/users/u${c}/d${t}/temp`, t % 2 ? "SUBSCRIBE" : "PUBLISH", { clientid: `c${c}`, username: `u${c}`, peerhost: "10.1.2.3" });
+      const req = fakeAuthorizeRequest(`t${c % 500}/users/u${c}/d${t}/temp`, t % 2 ? "SUBSCRIBE" : "PUBLISH", {
+        clientid: `c${c}`,
+        username: `u${c}`,
+        peerhost: "10.1.2.3",
+      });
       out.push(toBinary(v3.ClientAuthorizeRequestSchema, req));
     }
   }
@@ -48,7 +52,14 @@ function tenantRules(): AclRule[] {
   const rules: AclRule[] = [];
   for (let t = 0; t < 500; t++) {
     for (let k = 0; k < 20; k++) {
-      const topic = k % 4 === 0 ? `t${t}/users/\${username}/d${k % 8}/#` : k % 4 === 1 ? `t${t}/devices/\${clientid}/c${k}` : k % 4 === 2 ? `t${t}/+/s${k}/#` : `t${t}/shared/x${k}`;
+      const topic =
+        k % 4 === 0
+          ? `t${t}/users/\${username}/d${k % 8}/#`
+          : k % 4 === 1
+            ? `t${t}/devices/\${clientid}/c${k}`
+            : k % 4 === 2
+              ? `t${t}/+/s${k}/#`
+              : `t${t}/shared/x${k}`;
       rules.push({ permission: k % 5 === 0 ? "deny" : "allow", topic, ...(k === 3 ? { peerhost: "10.0.0.0/8" } : {}) });
     }
   }
@@ -76,7 +87,13 @@ async function storeProvider(store: Store, withCache: boolean): Promise<Provider
   // Rights kept as one store row per user (a user record is what both backends have): the provider
   // reads it on every call, as a provider backed by a database would.
   for (let c = 0; c < 1000; c++) {
-    await store.putUser({ username: `u${c}`, passwordHash: "$scrypt$x", clientIds: [`t${c % 500}/users/u${c}/#`], createdAt: 0, updatedAt: 0 });
+    await store.putUser({
+      username: `u${c}`,
+      passwordHash: "$scrypt$x",
+      clientIds: [`t${c % 500}/users/u${c}/#`],
+      createdAt: 0,
+      updatedAt: 0,
+    });
   }
   const cache = withCache ? createDecisionCache({ ttlMs: 3_600_000, negativeTtlMs: 3_600_000 }) : undefined;
   return defineProvider(
@@ -170,14 +187,18 @@ async function main(): Promise<void> {
     for (const [label, make, calls] of rows) {
       const rate = await callsPerSecond(await make(), reqs, calls);
       const cached = label.endsWith("+ cache");
-      console.log(`  ${label.padEnd(36)} ${Math.round(rate).toString().padStart(9)} calls/s${cached ? `  (x${(rate / baseline).toFixed(2)} vs no cache)` : ""}`);
+      console.log(
+        `  ${label.padEnd(36)} ${Math.round(rate).toString().padStart(9)} calls/s${cached ? `  (x${(rate / baseline).toFixed(2)} vs no cache)` : ""}`,
+      );
       if (!cached) baseline = rate;
     }
     if (pgUrl) {
       console.log("invalidation latency, instance A announces -> instance B hears (one PostgreSQL)");
       for (const listen of [true, false]) {
         const lat = await invalidationLatency(pgUrl, listen, listen ? 300 : 30);
-        console.log(`  ${(listen ? "LISTEN/NOTIFY (+ 1 s poll)" : "1 s poll only").padEnd(28)} p50 ${pct(lat, 50).toFixed(2)} ms  p99 ${pct(lat, 99).toFixed(2)} ms  max ${(lat.at(-1) as number).toFixed(2)} ms  (${lat.length} announcements)`);
+        console.log(
+          `  ${(listen ? "LISTEN/NOTIFY (+ 1 s poll)" : "1 s poll only").padEnd(28)} p50 ${pct(lat, 50).toFixed(2)} ms  p99 ${pct(lat, 99).toFixed(2)} ms  max ${(lat.at(-1) as number).toFixed(2)} ms  (${lat.length} announcements)`,
+        );
       }
     } else {
       console.log("(set EXHOOK_BENCH_PG_URL for the PostgreSQL rows and the invalidation latency)");

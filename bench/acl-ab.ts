@@ -17,7 +17,14 @@ function tenantRules(): AclRule[] {
   for (let t = 0; t < 500; t++) {
     for (let k = 0; k < 20; k++) {
       const action = k % 3 === 0 ? "publish" : k % 3 === 1 ? "subscribe" : "all";
-      const topic = k % 4 === 0 ? `t${t}/users/\${username}/d${k}/#` : k % 4 === 1 ? `t${t}/devices/\${clientid}/c${k}` : k % 4 === 2 ? `t${t}/+/s${k}/#` : `t${t}/shared/x${k}`;
+      const topic =
+        k % 4 === 0
+          ? `t${t}/users/\${username}/d${k}/#`
+          : k % 4 === 1
+            ? `t${t}/devices/\${clientid}/c${k}`
+            : k % 4 === 2
+              ? `t${t}/+/s${k}/#`
+              : `t${t}/shared/x${k}`;
       r.push({ permission: k % 5 === 0 ? "deny" : "allow", action, topic });
     }
   }
@@ -25,7 +32,8 @@ function tenantRules(): AclRule[] {
   return r;
 }
 
-const wildcardRules = (): AclRule[] => Array.from({ length: 10_000 }, (_, i): AclRule => ({ permission: "allow", action: "all", topic: `+/dev${i}/\${username}/#` }));
+const wildcardRules = (): AclRule[] =>
+  Array.from({ length: 10_000 }, (_, i): AclRule => ({ permission: "allow", action: "all", topic: `+/dev${i}/\${username}/#` }));
 
 function requests(kind: string): AclRequest[] {
   const out: AclRequest[] = [];
@@ -59,7 +67,10 @@ function time(acl: { check(r: AclRequest): unknown }, rs: readonly AclRequest[],
   return Number(process.hrtime.bigint() - t0) / n;
 }
 
-for (const [kind, rules, n] of [["tenants", tenantRules(), 200_000], ["all-wildcard", wildcardRules(), 4000]] as const) {
+for (const [kind, rules, n] of [
+  ["tenants", tenantRules(), 200_000],
+  ["all-wildcard", wildcardRules(), 4000],
+] as const) {
   const rs = requests(kind);
   const a = baseline(rules, "deny");
   const b = compileAcl(rules, "deny", undefined, { denyOverlap: false });
@@ -70,5 +81,7 @@ for (const [kind, rules, n] of [["tenants", tenantRules(), 200_000], ["all-wildc
     ma = Math.min(ma, time(a, rs, n));
     mb = Math.min(mb, time(b, rs, n));
   }
-  console.log(`${kind} (${rules.length} rules): baseline ${ma.toFixed(0)} ns/check, this tree ${mb.toFixed(0)} ns/check (x${(ma / mb).toFixed(2)})`);
+  console.log(
+    `${kind} (${rules.length} rules): baseline ${ma.toFixed(0)} ns/check, this tree ${mb.toFixed(0)} ns/check (x${(ma / mb).toFixed(2)})`,
+  );
 }

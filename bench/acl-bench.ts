@@ -18,7 +18,14 @@ function tenantRules(): AclRule[] {
   for (let t = 0; t < 500; t++) {
     for (let k = 0; k < 20; k++) {
       const action = k % 3 === 0 ? "publish" : k % 3 === 1 ? "subscribe" : "all";
-      const topic = k % 4 === 0 ? `t${t}/users/\${username}/d${k}/#` : k % 4 === 1 ? `t${t}/devices/\${clientid}/c${k}` : k % 4 === 2 ? `t${t}/+/s${k}/#` : `t${t}/shared/x${k}`;
+      const topic =
+        k % 4 === 0
+          ? `t${t}/users/\${username}/d${k}/#`
+          : k % 4 === 1
+            ? `t${t}/devices/\${clientid}/c${k}`
+            : k % 4 === 2
+              ? `t${t}/+/s${k}/#`
+              : `t${t}/shared/x${k}`;
       rules.push({ permission: k % 5 === 0 ? "deny" : "allow", action, topic });
     }
   }

@@ -7,7 +7,18 @@
  */
 import { performance } from "node:perf_hooks";
 import type { Logger } from "../src/index.js";
-import { createForwarder, createNatsSink, createRabbitmqSink, createRedisSink, newOwnerId, openPostgresStore, openSqliteStore, sinkSchema, type Sink, type SinkConfig } from "../src/usecases/index.js";
+import {
+  createForwarder,
+  createNatsSink,
+  createRabbitmqSink,
+  createRedisSink,
+  newOwnerId,
+  openPostgresStore,
+  openSqliteStore,
+  sinkSchema,
+  type Sink,
+  type SinkConfig,
+} from "../src/usecases/index.js";
 
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -15,9 +26,16 @@ async function main(): Promise<void> {
   const [sinkJson, outbox, rowsArg] = process.argv.slice(2) as [string, string, string];
   const rows = Number(rowsArg);
   const cfg = sinkSchema.parse(JSON.parse(sinkJson)) as SinkConfig;
-  const store = outbox.startsWith("postgres") ? await openPostgresStore({ url: outbox, poolSize: 4 }) : openSqliteStore({ file: outbox.replace(/^sqlite:/, "") });
+  const store = outbox.startsWith("postgres")
+    ? await openPostgresStore({ url: outbox, poolSize: 4 })
+    : openSqliteStore({ file: outbox.replace(/^sqlite:/, "") });
   const events = { status() {} };
-  const sink: Sink = cfg.kind === "nats" ? createNatsSink(cfg, events) : cfg.kind === "rabbitmq" ? createRabbitmqSink(cfg, events) : createRedisSink(cfg, events);
+  const sink: Sink =
+    cfg.kind === "nats"
+      ? createNatsSink(cfg, events)
+      : cfg.kind === "rabbitmq"
+        ? createRabbitmqSink(cfg, events)
+        : createRedisSink(cfg, events);
   await sink.connect();
   const fwd = createForwarder({
     sink,
@@ -44,7 +62,16 @@ async function main(): Promise<void> {
   await sink.close();
   await store.close();
   const st = fwd.stats();
-  process.stdout.write(JSON.stringify({ delivered: st.delivered, seconds, cpuMs: (cpu.user + cpu.system) / 1000, batches: st.batches, unreachable: st.unreachable, rejected: st.rejected }) + "\n");
+  process.stdout.write(
+    JSON.stringify({
+      delivered: st.delivered,
+      seconds,
+      cpuMs: (cpu.user + cpu.system) / 1000,
+      batches: st.batches,
+      unreachable: st.unreachable,
+      rejected: st.rejected,
+    }) + "\n",
+  );
 }
 
 main().catch((err: unknown) => {

@@ -27,8 +27,15 @@ async function main(): Promise<void> {
   let store: Store | undefined;
   let handler: HookHandler<"onMessagePublish">;
   if (mode === "on") {
-    store = outbox.startsWith("postgres") ? await openPostgresStore({ url: outbox, poolSize: 4 }) : openSqliteStore({ file: outbox.replace(/^sqlite:/, "") });
-    const cfg = parseConfig({ bridge: { enabled: true, sinks: [{ name: "bench", kind: "redis", url: engineUrl, stream: process.env["BENCH_BRIDGE_KEY"] ?? "bench:hook", maxLen: 100_000 }] } });
+    store = outbox.startsWith("postgres")
+      ? await openPostgresStore({ url: outbox, poolSize: 4 })
+      : openSqliteStore({ file: outbox.replace(/^sqlite:/, "") });
+    const cfg = parseConfig({
+      bridge: {
+        enabled: true,
+        sinks: [{ name: "bench", kind: "redis", url: engineUrl, stream: process.env["BENCH_BRIDGE_KEY"] ?? "bench:hook", maxLen: 100_000 }],
+      },
+    });
     bridge = createBridge({ config: cfg.bridge, store, logger: silent });
     const inner = (bridge.handlers.onMessagePublish as { handler: HookHandler<"onMessagePublish"> }).handler;
     handler = (req, ctx) => {
@@ -43,7 +50,12 @@ async function main(): Promise<void> {
       return k;
     };
   }
-  const server = createExHookServer({ provider: defineProvider({ onMessagePublish: handler }, { name: `bridge-${mode}` }), port: 0, host: "127.0.0.1", logger: silent });
+  const server = createExHookServer({
+    provider: defineProvider({ onMessagePublish: handler }, { name: `bridge-${mode}` }),
+    port: 0,
+    host: "127.0.0.1",
+    logger: silent,
+  });
   const addr = await server.listen();
   const cpuAtReady = process.cpuUsage();
   const cpuSince = () => {
@@ -60,7 +72,15 @@ async function main(): Promise<void> {
         while (Date.now() < until && ((await bridge.outboxStats())[0]?.pending ?? 0) > 0) await new Promise((r) => setTimeout(r, 50));
         await bridge.close();
         const st = bridge.stats();
-        process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince(), writer: st.writer, forwarder: st.sinks["bench"], outbox: await store?.outboxStats() }) + "\n");
+        process.stdout.write(
+          JSON.stringify({
+            calls: n,
+            cpuMs: cpuSince(),
+            writer: st.writer,
+            forwarder: st.sinks["bench"],
+            outbox: await store?.outboxStats(),
+          }) + "\n",
+        );
         await store?.close();
       } else process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince() }) + "\n");
       process.exit(0);

@@ -22,12 +22,24 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { performance } from "node:perf_hooks";
 import pg from "pg";
-import { compileTemplate, openPostgresStore, openSqliteStore, sinkSchema, type OutboxEntry, type SinkConfig, type Store } from "../src/usecases/index.js";
+import {
+  compileTemplate,
+  openPostgresStore,
+  openSqliteStore,
+  sinkSchema,
+  type OutboxEntry,
+  type SinkConfig,
+  type Store,
+} from "../src/usecases/index.js";
 import { keyHash } from "../src/usecases/bridge/outbox-shared.js";
 import { median, writeFrames } from "./run.js";
 
 const env = process.env;
-const list = (v: string | undefined, d: string) => (v?.trim() ? v : d).split(",").map((s) => s.trim()).filter(Boolean);
+const list = (v: string | undefined, d: string) =>
+  (v?.trim() ? v : d)
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 const ROWS = Number(env["BENCH_BRIDGE_ROWS"] ?? 40_000);
 const SINKS = list(env["BENCH_BRIDGE_SINKS"], "nats,redis,rabbitmq");
 const STORES = list(env["BENCH_BRIDGE_STORES"], "sqlite,postgres");
@@ -50,7 +62,10 @@ const RUN = `${process.pid}_${Math.random().toString(36).slice(2, 6)}`;
 function reachable(url: string): Promise<boolean> {
   const u = new URL(url);
   return new Promise((resolve) => {
-    const s = net.connect(Number(u.port) || { nats: 4222, amqp: 5672, redis: 6379, postgres: 5432 }[u.protocol.replace(/s?:$/, "")] || 0, u.hostname);
+    const s = net.connect(
+      Number(u.port) || { nats: 4222, amqp: 5672, redis: 6379, postgres: 5432 }[u.protocol.replace(/s?:$/, "")] || 0,
+      u.hostname,
+    );
     s.once("connect", () => (s.destroy(), resolve(true)));
     s.once("error", () => resolve(false));
     s.setTimeout(2000, () => (s.destroy(), resolve(false)));
@@ -62,7 +77,11 @@ async function freshOutbox(kind: string, n: number): Promise<{ spec: string; ope
   if (kind === "sqlite") {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "exhook-bench-bridge-"));
     const file = path.join(dir, "outbox.db");
-    return { spec: `sqlite:${file}`, open: async () => openSqliteStore({ file }), drop: async () => fs.rmSync(dir, { recursive: true, force: true }) };
+    return {
+      spec: `sqlite:${file}`,
+      open: async () => openSqliteStore({ file }),
+      drop: async () => fs.rmSync(dir, { recursive: true, force: true }),
+    };
   }
   const db = `bench_bridge_${RUN}_${n}`;
   const admin = new pg.Client({ connectionString: PG_URL });
@@ -87,12 +106,20 @@ async function freshOutbox(kind: string, n: number): Promise<{ spec: string; ope
 function sinkFor(kind: string, n: number): { cfg: SinkConfig; cleanup: () => Promise<void> } {
   const id = `benchbr_${RUN}_${n}`;
   if (kind === "nats") {
-    const cfg = sinkSchema.parse({ name: "bench", kind, servers: [URLS["nats"]], subject: `${id}.\${topic}`, stream: { name: id.toUpperCase(), subjects: [`${id}.>`], storage: "file" } }) as SinkConfig;
+    const cfg = sinkSchema.parse({
+      name: "bench",
+      kind,
+      servers: [URLS["nats"]],
+      subject: `${id}.\${topic}`,
+      stream: { name: id.toUpperCase(), subjects: [`${id}.>`], storage: "file" },
+    }) as SinkConfig;
     return {
       cfg,
       async cleanup() {
         const t = require("@nats-io/transport-node") as { connect(o: object): Promise<{ close(): Promise<void> }> };
-        const j = require("@nats-io/jetstream") as { jetstreamManager(nc: unknown): Promise<{ streams: { delete(n: string): Promise<boolean> } }> };
+        const j = require("@nats-io/jetstream") as {
+          jetstreamManager(nc: unknown): Promise<{ streams: { delete(n: string): Promise<boolean> } }>;
+        };
         const nc = await t.connect({ servers: [URLS["nats"]] });
         await (await j.jetstreamManager(nc)).streams.delete(id.toUpperCase()).catch(() => false);
         await nc.close();
@@ -100,11 +127,22 @@ function sinkFor(kind: string, n: number): { cfg: SinkConfig; cleanup: () => Pro
     };
   }
   if (kind === "rabbitmq") {
-    const cfg = sinkSchema.parse({ name: "bench", kind, url: URLS["rabbitmq"], exchange: id, queue: { name: id, bindingKey: "#" } }) as SinkConfig;
+    const cfg = sinkSchema.parse({
+      name: "bench",
+      kind,
+      url: URLS["rabbitmq"],
+      exchange: id,
+      queue: { name: id, bindingKey: "#" },
+    }) as SinkConfig;
     return {
       cfg,
       async cleanup() {
-        const amqp = require("amqplib") as { connect(u: string): Promise<{ createChannel(): Promise<{ deleteQueue(q: string): Promise<unknown>; deleteExchange(e: string): Promise<unknown> }>; close(): Promise<void> }> };
+        const amqp = require("amqplib") as {
+          connect(u: string): Promise<{
+            createChannel(): Promise<{ deleteQueue(q: string): Promise<unknown>; deleteExchange(e: string): Promise<unknown> }>;
+            close(): Promise<void>;
+          }>;
+        };
         const c = await amqp.connect(URLS["rabbitmq"] as string);
         const ch = await c.createChannel();
         await ch.deleteQueue(id);
@@ -143,7 +181,17 @@ async function prefill(store: Store, cfg: SinkConfig): Promise<number> {
         khash: keyHash(client),
         dest: tpl({ topic, clientid: client, username: "u", node: "emqx@10.0.0.1", hook: "message.publish", qos: "1" }),
         payload,
-        headers: { id: String(j), hook: "message.publish", topic, qos: "1", clientid: client, username: "u", node: "emqx@10.0.0.1", timestamp: String(Date.now()), "message-id": String(j) },
+        headers: {
+          id: String(j),
+          hook: "message.publish",
+          topic,
+          qos: "1",
+          clientid: client,
+          username: "u",
+          node: "emqx@10.0.0.1",
+          timestamp: String(Date.now()),
+          "message-id": String(j),
+        },
         createdAt: Date.now(),
       });
     }
@@ -170,7 +218,11 @@ async function forwardRun(sinkKind: string, storeKind: string, n: number): Promi
     const store = await outbox.open();
     const prefillPerSecond = await prefill(store, cfg);
     await store.close();
-    const r = spawnSync("taskset", ["-c", SERVER_CPU, process.execPath, path.join(BUILD, "bridge-forward.js"), JSON.stringify(cfg), outbox.spec, String(ROWS)], { encoding: "utf8", cwd: ROOT, timeout: 400_000 });
+    const r = spawnSync(
+      "taskset",
+      ["-c", SERVER_CPU, process.execPath, path.join(BUILD, "bridge-forward.js"), JSON.stringify(cfg), outbox.spec, String(ROWS)],
+      { encoding: "utf8", cwd: ROOT, timeout: 400_000 },
+    );
     if (r.status !== 0) return `forwarder failed: ${r.stderr.slice(-500)}`;
     const out = JSON.parse(r.stdout.trim().split("\n").pop() as string) as { delivered: number; seconds: number; cpuMs: number };
     return {
@@ -191,21 +243,41 @@ async function forwardRun(sinkKind: string, storeKind: string, n: number): Promi
 async function hookRound(mode: string, outboxKind: string, n: number, frame: string): Promise<Record<string, unknown>> {
   const outbox = mode === "on" ? await freshOutbox(outboxKind, 1000 + n) : undefined;
   const key = `benchbr_hook_${RUN}_${n}`;
-  const child = spawn("taskset", ["-c", SERVER_CPU, process.execPath, path.join(BUILD, "bridge-server.js"), mode, URLS["redis"] as string, outbox?.spec ?? "-"], {
-    cwd: ROOT,
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...env, BENCH_BRIDGE_KEY: key },
-  });
+  const child = spawn(
+    "taskset",
+    ["-c", SERVER_CPU, process.execPath, path.join(BUILD, "bridge-server.js"), mode, URLS["redis"] as string, outbox?.spec ?? "-"],
+    {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...env, BENCH_BRIDGE_KEY: key },
+    },
+  );
   let out = "";
   child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
     const t = setInterval(() => {
       const m = /READY (\d+)/.exec(out);
-      if (m) (clearInterval(t), resolve(Number(m[1])));
+      if (m) clearInterval(t), resolve(Number(m[1]));
     }, 20);
     child.once("exit", (code) => (clearInterval(t), reject(new Error(`bridge-server ${mode} exited with ${code}`))));
   });
-  const r = spawnSync("taskset", ["-c", CLIENT_CPU, process.execPath, path.join(BUILD, "openloop.js"), `http://127.0.0.1:${port}`, "/emqx.exhook.v3.HookProvider/OnMessagePublish", frame, String(RATE), String(OPEN_SECONDS), "2", "8"], { encoding: "utf8" });
+  const r = spawnSync(
+    "taskset",
+    [
+      "-c",
+      CLIENT_CPU,
+      process.execPath,
+      path.join(BUILD, "openloop.js"),
+      `http://127.0.0.1:${port}`,
+      "/emqx.exhook.v3.HookProvider/OnMessagePublish",
+      frame,
+      String(RATE),
+      String(OPEN_SECONDS),
+      "2",
+      "8",
+    ],
+    { encoding: "utf8" },
+  );
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.kill("SIGTERM");
   await exited;
@@ -244,11 +316,18 @@ async function main(): Promise<void> {
     }
   }
 
-  const hook: Record<string, { rounds: Array<Record<string, unknown>>; p50Ms: number; p99Ms: number; p999Ms: number; cpuUsPerCall: number }> = {};
+  const hook: Record<
+    string,
+    { rounds: Array<Record<string, unknown>>; p50Ms: number; p99Ms: number; p999Ms: number; cpuUsPerCall: number }
+  > = {};
   if (env["BENCH_BRIDGE_HOOK"] === "0") skipped.push("hook latency rows (BENCH_BRIDGE_HOOK=0)");
   else if (up["redis"]) {
     const frames = writeFrames(fs.mkdtempSync(path.join(os.tmpdir(), "exhook-bench-frames-")));
-    const modes: Array<[string, string, string]> = [["off", "off", "-"], ["on-sqlite", "on", "sqlite"], ...(up["postgres"] && STORES.includes("postgres") ? ([["on-postgres", "on", "postgres"]] as Array<[string, string, string]>) : [])];
+    const modes: Array<[string, string, string]> = [
+      ["off", "off", "-"],
+      ["on-sqlite", "on", "sqlite"],
+      ...(up["postgres"] && STORES.includes("postgres") ? ([["on-postgres", "on", "postgres"]] as Array<[string, string, string]>) : []),
+    ];
     for (let round = 0; round < ROUNDS; round++) {
       for (const [label, mode, outboxKind] of modes) {
         process.stderr.write(`bridge bench: hook at ${RATE}/s, bridging ${label}, round ${round + 1}/${ROUNDS}...\n`);
@@ -269,16 +348,26 @@ async function main(): Promise<void> {
     }
   } else skipped.push("Redis not reachable: no hook latency rows");
 
-  const lines = ["", "| sink | outbox | forwarded msg/s (1 core, confirms) | msg per CPU-second | outbox append rows/s (prefill) |", "|---|---|---|---|---|"];
+  const lines = [
+    "",
+    "| sink | outbox | forwarded msg/s (1 core, confirms) | msg per CPU-second | outbox append rows/s (prefill) |",
+    "|---|---|---|---|---|",
+  ];
   for (const f of forward) {
     if ("error" in f) lines.push(`| ${f.sink} | ${f.store} | error: ${f.error} | | |`);
     else lines.push(`| ${f.sink} | ${f.store} | ${f.perSecond} | ${f.perCpuSecond} | ${f.prefillPerSecond} |`);
   }
-  lines.push("", `| publish hook at ${RATE}/s | p50 ms | p99 ms | p99.9 ms | p99 − off | server CPU µs per call (incl. commit + forward) |`, "|---|---|---|---|---|---|");
+  lines.push(
+    "",
+    `| publish hook at ${RATE}/s | p50 ms | p99 ms | p99.9 ms | p99 − off | server CPU µs per call (incl. commit + forward) |`,
+    "|---|---|---|---|---|---|",
+  );
   const off = hook["off"]?.p99Ms ?? NaN;
   for (const [label, h] of Object.entries(hook)) {
     const diff = label === "off" ? "" : `${h.p99Ms - off >= 0 ? "+" : ""}${(h.p99Ms - off).toFixed(2)} ms`;
-    lines.push(`| bridging ${label} | ${h.p50Ms.toFixed(2)} | ${h.p99Ms.toFixed(2)} | ${h.p999Ms.toFixed(2)} | ${diff} | ${h.cpuUsPerCall} |`);
+    lines.push(
+      `| bridging ${label} | ${h.p50Ms.toFixed(2)} | ${h.p99Ms.toFixed(2)} | ${h.p999Ms.toFixed(2)} | ${diff} | ${h.cpuUsPerCall} |`,
+    );
   }
   for (const s of skipped) lines.push(`skipped: ${s}`);
   process.stdout.write(lines.join("\n") + "\n");
@@ -291,7 +380,16 @@ async function main(): Promise<void> {
         node: process.version,
         cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
         loadAverageAtEnd: os.loadavg(),
-        params: { rows: ROWS, rate: RATE, rounds: ROUNDS, openSeconds: OPEN_SECONDS, serverCpu: SERVER_CPU, clientCpu: CLIENT_CPU, urls: URLS, pg: PG_URL.replace(/:[^:@/]*@/, ":***@") },
+        params: {
+          rows: ROWS,
+          rate: RATE,
+          rounds: ROUNDS,
+          openSeconds: OPEN_SECONDS,
+          serverCpu: SERVER_CPU,
+          clientCpu: CLIENT_CPU,
+          urls: URLS,
+          pg: PG_URL.replace(/:[^:@/]*@/, ":***@"),
+        },
         forward,
         hook,
         skipped,

@@ -55,11 +55,33 @@ interface Running {
 function startServer(tree: Tree, transport: string, tmp: string): Promise<Running> {
   const provider = path.join(tmp, `hang-${tree.label.replace(/\W/g, "_")}.js`);
   // Never answers: every answer is the fallback (deny), sent when the budget under the deadline ends.
-  fs.writeFileSync(provider, `const { defineProvider } = require(${JSON.stringify(path.join(tree.dir, "src", "index.js"))});\nmodule.exports = defineProvider({ onClientAuthenticate: () => new Promise(() => {}) });\n`);
-  const child = spawn("taskset", ["-c", SERVER_CPU, process.execPath, path.join(tree.dir, "src", "cli.js"), "serve", provider, "--port", "0", "--host", "127.0.0.1", "--transport", transport, "--log-level", "silent"], {
-    stdio: ["ignore", "pipe", "inherit"],
-    env: { ...env, NODE_PATH: path.join(ROOT, "node_modules") },
-  });
+  fs.writeFileSync(
+    provider,
+    `const { defineProvider } = require(${JSON.stringify(path.join(tree.dir, "src", "index.js"))});\nmodule.exports = defineProvider({ onClientAuthenticate: () => new Promise(() => {}) });\n`,
+  );
+  const child = spawn(
+    "taskset",
+    [
+      "-c",
+      SERVER_CPU,
+      process.execPath,
+      path.join(tree.dir, "src", "cli.js"),
+      "serve",
+      provider,
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--transport",
+      transport,
+      "--log-level",
+      "silent",
+    ],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: { ...env, NODE_PATH: path.join(ROOT, "node_modules") },
+    },
+  );
   return new Promise((resolve, reject) => {
     let out = "";
     child.stdout?.on("data", (c: Buffer) => {
@@ -84,7 +106,13 @@ function call(session: http2.ClientHttp2Session, frame: Buffer): Promise<{ ms: n
   const start = performance.now();
   return new Promise((resolve) => {
     let status: string | undefined;
-    const req = session.request({ ":method": "POST", ":path": "/emqx.exhook.v3.HookProvider/OnClientAuthenticate", "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": `${DEADLINE_MS}m` });
+    const req = session.request({
+      ":method": "POST",
+      ":path": "/emqx.exhook.v3.HookProvider/OnClientAuthenticate",
+      "content-type": "application/grpc+proto",
+      te: "trailers",
+      "grpc-timeout": `${DEADLINE_MS}m`,
+    });
     req.on("response", (h) => (status = (h["grpc-status"] as string | undefined) ?? status));
     req.on("trailers", (t) => (status = t["grpc-status"] as string | undefined));
     req.on("data", () => {});
@@ -111,7 +139,15 @@ function summarize(samples: Array<{ ms: number; ok: boolean; status: string }>):
   for (const s of samples) statuses[s.status] = (statuses[s.status] ?? 0) + 1;
   const late = samples.filter((s) => !s.ok || s.ms > DEADLINE_MS).length;
   const q = (p: number) => Math.round((ms[Math.min(ms.length - 1, Math.floor(p * ms.length))] ?? 0) * 10) / 10;
-  return { statuses, calls: samples.length, late, lateShare: Math.round((late / samples.length) * 1000) / 10, p50: q(0.5), p99: q(0.99), max: Math.round((ms[ms.length - 1] ?? 0) * 10) / 10 };
+  return {
+    statuses,
+    calls: samples.length,
+    late,
+    lateShare: Math.round((late / samples.length) * 1000) / 10,
+    p50: q(0.5),
+    p99: q(0.99),
+    max: Math.round((ms[ms.length - 1] ?? 0) * 10) / 10,
+  };
 }
 
 async function measure(port: number): Promise<{ sequential: Result; concurrent: Result }> {
@@ -127,7 +163,8 @@ async function measure(port: number): Promise<{ sequential: Result; concurrent: 
   body.copy(frame, 5);
   // Warm-up (connections, JIT of both the one-call and the burst paths), not counted.
   await Promise.all(sessions.map((s) => call(s, frame)));
-  for (let b = 0; b < 5; b++) await Promise.all(Array.from({ length: BURST }, (_, i) => call(sessions[i % 8] as http2.ClientHttp2Session, frame)));
+  for (let b = 0; b < 5; b++)
+    await Promise.all(Array.from({ length: BURST }, (_, i) => call(sessions[i % 8] as http2.ClientHttp2Session, frame)));
   const seq: Array<{ ms: number; ok: boolean; status: string }> = [];
   for (let i = 0; i < SEQUENTIAL; i++) seq.push(await call(sessions[i % 8] as http2.ClientHttp2Session, frame));
   const conc: Array<{ ms: number; ok: boolean; status: string }> = [];
@@ -159,8 +196,14 @@ async function main(): Promise<void> {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
   const when = new Date().toISOString();
-  process.stdout.write(`deadline 100 ms, server on CPU ${SERVER_CPU} with a spinner, ${os.loadavg()[0]?.toFixed(1)} load average at the end\n`);
-  process.stdout.write("| build | transport | sequential late | p50 / p99 / max ms | concurrent (bursts of " + BURST + ") late | p50 / p99 / max ms |\n|---|---|---|---|---|---|\n");
+  process.stdout.write(
+    `deadline 100 ms, server on CPU ${SERVER_CPU} with a spinner, ${os.loadavg()[0]?.toFixed(1)} load average at the end\n`,
+  );
+  process.stdout.write(
+    "| build | transport | sequential late | p50 / p99 / max ms | concurrent (bursts of " +
+      BURST +
+      ") late | p50 / p99 / max ms |\n|---|---|---|---|---|---|\n",
+  );
   for (const r of rows) {
     process.stdout.write(
       `| ${r.build} | ${r.transport} | ${r.sequential.lateShare}% (${r.sequential.late}/${r.sequential.calls}) | ${r.sequential.p50} / ${r.sequential.p99} / ${r.sequential.max} | ` +
@@ -168,7 +211,10 @@ async function main(): Promise<void> {
     );
   }
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(OUT, `${JSON.stringify({ when, deadlineMs: DEADLINE_MS, serverCpu: SERVER_CPU, loadavg: os.loadavg(), rows }, null, 2)}\n`);
+  fs.writeFileSync(
+    OUT,
+    `${JSON.stringify({ when, deadlineMs: DEADLINE_MS, serverCpu: SERVER_CPU, loadavg: os.loadavg(), rows }, null, 2)}\n`,
+  );
 }
 
 void main().catch((err: unknown) => {

@@ -26,7 +26,8 @@ async function main(): Promise<void> {
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < n; i += 64) {
       const batch: Array<Promise<unknown>> = [];
-      for (let j = 0; j < 64; j++) batch.push(rpc === "publish" ? client.onMessagePublish(pub, opts) : client.onClientAuthenticate(auth, opts));
+      for (let j = 0; j < 64; j++)
+        batch.push(rpc === "publish" ? client.onMessagePublish(pub, opts) : client.onClientAuthenticate(auth, opts));
       await Promise.all(batch);
     }
     return Number(process.hrtime.bigint() - t0) / n / 1000;
@@ -39,7 +40,9 @@ async function main(): Promise<void> {
       const bare = await time(clients.bare, rpc, calls);
       const embedded = await time(clients.embedded, rpc, calls);
       ratios.push(embedded / bare);
-      process.stdout.write(`${rpc} round ${r + 1}: bare ${bare.toFixed(1)} µs/call, embedded ${embedded.toFixed(1)} µs/call, embedded ÷ bare ${(embedded / bare).toFixed(3)}\n`);
+      process.stdout.write(
+        `${rpc} round ${r + 1}: bare ${bare.toFixed(1)} µs/call, embedded ${embedded.toFixed(1)} µs/call, embedded ÷ bare ${(embedded / bare).toFixed(3)}\n`,
+      );
     }
     ratios.sort((a, b) => a - b);
     process.stdout.write(`${rpc}: median embedded ÷ bare time per call ${ratios[Math.floor(ratios.length / 2)]?.toFixed(3)}\n`);

@@ -38,7 +38,14 @@ export function authenticate(username: string, password: string): boolean {
 /** The publish request the load generators send (~200-byte payload, EMQX client headers, user props). */
 export function publishRequest(): v3.MessagePublishRequest {
   const payload = new TextEncoder().encode(
-    JSON.stringify({ device: "thermo-0042", room: "room1", seq: 123456, readings: Array.from({ length: 12 }, (_, i) => 20 + i / 10), unit: "C", ok: true }).padEnd(200, " "),
+    JSON.stringify({
+      device: "thermo-0042",
+      room: "room1",
+      seq: 123456,
+      readings: Array.from({ length: 12 }, (_, i) => 20 + i / 10),
+      unit: "C",
+      ok: true,
+    }).padEnd(200, " "),
   );
   return create(v3.MessagePublishRequestSchema, {
     message: {

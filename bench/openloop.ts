@@ -29,7 +29,13 @@ export interface OpenLoopResult {
 const MAX_IN_FLIGHT = 20_000;
 
 /** Runs one open-loop phase and resolves with its numbers (warm-up phases are discarded by the caller). */
-export function openLoop(sessions: http2.ClientHttp2Session[], path: string, frame: Buffer, rate: number, seconds: number): Promise<OpenLoopResult> {
+export function openLoop(
+  sessions: http2.ClientHttp2Session[],
+  path: string,
+  frame: Buffer,
+  rate: number,
+  seconds: number,
+): Promise<OpenLoopResult> {
   const hist = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
   const headers: http2.OutgoingHttpHeaders = {
     ":method": "POST",
@@ -112,12 +118,14 @@ export function openLoop(sessions: http2.ClientHttp2Session[], path: string, fra
 /** Opens `n` h2c connections and waits until all are connected. */
 export async function connectAll(url: string, n: number): Promise<http2.ClientHttp2Session[]> {
   return Promise.all(
-    Array.from({ length: n }, () =>
-      new Promise<http2.ClientHttp2Session>((resolve, reject) => {
-        const s = http2.connect(url, { settings: { enablePush: false } });
-        s.once("connect", () => resolve(s));
-        s.once("error", reject);
-      }),
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<http2.ClientHttp2Session>((resolve, reject) => {
+          const s = http2.connect(url, { settings: { enablePush: false } });
+          s.once("connect", () => resolve(s));
+          s.once("error", reject);
+        }),
     ),
   );
 }

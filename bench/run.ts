@@ -21,7 +21,11 @@ import { createEmqxLikeClient } from "../src/testing/emqx-client.js";
 import { authenticateRequest, publishRequest } from "./logic.js";
 
 const env = process.env;
-const list = (v: string | undefined, d: string) => (v?.trim() ? v : d).split(",").map((s) => s.trim()).filter(Boolean);
+const list = (v: string | undefined, d: string) =>
+  (v?.trim() ? v : d)
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 const SERVERS = list(env["BENCH_SERVERS"], "native,connect,connect-bare,grpc-js,floor,embedded,grpcio-python");
 const DURATION = Number(env["BENCH_DURATION"] ?? 4);
 const WARMUP = Number(env["BENCH_WARMUP"] ?? 1);
@@ -39,8 +43,18 @@ const BUILD = __dirname;
 
 /** The two calls measured. */
 export const RPCS = [
-  { name: "publish", path: "/emqx.exhook.v3.HookProvider/OnMessagePublish", schema: v3.MessagePublishRequestSchema as DescMessage, message: publishRequest() as Message },
-  { name: "authenticate", path: "/emqx.exhook.v3.HookProvider/OnClientAuthenticate", schema: v3.ClientAuthenticateRequestSchema as DescMessage, message: authenticateRequest() as Message },
+  {
+    name: "publish",
+    path: "/emqx.exhook.v3.HookProvider/OnMessagePublish",
+    schema: v3.MessagePublishRequestSchema as DescMessage,
+    message: publishRequest() as Message,
+  },
+  {
+    name: "authenticate",
+    path: "/emqx.exhook.v3.HookProvider/OnClientAuthenticate",
+    schema: v3.ClientAuthenticateRequestSchema as DescMessage,
+    message: authenticateRequest() as Message,
+  },
 ] as const;
 
 /** Writes the gRPC-framed request of each rpc to a file; returns the file paths by rpc name. */
@@ -62,7 +76,9 @@ export function writeFrames(dir: string): Record<string, string> {
 export function ensureH2load(): void {
   if (spawnSync("h2load", ["--version"]).status === 0) return;
   process.stderr.write("h2load missing: apt-get install -y nghttp2-client\n");
-  const r = spawnSync("sh", ["-c", "apt-get install -y nghttp2-client || (apt-get update && apt-get install -y nghttp2-client)"], { stdio: "inherit" });
+  const r = spawnSync("sh", ["-c", "apt-get install -y nghttp2-client || (apt-get update && apt-get install -y nghttp2-client)"], {
+    stdio: "inherit",
+  });
   if (r.status !== 0) throw new Error("could not install h2load (nghttp2-client)");
 }
 
@@ -81,15 +97,22 @@ let pythonGenDir = "";
  * installs Debian's packages when missing and generates the messages with protoc.
  */
 export function preparePython(): void {
-  const ready = () => spawnSync(PYTHON, ["-c", "import grpc, google.protobuf"]).status === 0 && spawnSync("protoc", ["--version"]).status === 0;
+  const ready = () =>
+    spawnSync(PYTHON, ["-c", "import grpc, google.protobuf"]).status === 0 && spawnSync("protoc", ["--version"]).status === 0;
   if (!ready()) {
     process.stderr.write(`grpcio-python: apt-get install -y ${PYTHON_PACKAGES}\n`);
-    spawnSync("sh", ["-c", `apt-get install -y ${PYTHON_PACKAGES} || (apt-get update && apt-get install -y ${PYTHON_PACKAGES})`], { stdio: "inherit" });
+    spawnSync("sh", ["-c", `apt-get install -y ${PYTHON_PACKAGES} || (apt-get update && apt-get install -y ${PYTHON_PACKAGES})`], {
+      stdio: "inherit",
+    });
     if (!ready()) throw new Error(`could not install ${PYTHON_PACKAGES}`);
   }
   pythonGenDir = path.join(BUILD, "python");
   fs.mkdirSync(pythonGenDir, { recursive: true });
-  const r = spawnSync("protoc", [`--python_out=${pythonGenDir}`, "-I", path.join(ROOT, "proto"), path.join(ROOT, "proto", "emqx", "exhook", "v3", "exhook.proto")], { encoding: "utf8" });
+  const r = spawnSync(
+    "protoc",
+    [`--python_out=${pythonGenDir}`, "-I", path.join(ROOT, "proto"), path.join(ROOT, "proto", "emqx", "exhook", "v3", "exhook.proto")],
+    { encoding: "utf8" },
+  );
   if (r.status !== 0) throw new Error(`protoc --python_out failed: ${r.stderr}`);
 }
 
@@ -142,10 +165,19 @@ async function sampleCheck(port: number): Promise<string[]> {
       if (rpc.name === "publish") {
         const m = res.value.case === "message" ? res.value.value : undefined;
         const text = m ? new TextDecoder().decode(m.payload) : "";
-        if (res.type !== v3.ValuedResponse_ResponsedType.CONTINUE || m?.topic !== "processed/room1/temperature" || !text.startsWith("v1|{") || m.headers["username"] !== "user42") {
+        if (
+          res.type !== v3.ValuedResponse_ResponsedType.CONTINUE ||
+          m?.topic !== "processed/room1/temperature" ||
+          !text.startsWith("v1|{") ||
+          m.headers["username"] !== "user42"
+        ) {
           problems.push(`publish: unexpected answer ${JSON.stringify({ type: res.type, topic: m?.topic, payload: text.slice(0, 8) })}`);
         }
-      } else if (res.type !== v3.ValuedResponse_ResponsedType.STOP_AND_RETURN || res.value.case !== "boolResult" || res.value.value !== true) {
+      } else if (
+        res.type !== v3.ValuedResponse_ResponsedType.STOP_AND_RETURN ||
+        res.value.case !== "boolResult" ||
+        res.value.value !== true
+      ) {
         problems.push(`authenticate: unexpected answer type=${res.type} ${res.value.case}=${String(res.value.value)}`);
       }
     }
@@ -176,11 +208,28 @@ export function cpuMs(pid: number): number {
 /** One h2load run; pinned to `pin` with taskset, or unpinned when `pin` is undefined. */
 function h2loadOnce(port: number, rpc: (typeof RPCS)[number], frame: string, seconds: number, pin: string | undefined): string {
   const args = [
-    "-c", String(CONNS), "-m", String(STREAMS), "-D", String(seconds),
-    "-H", "content-type: application/grpc+proto", "-H", "te: trailers", "-H", "grpc-timeout: 5S", "-H", "user-agent: grpc-erlang/0.1.0",
-    "-d", frame, `http://127.0.0.1:${port}${rpc.path}`,
+    "-c",
+    String(CONNS),
+    "-m",
+    String(STREAMS),
+    "-D",
+    String(seconds),
+    "-H",
+    "content-type: application/grpc+proto",
+    "-H",
+    "te: trailers",
+    "-H",
+    "grpc-timeout: 5S",
+    "-H",
+    "user-agent: grpc-erlang/0.1.0",
+    "-d",
+    frame,
+    `http://127.0.0.1:${port}${rpc.path}`,
   ];
-  const r = pin === undefined ? spawnSync("h2load", args, { encoding: "utf8" }) : spawnSync("taskset", ["-c", pin, "h2load", ...args], { encoding: "utf8" });
+  const r =
+    pin === undefined
+      ? spawnSync("h2load", args, { encoding: "utf8" })
+      : spawnSync("taskset", ["-c", pin, "h2load", ...args], { encoding: "utf8" });
   return (r.stdout ?? "") + (r.stderr ?? "");
 }
 
@@ -189,7 +238,13 @@ function h2loadOnce(port: number, rpc: (typeof RPCS)[number], frame: string, sec
  * `() => cpuMs(pid)`) is read around the latter. The load generator runs on `pin` (default
  * BENCH_CLIENT_CPU; undefined = not pinned).
  */
-export function h2load(serverCpuMs: () => number, port: number, rpc: (typeof RPCS)[number], frame: string, pin: string | undefined = CLIENT_CPU): ClosedLoop {
+export function h2load(
+  serverCpuMs: () => number,
+  port: number,
+  rpc: (typeof RPCS)[number],
+  frame: string,
+  pin: string | undefined = CLIENT_CPU,
+): ClosedLoop {
   if (WARMUP > 0) h2loadOnce(port, rpc, frame, WARMUP, pin);
   const cpu0 = serverCpuMs();
   const out = h2loadOnce(port, rpc, frame, DURATION, pin);
@@ -211,7 +266,19 @@ export function h2load(serverCpuMs: () => number, port: number, rpc: (typeof RPC
 }
 
 function openLoopRun(port: number, rpc: (typeof RPCS)[number], frame: string, rate: number): Record<string, number> {
-  const args = ["-c", CLIENT_CPU, process.execPath, path.join(BUILD, "openloop.js"), `http://127.0.0.1:${port}`, rpc.path, frame, String(rate), String(OPEN_SECONDS), String(Math.min(2, WARMUP)), String(CONNS)];
+  const args = [
+    "-c",
+    CLIENT_CPU,
+    process.execPath,
+    path.join(BUILD, "openloop.js"),
+    `http://127.0.0.1:${port}`,
+    rpc.path,
+    frame,
+    String(rate),
+    String(OPEN_SECONDS),
+    String(Math.min(2, WARMUP)),
+    String(CONNS),
+  ];
   const r = spawnSync("taskset", args, { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`openloop failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop() as string) as Record<string, number>;
@@ -245,7 +312,11 @@ const LABELS: Record<string, string> = {
 /** The median (NaN for none). */
 export const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? (s[(s.length - 1) / 2] as number) : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
+  return s.length === 0
+    ? NaN
+    : s.length % 2
+      ? (s[(s.length - 1) / 2] as number)
+      : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
 };
 
 /** Medians over rounds of each open-loop number; "saturated" when most rounds were. */
@@ -269,7 +340,9 @@ async function main(): Promise<void> {
       servers = servers.filter((k) => k !== "grpcio-python");
     }
   }
-  const results = new Map<string, ServerResult>(servers.map((k) => [k, { server: k, check: [], rounds: {}, closed: {}, open: {}, openRounds: {}, rssMb: NaN }]));
+  const results = new Map<string, ServerResult>(
+    servers.map((k) => [k, { server: k, check: [], rounds: {}, closed: {}, open: {}, openRounds: {}, rssMb: NaN }]),
+  );
   const profDir = path.join(ROOT, "bench", "results", "profiles");
   if (PROFILE) fs.mkdirSync(profDir, { recursive: true });
   // Rounds interleave the servers, so a burst of other load on the machine hits all of them alike;
@@ -284,21 +357,32 @@ async function main(): Promise<void> {
       const running = await startServer(kind, profArgs);
       try {
         res.check.push(...(await sampleCheck(running.port)));
-        for (const rpc of RPCS) (res.rounds[rpc.name] ??= []).push(h2load(() => cpuMs(running.child.pid as number), running.port, rpc, frames[rpc.name] as string));
+        for (const rpc of RPCS)
+          (res.rounds[rpc.name] ??= []).push(
+            h2load(() => cpuMs(running.child.pid as number), running.port, rpc, frames[rpc.name] as string),
+          );
         const capacity = res.rounds["publish"]?.at(-1)?.reqPerSec ?? 0;
         for (const rate of RATES) {
-          (res.openRounds[String(rate)] ??= []).push(rate > capacity * 0.9 ? "saturated" : openLoopRun(running.port, RPCS[0], frames["publish"] as string, rate));
+          (res.openRounds[String(rate)] ??= []).push(
+            rate > capacity * 0.9 ? "saturated" : openLoopRun(running.port, RPCS[0], frames["publish"] as string, rate),
+          );
         }
         if (last) {
           for (const rpc of RPCS) {
             const rs = res.rounds[rpc.name] as ClosedLoop[];
-            res.closed[rpc.name] = { reqPerSec: Math.round(median(rs.map((r) => r.reqPerSec))), cpuUsPerReq: Math.round(median(rs.map((r) => r.cpuUsPerReq)) * 10) / 10, meanMs: median(rs.map((r) => r.meanMs)) };
+            res.closed[rpc.name] = {
+              reqPerSec: Math.round(median(rs.map((r) => r.reqPerSec))),
+              cpuUsPerReq: Math.round(median(rs.map((r) => r.cpuUsPerReq)) * 10) / 10,
+              meanMs: median(rs.map((r) => r.meanMs)),
+            };
           }
           for (const rate of RATES) res.open[String(rate)] = medianOpen(res.openRounds[String(rate)] ?? []);
           res.rssMb = rssMb(running.child.pid as number);
         }
         res.check.push(...(await sampleCheck(running.port)).map((p) => `after load: ${p}`));
-        process.stderr.write(`round ${round} ${kind}: ${RPCS.map((r) => `${r.name} ${res.rounds[r.name]?.at(-1)?.reqPerSec} req/s ${res.rounds[r.name]?.at(-1)?.cpuUsPerReq} µs/req`).join(", ")}\n`);
+        process.stderr.write(
+          `round ${round} ${kind}: ${RPCS.map((r) => `${r.name} ${res.rounds[r.name]?.at(-1)?.reqPerSec} req/s ${res.rounds[r.name]?.at(-1)?.cpuUsPerReq} µs/req`).join(", ")}\n`,
+        );
       } finally {
         await stopServer(running);
       }
@@ -309,7 +393,11 @@ async function main(): Promise<void> {
   const embedded = results.get("embedded");
   const ratio = (a: number | undefined, b: number | undefined) => (a && b ? Math.round((a / b) * 100) / 100 : undefined);
   const fmt = (o: Record<string, number> | "saturated" | undefined) =>
-    o === undefined ? "-" : o === "saturated" ? "saturated" : `${o["p50Ms"]?.toFixed(2)} / ${o["p99Ms"]?.toFixed(2)} / ${o["p999Ms"]?.toFixed(2)}${o["failed"] || o["skipped"] ? ` (!${o["failed"]} failed, ${o["skipped"]} skipped)` : ""}`;
+    o === undefined
+      ? "-"
+      : o === "saturated"
+        ? "saturated"
+        : `${o["p50Ms"]?.toFixed(2)} / ${o["p99Ms"]?.toFixed(2)} / ${o["p999Ms"]?.toFixed(2)}${o["failed"] || o["skipped"] ? ` (!${o["failed"]} failed, ${o["skipped"]} skipped)` : ""}`;
   const rows = all.map((r) => ({
     server: r.server,
     label: LABELS[r.server] ?? r.server,
@@ -321,12 +409,25 @@ async function main(): Promise<void> {
     latencyRounds: r.openRounds,
     rssMb: r.rssMb,
     /** ours req/s ÷ this server's req/s (median rounds). */
-    oursToThis: { publish: ratio(ours?.closed["publish"]?.reqPerSec, r.closed["publish"]?.reqPerSec), authenticate: ratio(ours?.closed["authenticate"]?.reqPerSec, r.closed["authenticate"]?.reqPerSec) },
+    oursToThis: {
+      publish: ratio(ours?.closed["publish"]?.reqPerSec, r.closed["publish"]?.reqPerSec),
+      authenticate: ratio(ours?.closed["authenticate"]?.reqPerSec, r.closed["authenticate"]?.reqPerSec),
+    },
     /** this server's CPU per request ÷ ours (>1: ours does the same work with less CPU). */
-    cpuThisToOurs: { publish: ratio(r.closed["publish"]?.cpuUsPerReq, ours?.closed["publish"]?.cpuUsPerReq), authenticate: ratio(r.closed["authenticate"]?.cpuUsPerReq, ours?.closed["authenticate"]?.cpuUsPerReq) },
-    embeddedToThis: { publish: ratio(embedded?.closed["publish"]?.reqPerSec, r.closed["publish"]?.reqPerSec), authenticate: ratio(embedded?.closed["authenticate"]?.reqPerSec, r.closed["authenticate"]?.reqPerSec) },
+    cpuThisToOurs: {
+      publish: ratio(r.closed["publish"]?.cpuUsPerReq, ours?.closed["publish"]?.cpuUsPerReq),
+      authenticate: ratio(r.closed["authenticate"]?.cpuUsPerReq, ours?.closed["authenticate"]?.cpuUsPerReq),
+    },
+    embeddedToThis: {
+      publish: ratio(embedded?.closed["publish"]?.reqPerSec, r.closed["publish"]?.reqPerSec),
+      authenticate: ratio(embedded?.closed["authenticate"]?.reqPerSec, r.closed["authenticate"]?.reqPerSec),
+    },
     rounds: r.rounds,
-    failures: r.check.concat(Object.entries(r.rounds).flatMap(([n, cs]) => cs.flatMap((c) => (c.failed || c.errored ? [`${n}: h2load ${c.failed} failed, ${c.errored} errored`] : [])))),
+    failures: r.check.concat(
+      Object.entries(r.rounds).flatMap(([n, cs]) =>
+        cs.flatMap((c) => (c.failed || c.errored ? [`${n}: h2load ${c.failed} failed, ${c.errored} errored`] : [])),
+      ),
+    ),
   }));
   const header = `| server | publish req/s | auth req/s | CPU µs/req (publish, auth) | ${RATES.map((r) => `publish p50 / p99 / p99.9 ms @${r}/s (median of rounds)`).join(" | ")} | RSS MB | ours ÷ this req/s (publish, auth) | this ÷ ours CPU/req (publish, auth) |`;
   const lines = [header, "|" + "---|".repeat(7 + RATES.length)];
@@ -336,7 +437,11 @@ async function main(): Promise<void> {
     );
   }
   const bareRow = rows.find((r) => r.server === "connect-bare");
-  if (embedded && bareRow) lines.push("", `embedded ÷ bare connect-node req/s: publish ${bareRow.embeddedToThis.publish}×, authenticate ${bareRow.embeddedToThis.authenticate}×`);
+  if (embedded && bareRow)
+    lines.push(
+      "",
+      `embedded ÷ bare connect-node req/s: publish ${bareRow.embeddedToThis.publish}×, authenticate ${bareRow.embeddedToThis.authenticate}×`,
+    );
   const failures = rows.flatMap((r) => r.failures.map((f) => `${r.server}: ${f}`));
   if (failures.length) lines.push("", "FAILURES (numbers of these servers are not trustworthy):", ...failures);
   const table = lines.join("\n");
@@ -351,7 +456,18 @@ async function main(): Promise<void> {
         node: process.version,
         cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
         loadAverageAtEnd: os.loadavg(),
-        params: { servers, rounds: ROUNDS, durationS: DURATION, warmupS: WARMUP, connections: CONNS, streamsPerConnection: STREAMS, rates: RATES, openSeconds: OPEN_SECONDS, serverCpu: SERVER_CPU, clientCpu: CLIENT_CPU },
+        params: {
+          servers,
+          rounds: ROUNDS,
+          durationS: DURATION,
+          warmupS: WARMUP,
+          connections: CONNS,
+          streamsPerConnection: STREAMS,
+          rates: RATES,
+          openSeconds: OPEN_SECONDS,
+          serverCpu: SERVER_CPU,
+          clientCpu: CLIENT_CPU,
+        },
         command,
         frameBytes: Object.fromEntries(Object.entries(frames).map(([k, f]) => [k, fs.statSync(f).size])),
         rows,

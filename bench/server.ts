@@ -41,7 +41,8 @@ export function benchProvider() {
     {
       onMessagePublish: {
         topics: ["sensors/#"],
-        handler: ({ message }) => rewrite({ topic: rewrittenTopic(message?.topic ?? ""), payload: rewrittenPayload(message?.payload ?? new Uint8Array()) }),
+        handler: ({ message }) =>
+          rewrite({ topic: rewrittenTopic(message?.topic ?? ""), payload: rewrittenPayload(message?.payload ?? new Uint8Array()) }),
       },
       onClientAuthenticate: ({ clientinfo }) => allowIf(authenticate(clientinfo?.username ?? "", clientinfo?.password ?? "")),
     },
@@ -93,8 +94,14 @@ async function startEmbedded(port: number): Promise<number> {
 async function startGrpcJs(port: number): Promise<number> {
   const grpc = await import("@grpc/grpc-js");
   const loader = await import("@grpc/proto-loader");
-  const def = loader.loadSync(path.resolve(__dirname, "..", "..", "..", "proto", "emqx", "exhook", "v3", "exhook.proto"), { keepCase: true, defaults: true, oneofs: true });
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { emqx: { exhook: { v3: { HookProvider: { service: import("@grpc/grpc-js").ServiceDefinition } } } } };
+  const def = loader.loadSync(path.resolve(__dirname, "..", "..", "..", "proto", "emqx", "exhook", "v3", "exhook.proto"), {
+    keepCase: true,
+    defaults: true,
+    oneofs: true,
+  });
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    emqx: { exhook: { v3: { HookProvider: { service: import("@grpc/grpc-js").ServiceDefinition } } } };
+  };
   type Msg = { topic: string; payload: Buffer; [k: string]: unknown };
   const server = new grpc.Server();
   server.addService(pkg.emqx.exhook.v3.HookProvider.service, {
@@ -103,7 +110,10 @@ async function startGrpcJs(port: number): Promise<number> {
       if (!m || !isSensorTopic(m.topic)) return cb(null, { type: "IGNORE" });
       cb(null, { type: "CONTINUE", message: { ...m, topic: rewrittenTopic(m.topic), payload: Buffer.from(rewrittenPayload(m.payload)) } });
     },
-    OnClientAuthenticate: (call: { request: { clientinfo?: { username: string; password: string } } }, cb: (err: null, res: unknown) => void) => {
+    OnClientAuthenticate: (
+      call: { request: { clientinfo?: { username: string; password: string } } },
+      cb: (err: null, res: unknown) => void,
+    ) => {
       const c = call.request.clientinfo;
       cb(null, { type: "STOP_AND_RETURN", bool_result: authenticate(c?.username ?? "", c?.password ?? "") });
     },
@@ -136,8 +146,10 @@ async function startFloor(port: number): Promise<number> {
     stream.on("end", () => {
       const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
       let res: v3.ValuedResponse;
-      if (p === "/emqx.exhook.v3.HookProvider/OnMessagePublish") res = publishV3(fromBinary(v3.MessagePublishRequestSchema, body.subarray(5)));
-      else if (p === "/emqx.exhook.v3.HookProvider/OnClientAuthenticate") res = authenticateV3(fromBinary(v3.ClientAuthenticateRequestSchema, body.subarray(5)));
+      if (p === "/emqx.exhook.v3.HookProvider/OnMessagePublish")
+        res = publishV3(fromBinary(v3.MessagePublishRequestSchema, body.subarray(5)));
+      else if (p === "/emqx.exhook.v3.HookProvider/OnClientAuthenticate")
+        res = authenticateV3(fromBinary(v3.ClientAuthenticateRequestSchema, body.subarray(5)));
       else {
         stream.respond({ ":status": 200, "content-type": "application/grpc+proto", "grpc-status": "12" }, { endStream: true });
         return;

@@ -34,9 +34,25 @@ async function main(): Promise<void> {
   sample();
   const timer = setInterval(sample, SAMPLE * 1000);
   const url = `http://127.0.0.1:${server.port}`;
-  const load = spawn("taskset", ["-c", env["BENCH_CLIENT_CPU"] ?? "1", process.execPath, path.join(__dirname, "openloop.js"), url, "/emqx.exhook.v3.HookProvider/OnMessagePublish", frames["publish"] as string, String(RATE), String(SECONDS), "0", "8"], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const load = spawn(
+    "taskset",
+    [
+      "-c",
+      env["BENCH_CLIENT_CPU"] ?? "1",
+      process.execPath,
+      path.join(__dirname, "openloop.js"),
+      url,
+      "/emqx.exhook.v3.HookProvider/OnMessagePublish",
+      frames["publish"] as string,
+      String(RATE),
+      String(SECONDS),
+      "0",
+      "8",
+    ],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
   let out = "";
   load.stdout.on("data", (d: Buffer) => (out += d.toString()));
   const code = await new Promise<number | null>((resolve) => load.on("exit", resolve));
@@ -50,13 +66,19 @@ async function main(): Promise<void> {
   const min = sorted[0] ?? NaN;
   const max = sorted[sorted.length - 1] ?? NaN;
   const flat = after.length >= 2 && min >= median * (1 - TOLERANCE) && max <= median * (1 + TOLERANCE);
-  const failedCalls = latency ? latency["failed"] ?? 0 : NaN;
+  const failedCalls = latency ? (latency["failed"] ?? 0) : NaN;
   const pass = code === 0 && flat && failedCalls === 0;
   const result = {
     date: new Date().toISOString(),
     params: { seconds: SECONDS, rate: RATE, sampleSeconds: SAMPLE, warmupSeconds: WARMUP, tolerance: TOLERANCE },
     latency,
-    rssAfterWarmupMb: { median, min, max, minPct: Math.round((min / median - 1) * 1000) / 10, maxPct: Math.round((max / median - 1) * 1000) / 10 },
+    rssAfterWarmupMb: {
+      median,
+      min,
+      max,
+      minPct: Math.round((min / median - 1) * 1000) / 10,
+      maxPct: Math.round((max / median - 1) * 1000) / 10,
+    },
     samples,
     pass,
   };

@@ -105,7 +105,17 @@ interface Server {
 async function startServer(tree: Tree, opts: { dataDir: string; dbUrl?: string; config?: string; pin?: string }): Promise<Server> {
   const port = await freePort();
   const httpPort = await freePort();
-  const args = [path.join(tree.dir, "src", "cli.js"), "serve", path.join(tree.dir, "examples", "stack-provider.js"), "--port", String(port), "--host", "127.0.0.1", "--log-level", "warn"];
+  const args = [
+    path.join(tree.dir, "src", "cli.js"),
+    "serve",
+    path.join(tree.dir, "examples", "stack-provider.js"),
+    "--port",
+    String(port),
+    "--host",
+    "127.0.0.1",
+    "--log-level",
+    "warn",
+  ];
   const e: NodeJS.ProcessEnv = { ...process.env, EXHOOK_DATA_DIR: opts.dataDir, LOG_LEVEL: "warn" };
   delete e["EXHOOK_DB_URL"];
   if (opts.dbUrl) e["EXHOOK_DB_URL"] = opts.dbUrl;
@@ -181,7 +191,8 @@ async function outageRun(tree: Tree, kind: "postgres" | "sqlite-full"): Promise<
     let dataDir = path.join(dir, "data");
     if (kind === "postgres") cluster = await startPgCluster(pgBinDir() as string);
     else {
-      if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=256m", "tmpfs", dir]).status !== 0) return { skipped: "tmpfs mount failed (needs root)" };
+      if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=256m", "tmpfs", dir]).status !== 0)
+        return { skipped: "tmpfs mount failed (needs root)" };
       mounted = true;
       dataDir = path.join(dir, "data");
     }
@@ -189,7 +200,11 @@ async function outageRun(tree: Tree, kind: "postgres" | "sqlite-full"): Promise<
     const client = createEmqxLikeClient(`http://127.0.0.1:${server.port}`, 8);
     let rssPeak = rssMb(server.child.pid as number);
     const rssTimer = setInterval(() => (rssPeak = Math.max(rssPeak, rssMb(server.child.pid as number))), 500);
-    const load = startStoreLoad(client, { rate: RATE, tag: `${tree.name === "this" ? "1" : "2"}${kind === "postgres" ? "A" : "B"}`, presenceEvery: 10 });
+    const load = startStoreLoad(client, {
+      rate: RATE,
+      tag: `${tree.name === "this" ? "1" : "2"}${kind === "postgres" ? "A" : "B"}`,
+      presenceEvery: 10,
+    });
     await sleep(3000);
     const filler = path.join(dir, "filler");
     const t0 = Date.now();
@@ -284,13 +299,23 @@ function buildBigTable(file: string): { rows: number; bytes: number; ms: number 
     CREATE INDEX messages_ts ON messages (ts, seq);
     CREATE TABLE presence (clientid TEXT NOT NULL, conn_key TEXT NOT NULL, node TEXT NOT NULL, username TEXT NOT NULL, peerhost TEXT NOT NULL, peerport INTEGER NOT NULL,
       sockport INTEGER NOT NULL, protocol TEXT NOT NULL, connected_at INTEGER, disconnected_at INTEGER, reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (clientid, conn_key));`);
-  const ins = db.prepare("INSERT INTO messages (id, topic, payload, qos, publisher, username, node, ts, stored_at, headers) VALUES (?, ?, ?, 1, ?, 'u', 'emqx@n1', ?, ?, '{}')");
+  const ins = db.prepare(
+    "INSERT INTO messages (id, topic, payload, qos, publisher, username, node, ts, stored_at, headers) VALUES (?, ?, ?, 1, ?, 'u', 'emqx@n1', ?, ?, '{}')",
+  );
   const payload = Buffer.alloc(1024, 0x61);
   const target = STALL_GB * 1e9;
   const start = Date.now() - 30 * 86_400_000;
   let rows = 0;
   const batch = db.transaction((n: number) => {
-    for (let i = 0; i < n; i++, rows++) ins.run(`ID${rows.toString(16).padStart(30, "0")}`, `sensors/${rows % 1000}/temp`, payload, `dev-${rows % 5000}`, start + rows, start + rows);
+    for (let i = 0; i < n; i++, rows++)
+      ins.run(
+        `ID${rows.toString(16).padStart(30, "0")}`,
+        `sensors/${rows % 1000}/temp`,
+        payload,
+        `dev-${rows % 5000}`,
+        start + rows,
+        start + rows,
+      );
   });
   while (fs.statSync(file).size + (fs.existsSync(`${file}-wal`) ? fs.statSync(`${file}-wal`).size : 0) < target) batch(50_000);
   db.pragma("wal_checkpoint(TRUNCATE)");
@@ -317,11 +342,21 @@ async function stallRun(tree: Tree, file: string, withQueries = true): Promise<R
   const META = { node: "emqx@10.0.0.1", version: "5.9.1", sysdescr: "EMQX", clusterName: "c" };
   const authz = toBinary(
     v3.ClientAuthorizeRequestSchema,
-    create(v3.ClientAuthorizeRequestSchema, { clientinfo: { clientid: "bench-1", username: "bench" }, type: v3.ClientAuthorizeRequest_AuthorizeReqType.PUBLISH, topic: "users/bench/x", result: false, meta: META }),
+    create(v3.ClientAuthorizeRequestSchema, {
+      clientinfo: { clientid: "bench-1", username: "bench" },
+      type: v3.ClientAuthorizeRequest_AuthorizeReqType.PUBLISH,
+      topic: "users/bench/x",
+      result: false,
+      meta: META,
+    }),
   );
   const authn = toBinary(
     v3.ClientAuthenticateRequestSchema,
-    create(v3.ClientAuthenticateRequestSchema, { clientinfo: { clientid: "bench-1", username: "bench", password: "bench-secret" }, result: false, meta: META }),
+    create(v3.ClientAuthenticateRequestSchema, {
+      clientinfo: { clientid: "bench-1", username: "bench", password: "bench-secret" },
+      result: false,
+      meta: META,
+    }),
   );
   // EMQX gives up on a call after its request_timeout (5 s): a call unanswered after 6 s is counted
   // as failed with 6000 ms, and not waited for.
@@ -363,9 +398,9 @@ async function stallRun(tree: Tree, file: string, withQueries = true): Promise<R
     while (Date.now() < until) {
       const t = Date.now();
       // Not waited for past the measurement (a baseline query runs for many seconds).
-      const r = await fetch(`http://127.0.0.1:${server.httpPort}/messages?topic=%2B/nomatch&limit=10`, { signal: AbortSignal.timeout(Math.max(1, until - t + 1000)) }).catch(
-        () => undefined,
-      );
+      const r = await fetch(`http://127.0.0.1:${server.httpPort}/messages?topic=%2B/nomatch&limit=10`, {
+        signal: AbortSignal.timeout(Math.max(1, until - t + 1000)),
+      }).catch(() => undefined);
       await r?.arrayBuffer().catch(() => undefined);
       queries.push({ status: r?.status ?? 0, ms: Date.now() - t });
     }
@@ -385,8 +420,11 @@ async function stallRun(tree: Tree, file: string, withQueries = true): Promise<R
   // baseline's metrics are off): tells the server's stalls from the machine's and the client's.
   let loop: Record<string, number> | undefined;
   if (tree.opsReadApi) {
-    const text = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`, { signal: AbortSignal.timeout(5000) })).text().catch(() => "");
-    const pick = (name: string) => Number(new RegExp(`^exhook_process_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, "m").exec(text)?.[1] ?? NaN) * 1000;
+    const text = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`, { signal: AbortSignal.timeout(5000) }))
+      .text()
+      .catch(() => "");
+    const pick = (name: string) =>
+      Number(new RegExp(`^exhook_process_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, "m").exec(text)?.[1] ?? NaN) * 1000;
     loop = { p50: pick("p50"), p99: pick("p99"), max: pick("max") };
   }
   // Publishes still in flight get 7 s (a baseline may be inside a query for much longer), then the
@@ -403,7 +441,12 @@ async function stallRun(tree: Tree, file: string, withQueries = true): Promise<R
     authorize: { ...summary(authzLat), failed: authzBad.n },
     authenticate: { ...summary(authnLat), failed: authnBad.n },
     publish: { ...summary(pubs.latencies), failed: pubs.failed },
-    slowQueries: { n: queries.length, statuses: [...new Set(queries.map((q) => q.status))], maxMs: Math.max(...queries.map((q) => q.ms)), note: "status 0 = still running when the measurement ended" },
+    slowQueries: {
+      n: queries.length,
+      statuses: [...new Set(queries.map((q) => q.status))],
+      maxMs: Math.max(...queries.map((q) => q.ms)),
+      note: "status 0 = still running when the measurement ended",
+    },
   };
   log(`${tree.name} stall${withQueries ? "" : " (no read queries: the machine's floor)"}: ${JSON.stringify(out)}`);
   return out;
@@ -412,8 +455,26 @@ async function stallRun(tree: Tree, file: string, withQueries = true): Promise<R
 // ---------- throughput ----------
 
 function h2loadReqPerSec(port: number, frame: string, seconds: number, pinned: boolean): { reqPerSec: number; failed: number } {
-  const h2 = ["-c", "8", "-m", "8", "-D", String(seconds), "-H", "content-type: application/grpc+proto", "-H", "te: trailers", "-H", "grpc-timeout: 5S", "-d", frame, `http://127.0.0.1:${port}/emqx.exhook.v3.HookProvider/OnMessagePublish`];
-  const r = pinned ? spawnSync("taskset", ["-c", "1", "h2load", ...h2], { encoding: "utf8" }) : spawnSync("h2load", h2, { encoding: "utf8" });
+  const h2 = [
+    "-c",
+    "8",
+    "-m",
+    "8",
+    "-D",
+    String(seconds),
+    "-H",
+    "content-type: application/grpc+proto",
+    "-H",
+    "te: trailers",
+    "-H",
+    "grpc-timeout: 5S",
+    "-d",
+    frame,
+    `http://127.0.0.1:${port}/emqx.exhook.v3.HookProvider/OnMessagePublish`,
+  ];
+  const r = pinned
+    ? spawnSync("taskset", ["-c", "1", "h2load", ...h2], { encoding: "utf8" })
+    : spawnSync("h2load", h2, { encoding: "utf8" });
   const out = `${r.stdout}${r.stderr}`;
   const fin = /finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(out);
   const req = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored/.exec(out);
@@ -426,7 +487,16 @@ async function throughput(trees: Tree[]): Promise<Record<string, unknown>> {
   const body = toBinary(
     v3.MessagePublishRequestSchema,
     create(v3.MessagePublishRequestSchema, {
-      message: { node: "emqx@10.0.0.1", id: "", qos: 1, from: "thermo-1", topic: "sensors/room1/temperature", payload: new Uint8Array(200).fill(0x61), timestamp: 1735689600123n, headers: { username: "u1" } },
+      message: {
+        node: "emqx@10.0.0.1",
+        id: "",
+        qos: 1,
+        from: "thermo-1",
+        topic: "sensors/room1/temperature",
+        payload: new Uint8Array(200).fill(0x61),
+        timestamp: 1735689600123n,
+        headers: { username: "u1" },
+      },
       meta: { node: "emqx@10.0.0.1", version: "5.9.1" },
     }),
   );
@@ -444,37 +514,47 @@ async function throughput(trees: Tree[]): Promise<Record<string, unknown>> {
   const modes = (env["BENCH_PIN_MODES"] ?? "unpinned").split(",");
   for (let round = 0; round < ROUNDS; round++) {
     for (const mode of modes) {
-    const pinned = mode === "pinned";
-    for (const tree of trees) {
-      for (const persistence of ["on", "off"]) {
-        const dataDir = fs.mkdtempSync(path.join(WORK, "tp-"));
-        const server = await startServer(tree, { dataDir, ...(pinned ? { pin: "0" } : {}), ...(persistence === "off" ? { config: off } : {}) });
-        h2loadReqPerSec(server.port, frame, 1, pinned);
-        let r = h2loadReqPerSec(server.port, frame, DURATION, pinned);
-        // Now and then h2load starts no request at all in a run ("0 started", the server answering
-        // other clients meanwhile): run it again rather than record a 0.
-        for (let retry = 0; r.reqPerSec === 0 && retry < 2; retry++) {
-          log(`throughput: h2load started no request; again`);
-          r = h2loadReqPerSec(server.port, frame, DURATION, pinned);
+      const pinned = mode === "pinned";
+      for (const tree of trees) {
+        for (const persistence of ["on", "off"]) {
+          const dataDir = fs.mkdtempSync(path.join(WORK, "tp-"));
+          const server = await startServer(tree, {
+            dataDir,
+            ...(pinned ? { pin: "0" } : {}),
+            ...(persistence === "off" ? { config: off } : {}),
+          });
+          h2loadReqPerSec(server.port, frame, 1, pinned);
+          let r = h2loadReqPerSec(server.port, frame, DURATION, pinned);
+          // Now and then h2load starts no request at all in a run ("0 started", the server answering
+          // other clients meanwhile): run it again rather than record a 0.
+          for (let retry = 0; r.reqPerSec === 0 && retry < 2; retry++) {
+            log(`throughput: h2load started no request; again`);
+            r = h2loadReqPerSec(server.port, frame, DURATION, pinned);
+          }
+          const s = persistence === "on" ? await drained(server, 60_000) : {};
+          await server.stop();
+          const row: { reqPerSec: number; failed: number; stored?: number; dropped?: number } = { ...r };
+          if (persistence === "on") {
+            row.stored = s["persistence"]?.["written"];
+            row.dropped = s["persistence"]?.["droppedOverflow"];
+          }
+          (runs[`${mode} ${tree.name} persistence ${persistence}`] ??= []).push(row);
+          log(`throughput round ${round + 1} ${mode} ${tree.name} persistence ${persistence}: ${JSON.stringify(row)}`);
+          fs.rmSync(dataDir, { recursive: true, force: true });
         }
-        const s = persistence === "on" ? await drained(server, 60_000) : {};
-        await server.stop();
-        const row: { reqPerSec: number; failed: number; stored?: number; dropped?: number } = { ...r };
-        if (persistence === "on") {
-          row.stored = s["persistence"]?.["written"];
-          row.dropped = s["persistence"]?.["droppedOverflow"];
-        }
-        (runs[`${mode} ${tree.name} persistence ${persistence}`] ??= []).push(row);
-        log(`throughput round ${round + 1} ${mode} ${tree.name} persistence ${persistence}: ${JSON.stringify(row)}`);
-        fs.rmSync(dataDir, { recursive: true, force: true });
       }
-    }
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
   const medians = Object.fromEntries(Object.entries(runs).map(([k, rs]) => [k, median(rs.map((r) => r.reqPerSec))]));
   const ratios = Object.fromEntries(
-    modes.flatMap((m) => trees.map((t) => [`${m} ${t.name}`, Math.round(((medians[`${m} ${t.name} persistence on`] as number) / (medians[`${m} ${t.name} persistence off`] as number)) * 100) / 100])),
+    modes.flatMap((m) =>
+      trees.map((t) => [
+        `${m} ${t.name}`,
+        Math.round(((medians[`${m} ${t.name} persistence on`] as number) / (medians[`${m} ${t.name} persistence off`] as number)) * 100) /
+          100,
+      ]),
+    ),
   );
   log(`throughput medians ${JSON.stringify(medians)} on/off ${JSON.stringify(ratios)}`);
   return { rounds: ROUNDS, seconds: DURATION, runs, medians, onOffRatio: ratios };
@@ -491,7 +571,13 @@ async function main(): Promise<void> {
     { name: "this", dir: buildTree("this", "worktree"), opsReadApi: true },
     ...(env["BENCH_NO_BASELINE"] ? [] : [{ name: "baseline", dir: buildTree("baseline", baseRef), opsReadApi: false }]),
   ];
-  const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: os.cpus().length, baseline: baseRef, loadavg: os.loadavg() };
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpus: os.cpus().length,
+    baseline: baseRef,
+    loadavg: os.loadavg(),
+  };
   if (parts.includes("outage")) {
     const outage: Record<string, unknown> = {};
     for (const tree of trees) {

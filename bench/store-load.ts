@@ -120,7 +120,10 @@ export function startStoreLoad(client: EmqxLikeClient, options: StoreLoadOptions
     const clientinfo = { node: NODE, clientid, username: "u", peerhost: "10.0.4.1", peerport: port, sockport: 1883, protocol: "mqtt" };
     const body = connect
       ? toBinary(v3.ClientConnectedRequestSchema, create(v3.ClientConnectedRequestSchema, { clientinfo, meta: META }))
-      : toBinary(v3.ClientDisconnectedRequestSchema, create(v3.ClientDisconnectedRequestSchema, { clientinfo, reason: "normal", meta: META }));
+      : toBinary(
+          v3.ClientDisconnectedRequestSchema,
+          create(v3.ClientDisconnectedRequestSchema, { clientinfo, reason: "normal", meta: META }),
+        );
     presenceSent++;
     // One client's events in order; different clients' events overlap with the publishes.
     chain = chain.then(() =>

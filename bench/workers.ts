@@ -26,7 +26,8 @@ function treeCpuMs(pid: number): number {
   const visit = (p: number) => {
     try {
       total += cpuMs(p);
-      for (const child of fs.readFileSync(`/proc/${p}/task/${p}/children`, "utf8").trim().split(/\s+/).filter(Boolean)) visit(Number(child));
+      for (const child of fs.readFileSync(`/proc/${p}/task/${p}/children`, "utf8").trim().split(/\s+/).filter(Boolean))
+        visit(Number(child));
     } catch {
       // the process ended between the reads
     }
@@ -36,7 +37,19 @@ function treeCpuMs(pid: number): number {
 }
 
 function startCli(workers: number): Promise<{ child: ChildProcess; port: number }> {
-  const args = [path.join(BUILD, "src", "cli.js"), "serve", path.join(BUILD, "bench", "provider.js"), "--port", "0", "--host", "127.0.0.1", "--workers", String(workers), "--log-level", "silent"];
+  const args = [
+    path.join(BUILD, "src", "cli.js"),
+    "serve",
+    path.join(BUILD, "bench", "provider.js"),
+    "--port",
+    "0",
+    "--host",
+    "127.0.0.1",
+    "--workers",
+    String(workers),
+    "--log-level",
+    "silent",
+  ];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"], cwd: ROOT });
   return new Promise((resolve, reject) => {
     let out = "";
@@ -60,7 +73,11 @@ async function main(): Promise<void> {
         for (const rpc of RPCS) {
           // Not pinned: the load generator shares the cores with the workers.
           const r = h2load(() => treeCpuMs(child.pid as number), port, rpc, frames[rpc.name] as string, undefined);
-          ((rounds[String(n)] ??= {})[rpc.name] ??= []).push({ reqPerSec: r.reqPerSec, cpuUsPerReq: r.cpuUsPerReq, failed: r.failed + r.errored });
+          ((rounds[String(n)] ??= {})[rpc.name] ??= []).push({
+            reqPerSec: r.reqPerSec,
+            cpuUsPerReq: r.cpuUsPerReq,
+            failed: r.failed + r.errored,
+          });
           process.stderr.write(`round ${round} workers=${n} ${rpc.name}: ${r.reqPerSec} req/s, ${r.cpuUsPerReq} µs CPU/req\n`);
         }
       } finally {
@@ -75,17 +92,46 @@ async function main(): Promise<void> {
     const byRpc = rounds[String(n)] ?? {};
     const m = (rpc: string, k: "reqPerSec" | "cpuUsPerReq") => median((byRpc[rpc] ?? []).map((r) => r[k]));
     const ratio = (rpc: string) => Math.round((m(rpc, "reqPerSec") / median((base[rpc] ?? []).map((r) => r.reqPerSec))) * 100) / 100;
-    return { workers: n, publishReqPerSec: m("publish", "reqPerSec"), authenticateReqPerSec: m("authenticate", "reqPerSec"), publishCpuUsPerReq: m("publish", "cpuUsPerReq"), authenticateCpuUsPerReq: m("authenticate", "cpuUsPerReq"), toFirst: { publish: ratio("publish"), authenticate: ratio("authenticate") }, failed: Object.values(byRpc).flat().reduce((a, r) => a + r.failed, 0) };
+    return {
+      workers: n,
+      publishReqPerSec: m("publish", "reqPerSec"),
+      authenticateReqPerSec: m("authenticate", "reqPerSec"),
+      publishCpuUsPerReq: m("publish", "cpuUsPerReq"),
+      authenticateCpuUsPerReq: m("authenticate", "cpuUsPerReq"),
+      toFirst: { publish: ratio("publish"), authenticate: ratio("authenticate") },
+      failed: Object.values(byRpc)
+        .flat()
+        .reduce((a, r) => a + r.failed, 0),
+    };
   });
   const lines = [
     `| --workers | publish req/s | auth req/s | CPU µs/req (publish, auth; all processes) | req/s ÷ --workers ${COUNTS[0]} (publish, auth) |`,
     "|---|---|---|---|---|",
-    ...rows.map((r) => `| ${r.workers} | ${r.publishReqPerSec} | ${r.authenticateReqPerSec} | ${r.publishCpuUsPerReq}, ${r.authenticateCpuUsPerReq} | ${r.toFirst.publish}×, ${r.toFirst.authenticate}× |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.workers} | ${r.publishReqPerSec} | ${r.authenticateReqPerSec} | ${r.publishCpuUsPerReq}, ${r.authenticateCpuUsPerReq} | ${r.toFirst.publish}×, ${r.toFirst.authenticate}× |`,
+    ),
   ];
   const table = lines.join("\n");
   process.stdout.write(`\n${table}\n`);
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(OUT, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`, loadAverageAtEnd: os.loadavg(), params: { counts: COUNTS, rounds: ROUNDS, connections: CONNS, streamsPerConnection: STREAMS, pinned: false }, rows, rounds, table }, null, 2) + "\n");
+  fs.writeFileSync(
+    OUT,
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        node: process.version,
+        cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
+        loadAverageAtEnd: os.loadavg(),
+        params: { counts: COUNTS, rounds: ROUNDS, connections: CONNS, streamsPerConnection: STREAMS, pinned: false },
+        rows,
+        rounds,
+        table,
+      },
+      null,
+      2,
+    ) + "\n",
+  );
   process.stdout.write(`\nwritten to ${path.relative(ROOT, OUT)}\n`);
   if (rows.some((r) => r.failed > 0)) process.exitCode = 1;
 }

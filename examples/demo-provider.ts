@@ -9,17 +9,7 @@
  *   masked, anything on `blocked/#` is dropped. Other topics are not sent to us at all.
  */
 import { timingSafeEqual } from "node:crypto";
-import {
-  allow,
-  allowIf,
-  AuthorizeType,
-  defineProvider,
-  deny,
-  drop,
-  keep,
-  matchTopic,
-  rewrite,
-} from "../src/index.js";
+import { allow, allowIf, AuthorizeType, defineProvider, deny, drop, keep, matchTopic, rewrite } from "../src/index.js";
 
 const USERS: ReadonlyMap<string, string> = new Map([
   ["alice", "alice-pass"],

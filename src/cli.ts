@@ -79,7 +79,8 @@ export function serveHelp(): string {
 export function derivedOpsPort(port: number, providerHasRoutes: boolean): number | undefined {
   if (!providerHasRoutes) return undefined;
   if (port === 0) return 0;
-  if (port + 10 > 65535) throw new ExHookConfigError(`cannot derive the operations port from port ${port} (+10 > 65535): set --metrics-port`);
+  if (port + 10 > 65535)
+    throw new ExHookConfigError(`cannot derive the operations port from port ${port} (+10 > 65535): set --metrics-port`);
   return port + 10;
 }
 
@@ -91,20 +92,30 @@ export function readTokenFile(file: string): string {
   } catch (err) {
     throw new ExHookConfigError(`cannot read --metrics-token-file ${file}: ${(err as Error).message}`);
   }
-  if (token.length < 16) throw new ExHookConfigError(`--metrics-token-file ${file}: the token must be at least 16 characters (e.g. openssl rand -hex 32 > ${file})`);
+  if (token.length < 16)
+    throw new ExHookConfigError(
+      `--metrics-token-file ${file}: the token must be at least 16 characters (e.g. openssl rand -hex 32 > ${file})`,
+    );
   return token;
 }
 
 /** An EADDRINUSE on the operations port, said in terms of the flag that moves it. */
 function opsListenError(err: unknown, host: string, port: number | undefined): unknown {
   if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") return err;
-  return new ExHookConfigError(`the operations port ${host}:${port} is in use: move it with --metrics-port N (or METRICS_PORT), or move the ExHook port (the default is the ExHook port + 10)`);
+  return new ExHookConfigError(
+    `the operations port ${host}:${port} is in use: move it with --metrics-port N (or METRICS_PORT), or move the ExHook port (the default is the ExHook port + 10)`,
+  );
 }
 
 /** How the start banner shows the operations port. */
 function opsBanner(host: string, port: number, paths: readonly string[], token: boolean): string {
   const shown = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
-  const where = host === "0.0.0.0" || host === "::" ? ` (listening on all interfaces${token ? ", token required" : ""})` : token ? " (token required)" : "";
+  const where =
+    host === "0.0.0.0" || host === "::"
+      ? ` (listening on all interfaces${token ? ", token required" : ""})`
+      : token
+        ? " (token required)"
+        : "";
   return `metrics and probes on http://${shown}:${port}/metrics, /healthz, /readyz${paths.map((p) => `, ${p}`).join("")}${where}\n`;
 }
 
@@ -142,11 +153,21 @@ async function main(): Promise<void> {
   // `help <command>` is `<command> --help`.
   const words = first === "help" ? [...argv.slice(1), "--help"] : argv;
   if (SUBCOMMANDS.includes(words[0] as string)) {
-    const io = { stdout: (t: string) => process.stdout.write(t), stderr: (t: string) => process.stderr.write(t), readStdin: readProcessStdin, env: process.env };
+    const io = {
+      stdout: (t: string) => process.stdout.write(t),
+      stderr: (t: string) => process.stderr.write(t),
+      readStdin: readProcessStdin,
+      env: process.env,
+    };
     process.exitCode = await runCommand(words, io);
     return;
   }
-  if (words[0] !== "serve" && !existsSync(words[0] as string) && !(words[0] as string).startsWith("-") && !/[./\\]/.test(words[0] as string)) {
+  if (
+    words[0] !== "serve" &&
+    !existsSync(words[0] as string) &&
+    !(words[0] as string).startsWith("-") &&
+    !/[./\\]/.test(words[0] as string)
+  ) {
     process.stderr.write(`emqx-exhook: unknown command ${JSON.stringify(words[0])}; see emqx-exhook --help\n`);
     process.exitCode = 2;
     return;
@@ -163,7 +184,9 @@ async function main(): Promise<void> {
     return;
   }
   if (args.configPath !== undefined && !existsSync(args.configPath)) {
-    process.stderr.write(`emqx-exhook: config file ${args.configPath} does not exist (from ${argv.some((a) => a === "--config" || a.startsWith("--config=")) ? "--config" : "EXHOOK_CONFIG"})\n`);
+    process.stderr.write(
+      `emqx-exhook: config file ${args.configPath} does not exist (from ${argv.some((a) => a === "--config" || a.startsWith("--config=")) ? "--config" : "EXHOOK_CONFIG"})\n`,
+    );
     process.exit(2);
   }
   // Before anything allocates much (workers parse the same arguments and set it too).
@@ -197,7 +220,8 @@ async function main(): Promise<void> {
     const opsHost = args.metricsHost ?? "127.0.0.1";
     // Under --workers the primary serves the operations port for all workers (ops/cluster-ops.ts).
     const clustered = cluster.isWorker;
-    const metrics = opsPort !== undefined ? createMetrics({ registry, ...(args.readyNodes ? { knownNodes: args.readyNodes } : {}) }) : undefined;
+    const metrics =
+      opsPort !== undefined ? createMetrics({ registry, ...(args.readyNodes ? { knownNodes: args.readyNodes } : {}) }) : undefined;
     const readiness = () => checks.flatMap((f) => f());
     const server = createExHookServer({
       provider,
@@ -206,7 +230,9 @@ async function main(): Promise<void> {
       transport: args.transport,
       logger,
       ...(metrics ? { metrics } : {}),
-      ...(opsPort !== undefined && !clustered ? { metricsPort: opsPort, metricsHost: opsHost, ...(token !== undefined ? { metricsToken: token } : {}) } : {}),
+      ...(opsPort !== undefined && !clustered
+        ? { metricsPort: opsPort, metricsHost: opsHost, ...(token !== undefined ? { metricsToken: token } : {}) }
+        : {}),
       ...(checks.length > 0 ? { readiness } : {}),
       ...(args.readyWhen ? { readyWhen: args.readyWhen } : {}),
       ...(args.readyNodes ? { readyNodes: args.readyNodes } : {}),
@@ -253,12 +279,15 @@ async function main(): Promise<void> {
     process.stdout.write(
       `emqx-exhook: serving ${provider.name} (${provider.hooks.map((h) => h.def.name).join(", ") || "no hooks"})\n` +
         `listening on ${addr.address}:${addr.port} (${args.tls ? (args.tls.ca ? "TLS + client certificates" : "TLS") : "h2c"}, emqx.exhook.v1 + v2 + v3, ${args.transport} transport)\n` +
-        (server.opsAddress ? opsBanner(server.opsAddress.address, server.opsAddress.port, providerOps?.paths ?? [], token !== undefined) : "") +
+        (server.opsAddress
+          ? opsBanner(server.opsAddress.address, server.opsAddress.port, providerOps?.paths ?? [], token !== undefined)
+          : "") +
         `\n` +
         `Point EMQX at it (use this machine's address as EMQX sees it):\n${emqxConfig(url)}\n`,
     );
   } catch (err) {
-    const msg = isExHookConfigError(err) || (err as NodeJS.ErrnoException).code ? (err as Error).message : String((err as Error).stack ?? err);
+    const msg =
+      isExHookConfigError(err) || (err as NodeJS.ErrnoException).code ? (err as Error).message : String((err as Error).stack ?? err);
     process.stderr.write(`emqx-exhook: ${msg}\n`);
     process.exit(1);
   }
@@ -300,7 +329,12 @@ function runPrimary(args: CliArgs): void {
       port,
       host,
       ...(token !== undefined ? { token } : {}),
-      source: clusterOpsSource({ readyWhen: checkReadyOptions(args.readyWhen, args.readyNodes), readyNodes: args.readyNodes, info, metrics: true }),
+      source: clusterOpsSource({
+        readyWhen: checkReadyOptions(args.readyWhen, args.readyNodes),
+        readyNodes: args.readyNodes,
+        info,
+        metrics: true,
+      }),
     });
     const addr = await ops.listen().catch((err: unknown) => {
       throw opsListenError(err, host, port);

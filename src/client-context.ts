@@ -308,6 +308,7 @@ export function createClientContext<T extends object = Record<string, unknown>>(
 
 function positive(value: number | undefined, dflt: number, name: string): number {
   if (value === undefined) return dflt;
-  if (typeof value !== "number" || !(value > 0)) throw new TypeError(`client context: ${name} must be a positive number, got ${JSON.stringify(value)}`);
+  if (typeof value !== "number" || !(value > 0))
+    throw new TypeError(`client context: ${name} must be a positive number, got ${JSON.stringify(value)}`);
   return value;
 }

@@ -37,7 +37,12 @@ export interface ConnectTransportOptions {
 }
 
 /** A `stream` listener for a `node:http2` server. */
-export type StreamListener = (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) => void;
+export type StreamListener = (
+  stream: http2.ServerHttp2Stream,
+  headers: http2.IncomingHttpHeaders,
+  flags: number,
+  rawHeaders: string[],
+) => void;
 
 /** Creates the Connect transport's `stream` listener. */
 export function connectTransport(options: ConnectTransportOptions): StreamListener {
@@ -92,7 +97,10 @@ export function connectTransport(options: ConnectTransportOptions): StreamListen
         const left = timeout - (performance.now() - queuedAt);
         const contentType = grpcContentType(headers["content-type"]);
         if (left <= 0 && contentType !== undefined) {
-          respondFailure(stream, contentType, { code: Code.DeadlineExceeded, message: "the deadline passed while the call waited its turn" });
+          respondFailure(stream, contentType, {
+            code: Code.DeadlineExceeded,
+            message: "the deadline passed while the call waited its turn",
+          });
           stream.resume();
           release();
           return;

@@ -56,6 +56,11 @@ export function connectionOf(info: ConnectionFields | undefined, fallbackNode = 
  * The identity of a connection within its client id: `node|peerhost|peerport|sockport`. Stored
  * presence rows are keyed by it too (with the client id), so the format is part of the data.
  */
-export function connectionKey(c: { readonly node?: string; readonly peerhost?: string; readonly peerport?: number; readonly sockport?: number }): string {
+export function connectionKey(c: {
+  readonly node?: string;
+  readonly peerhost?: string;
+  readonly peerport?: number;
+  readonly sockport?: number;
+}): string {
   return `${c.node ?? ""}|${c.peerhost ?? ""}|${c.peerport ?? 0}|${c.sockport ?? 0}`;
 }

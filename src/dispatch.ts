@@ -9,15 +9,7 @@ import { toBinary } from "@bufbuild/protobuf";
 import * as v3 from "../gen/emqx/exhook/v3/exhook_pb.js";
 import { CallContext, type BrokerRef } from "./context.js";
 import type { HookDef, WirePackage } from "./hooks.js";
-import type {
-  FallbackReason,
-  HookCall,
-  HookMiddleware,
-  HookOutcome,
-  Logger,
-  Provider,
-  ProviderHook,
-} from "./provider.js";
+import type { FallbackReason, HookCall, HookMiddleware, HookOutcome, Logger, Provider, ProviderHook } from "./provider.js";
 import { NEUTRAL_ACCESS, NEUTRAL_PUBLISH, type Decision } from "./responses.js";
 import { topicNameError } from "./topic.js";
 import {
@@ -229,7 +221,10 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
     const info = nodes.get(`${pkg}|${node}`);
     nodes.delete(`${pkg}|${node}`);
     logger.info({ package: pkg, node }, "provider unloaded by EMQX");
-    safeNotify(provider.options.onUnloaded, info ?? { package: pkg, node, version: req.meta?.version ?? "", clusterName: req.meta?.clusterName ?? "" });
+    safeNotify(
+      provider.options.onUnloaded,
+      info ?? { package: pkg, node, version: req.meta?.version ?? "", clusterName: req.meta?.clusterName ?? "" },
+    );
     return EMPTY_SUCCESS;
   }
 
@@ -310,8 +305,18 @@ export function createDispatcher(provider: Provider, options: DispatcherOptions 
       const k = `${def.key}:${reason}`;
       fallbacks[k] = (fallbacks[k] ?? 0) + 1;
       logger.warn(
-        { hook: def.name, clientId: r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "", reason, fallback: hook.fallback ?? "empty", err: errorText(outcome.error) },
-        reason === "timeout" ? "handler ran out of time; answered with the fallback" : reason === "invalid" ? "handler returned an invalid answer; answered with the fallback" : "handler failed; answered with the fallback",
+        {
+          hook: def.name,
+          clientId: r.clientinfo?.clientid ?? r.conninfo?.clientid ?? r.message?.from ?? "",
+          reason,
+          fallback: hook.fallback ?? "empty",
+          err: errorText(outcome.error),
+        },
+        reason === "timeout"
+          ? "handler ran out of time; answered with the fallback"
+          : reason === "invalid"
+            ? "handler returned an invalid answer; answered with the fallback"
+            : "handler failed; answered with the fallback",
       );
       if (grpcErrors && reason === "error") throw new ConnectError("internal error", Code.Internal);
     }
@@ -449,8 +454,7 @@ function check(hook: ProviderHook, value: unknown): HookOutcome {
   if (k === "keep" || k === "drop") return new Outcome(d);
   if (k === "rewrite") {
     const rw = d as Extract<Decision, { kind: "rewrite" }>;
-    const problem =
-      rw.topic !== undefined ? topicNameError(rw.topic) : undefined;
+    const problem = rw.topic !== undefined ? topicNameError(rw.topic) : undefined;
     if (problem) return fallbackOutcome(hook, "invalid", `rewrite topic ${JSON.stringify(rw.topic)}: ${problem}`);
     if (rw.qos !== undefined && rw.qos !== 0 && rw.qos !== 1 && rw.qos !== 2) {
       return fallbackOutcome(hook, "invalid", `rewrite qos must be 0, 1 or 2, got ${describe(rw.qos)}`);

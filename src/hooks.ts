@@ -53,14 +53,7 @@ export interface HookDef {
   readonly input: DescMessage;
 }
 
-const row = (
-  key: HookKey,
-  name: string,
-  kind: HookKind = "notification",
-  topics = false,
-  v1Name = name,
-  v1Rpc?: string,
-): HookDef => {
+const row = (key: HookKey, name: string, kind: HookKind = "notification", topics = false, v1Name = name, v1Rpc?: string): HookDef => {
   const method = v3.HookProvider.method[key];
   return Object.freeze({ key, name, v1Name, rpc: method.name, v1Rpc: v1Rpc ?? method.name, kind, topics, input: method.input });
 };

@@ -68,7 +68,12 @@ export interface ConnectionRecord extends Connection {
 export const DEFAULT_REORDER_WINDOW_MS = 30_000;
 
 /** The record after a `client.connected` of `conn` at `at` (`prev`: the record of that identity, if any). */
-export function recordConnected(prev: ConnectionRecord | undefined, conn: Connection, at: number, reorderWindowMs: number): ConnectionRecord {
+export function recordConnected(
+  prev: ConnectionRecord | undefined,
+  conn: Connection,
+  at: number,
+  reorderWindowMs: number,
+): ConnectionRecord {
   let base = prev?.live ?? 0;
   // A debt older than the window is a lost connect, not a late one.
   if (base < 0 && (prev?.disconnectedAt ?? at) < at - reorderWindowMs) base = 0;
@@ -247,8 +252,10 @@ export function createMemoryPresence(options: MemoryPresenceOptions = {}): Memor
   const api: MemoryPresence = {
     wrap: (handlers) =>
       wrapLifecycle(handlers, {
-        connected: (req: LifecycleRequest, ctx: LifecycleContext) => api.connected(req.clientinfo, req.clientinfo?.node || ctx.broker?.node),
-        disconnected: (req: LifecycleRequest, ctx: LifecycleContext) => api.disconnected(req.clientinfo, req.reason, req.clientinfo?.node || ctx.broker?.node),
+        connected: (req: LifecycleRequest, ctx: LifecycleContext) =>
+          api.connected(req.clientinfo, req.clientinfo?.node || ctx.broker?.node),
+        disconnected: (req: LifecycleRequest, ctx: LifecycleContext) =>
+          api.disconnected(req.clientinfo, req.reason, req.clientinfo?.node || ctx.broker?.node),
       }),
     connected(clientinfo, node) {
       const conn = connectionOf(clientinfo, node);

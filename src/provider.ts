@@ -23,17 +23,10 @@ import type { AccessDecision, Decision, PublishDecision } from "./responses.js";
 import { compileTopicFilters, topicFilterError, type TopicMatcher } from "./topic.js";
 
 /** What a handler for hook `K` returns: a decision for the three decision hooks, nothing otherwise. */
-export type HookResult<K extends HookKey> = K extends AccessHookKey
-  ? AccessDecision
-  : K extends PublishHookKey
-    ? PublishDecision
-    : void;
+export type HookResult<K extends HookKey> = K extends AccessHookKey ? AccessDecision : K extends PublishHookKey ? PublishDecision : void;
 
 /** A handler for hook `K`; may be async. */
-export type HookHandler<K extends HookKey> = (
-  request: HookRequest<K>,
-  ctx: HookContext,
-) => HookResult<K> | Promise<HookResult<K>>;
+export type HookHandler<K extends HookKey> = (request: HookRequest<K>, ctx: HookContext) => HookResult<K> | Promise<HookResult<K>>;
 
 /** What the framework answers when a decision handler throws, times out or returns nonsense. */
 export type FallbackFor<K extends HookKey> = K extends AccessHookKey
@@ -284,14 +277,18 @@ function compileHook(def: HookDef, entry: unknown, defaultTimeout: number, optio
     handler = cfg["handler"];
     if (cfg["topics"] !== undefined) {
       if (!def.topics) {
-        throw new ExHookConfigError(`${where}: topic filters are only honoured on message hooks (onMessagePublish, onMessageDelivered, onMessageDropped, onMessageAcked)`);
+        throw new ExHookConfigError(
+          `${where}: topic filters are only honoured on message hooks (onMessagePublish, onMessageDelivered, onMessageDropped, onMessageAcked)`,
+        );
       }
       if (!Array.isArray(cfg["topics"])) throw new ExHookConfigError(`${where}: topics must be an array of MQTT topic filters`);
-      topics = Object.freeze([...(cfg["topics"] as unknown[])].map((t, i) => {
-        const err = typeof t === "string" ? topicFilterError(t) : "a topic filter must be a string";
-        if (err) throw new ExHookConfigError(`${where}: topics[${i}] ${JSON.stringify(t)} is not a valid MQTT topic filter: ${err}`);
-        return t as string;
-      }));
+      topics = Object.freeze(
+        [...(cfg["topics"] as unknown[])].map((t, i) => {
+          const err = typeof t === "string" ? topicFilterError(t) : "a topic filter must be a string";
+          if (err) throw new ExHookConfigError(`${where}: topics[${i}] ${JSON.stringify(t)} is not a valid MQTT topic filter: ${err}`);
+          return t as string;
+        }),
+      );
     }
     timeoutMs = checkTimeout(cfg["timeoutMs"], `${where}: timeoutMs`);
     if (cfg["fallback"] !== undefined) {
@@ -328,15 +325,16 @@ function checkTimeout(value: unknown, where: string, allowZero = false): number 
 function checkFallback(def: HookDef, value: unknown, where: string): string {
   const allowed = def.kind === "access" ? ACCESS_KINDS : PUBLISH_FALLBACKS;
   if (typeof value !== "string" || !allowed.includes(value)) {
-    throw new ExHookConfigError(`${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(value)}`);
+    throw new ExHookConfigError(
+      `${where} must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}, got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }
 
 function suggest(key: string): string {
   const lower = key.toLowerCase();
-  const hit = HOOKS.find((h) => h.key.toLowerCase() === lower)
-    ?? HOOKS.find((h) => h.key.toLowerCase().startsWith(lower.slice(0, 10)));
+  const hit = HOOKS.find((h) => h.key.toLowerCase() === lower) ?? HOOKS.find((h) => h.key.toLowerCase().startsWith(lower.slice(0, 10)));
   if (key === "onClientCheckAcl") return " (use onClientAuthorize; it is served to EMQX 4.x as client.check_acl)";
   if (key === "onSessionTakeovered") return " (use onSessionTakenover; it is served to EMQX 4.x as session.takeovered)";
   return hit ? ` (did you mean ${hit.key}?)` : "";

@@ -24,10 +24,7 @@ import { answerSchema, decodeSchema, routeTable, SERVICES, toHandlerRequest } fr
  * and the answers are wire-identical, so a v1/v2 call is decoded once, straight into the shape
  * handlers see, and its answer is encoded once, exactly as on the native transport.
  */
-export function exhookRoutes(
-  provider: Provider | Dispatcher,
-  options: DispatcherOptions = {},
-): (router: ConnectRouter) => void {
+export function exhookRoutes(provider: Provider | Dispatcher, options: DispatcherOptions = {}): (router: ConnectRouter) => void {
   const dispatcher = "handleBytes" in provider ? provider : createDispatcher(provider, options);
   const methods: Array<{ method: DescMethodUnary; impl: (req: Message, ctx: HandlerContext) => Promise<Message> | Message }> = [];
   const routes = routeTable();
@@ -41,7 +38,9 @@ export function exhookRoutes(
       let impl: (req: Message, ctx: HandlerContext) => Promise<Message> | Message;
       if (target === "loaded") impl = (req) => dispatcher.loaded(pkg, toHandlerRequest(pkg, target, req) as v3.ProviderLoadedRequest);
       else if (target === "unloaded") impl = (req) => dispatcher.unloaded(pkg, req as v3.ProviderUnloadedRequest);
-      else impl = (req, ctx) => dispatcher.call(pkg, target, toHandlerRequest(pkg, target, req), { timeoutMs: ctx.timeoutMs(), signal: ctx.signal });
+      else
+        impl = (req, ctx) =>
+          dispatcher.call(pkg, target, toHandlerRequest(pkg, target, req), { timeoutMs: ctx.timeoutMs(), signal: ctx.signal });
       methods.push({ method, impl });
     }
   }

@@ -16,7 +16,14 @@ import type { HookMiddleware, Logger, Provider } from "./provider.js";
 import { connectTransport } from "./connect-transport.js";
 import { nativeHandler } from "./native-transport.js";
 import { HEALTH_PATH_PREFIX, serveHealthStream, type HealthState } from "./ops/health.js";
-import { checkReadiness, checkReadyOptions, createOpsServer, type OpsServer, type ReadinessCheck, type ReadyWhen } from "./ops/http-probes.js";
+import {
+  checkReadiness,
+  checkReadyOptions,
+  createOpsServer,
+  type OpsServer,
+  type ReadinessCheck,
+  type ReadyWhen,
+} from "./ops/http-probes.js";
 import { shareLearnedState } from "./ops/learned-state.js";
 import { monitorLoopDelay, type LoopDelayMonitor } from "./ops/loop-delay.js";
 import { createMetrics, type ExHookMetrics } from "./ops/metrics.js";
@@ -176,11 +183,14 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   }
   const idleTimeoutMs = options.idleTimeoutMs ?? 300_000;
   if (!Number.isInteger(idleTimeoutMs) || idleTimeoutMs < 0) {
-    throw new ExHookConfigError(`idleTimeoutMs must be a non-negative integer of milliseconds, got ${JSON.stringify(options.idleTimeoutMs)}`);
+    throw new ExHookConfigError(
+      `idleTimeoutMs must be a non-negative integer of milliseconds, got ${JSON.stringify(options.idleTimeoutMs)}`,
+    );
   }
   const readyWhen = checkReadyOptions(options.readyWhen, options.readyNodes);
   const readyNodes = options.readyNodes;
-  const metrics = options.metrics ?? (options.metricsPort !== undefined ? createMetrics(readyNodes ? { knownNodes: readyNodes } : {}) : undefined);
+  const metrics =
+    options.metrics ?? (options.metricsPort !== undefined ? createMetrics(readyNodes ? { knownNodes: readyNodes } : {}) : undefined);
   // Metrics outermost, so their latency includes the user's middleware.
   const middleware = [...(metrics ? [metrics.middleware] : []), ...(options.middleware ?? [])];
   const logger = options.logger;
@@ -213,7 +223,9 @@ export function createExHookServer(options: ExHookServerOptions): ExHookServer {
   if (idleTimeoutMs > 0) server.setTimeout(idleTimeoutMs);
   const tlsWatch = options.tls ? watchTls(server as http2.Http2SecureServer, options.tls, logger) : undefined;
   if (options.tls) {
-    server.on("tlsClientError", (err: Error) => logger?.warn({ err: err.message }, "TLS handshake failed (client without a valid certificate?)"));
+    server.on("tlsClientError", (err: Error) =>
+      logger?.warn({ err: err.message }, "TLS handshake failed (client without a valid certificate?)"),
+    );
   }
   if (metrics) {
     metrics.observeDispatcher(dispatcher);

@@ -105,7 +105,9 @@ function loadedFromV1(req: v1.ProviderLoadedRequest): v3.ProviderLoadedRequest {
   const b = req.broker;
   return create(v3.ProviderLoadedRequestSchema, {
     ...(b ? { broker: { version: b.version, sysdescr: b.sysdescr, uptime: parseV1Uptime(b.uptime), datetime: b.datetime } } : {}),
-    ...(req.meta ? { meta: { node: req.meta.node, version: req.meta.version, sysdescr: req.meta.sysdescr, clusterName: req.meta.clusterName } } : {}),
+    ...(req.meta
+      ? { meta: { node: req.meta.node, version: req.meta.version, sysdescr: req.meta.sysdescr, clusterName: req.meta.clusterName } }
+      : {}),
   });
 }
 
@@ -201,7 +203,6 @@ export function valuedResponse(decision: Decision, message: v3.Message | undefin
   }
 }
 
-
 function messageResponse(type: ResponsedType, message: v3.Message, legacyEnum: boolean): v3.ValuedResponse {
   return create(v3.ValuedResponseSchema, { type: wireType(type, legacyEnum), value: { case: "message", value: message } });
 }
@@ -210,8 +211,12 @@ function messageResponse(type: ResponsedType, message: v3.Message, legacyEnum: b
 // and encoded once: authenticate/authorize answers and `keep` cost no encoding per call.
 const IGNORE_RESPONSE = Object.freeze(create(v3.ValuedResponseSchema, { type: IGNORE }));
 const IGNORE_LEGACY = Object.freeze(create(v3.ValuedResponseSchema, { type: 0 as ResponsedType }));
-const ALLOW_RESPONSE = Object.freeze(create(v3.ValuedResponseSchema, { type: STOP_AND_RETURN, value: { case: "boolResult", value: true } }));
-const DENY_RESPONSE = Object.freeze(create(v3.ValuedResponseSchema, { type: STOP_AND_RETURN, value: { case: "boolResult", value: false } }));
+const ALLOW_RESPONSE = Object.freeze(
+  create(v3.ValuedResponseSchema, { type: STOP_AND_RETURN, value: { case: "boolResult", value: true } }),
+);
+const DENY_RESPONSE = Object.freeze(
+  create(v3.ValuedResponseSchema, { type: STOP_AND_RETURN, value: { case: "boolResult", value: false } }),
+);
 const CONSTANT_BYTES = new Map<v3.ValuedResponse, Uint8Array>(
   [IGNORE_RESPONSE, IGNORE_LEGACY, ALLOW_RESPONSE, DENY_RESPONSE].map((m) => [m, toBinary(v3.ValuedResponseSchema, m)]),
 );

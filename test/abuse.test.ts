@@ -9,7 +9,21 @@
 import { spawn } from "node:child_process";
 import * as http2 from "node:http2";
 import * as path from "node:path";
-import { continuation, data, Flag, FrameType, goaway, grpcFrame, grpcRequestHeaders, headerBlock, headers, ping, rawConnect, rstStream, type RawH2 } from "./helpers/h2-frames.js";
+import {
+  continuation,
+  data,
+  Flag,
+  FrameType,
+  goaway,
+  grpcFrame,
+  grpcRequestHeaders,
+  headerBlock,
+  headers,
+  ping,
+  rawConnect,
+  rstStream,
+  type RawH2,
+} from "./helpers/h2-frames.js";
 import { allow, defineProvider } from "../src/index.js";
 import { createExHookServer } from "../src/server.js";
 import { memoryLogger } from "./helpers/ops.js";
@@ -25,14 +39,21 @@ module.exports = defineProvider({
   onMessagePublish: () => rewrite({ qos: 1 }),
 });
 `;
-const authBody = (username: string) => encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: username, username }, result: false });
+const authBody = (username: string) =>
+  encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: username, username }, result: false });
 
 /** One call on an open session; resolves with status and latency. */
 function callOn(session: http2.ClientHttp2Session): Promise<{ status: string | undefined; ms: number }> {
   const start = performance.now();
   return new Promise((resolve) => {
     let status: string | undefined;
-    const req = session.request({ ":method": "POST", ":path": AUTH_PATH, "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": "5S" });
+    const req = session.request({
+      ":method": "POST",
+      ":path": AUTH_PATH,
+      "content-type": "application/grpc+proto",
+      te: "trailers",
+      "grpc-timeout": "5S",
+    });
     req.on("response", (h) => (status = (h["grpc-status"] as string | undefined) ?? status));
     req.on("trailers", (t) => (status = t["grpc-status"] as string | undefined));
     req.on("data", () => {});
@@ -73,12 +94,16 @@ async function probeWhile(child: ServerChild, idleRss: number, during: Promise<u
   while (running) {
     const started = performance.now();
     const probe = fresh
-      ? freshCall(child.port, authBody("alice")).then((r) => ({ status: String(r.status), ms: r.ms }), (err: Error) => ({ status: `error ${err.message}`, ms: performance.now() - started }))
+      ? freshCall(child.port, authBody("alice")).then(
+          (r) => ({ status: String(r.status), ms: r.ms }),
+          (err: Error) => ({ status: `error ${err.message}`, ms: performance.now() - started }),
+        )
       : callOn(established);
     const r = await probe;
     probes++;
     worstMs = Math.max(worstMs, r.ms);
-    if (r.status !== "0" || r.ms >= 1000) failures.push(`${fresh ? "fresh" : "established"} connection: status ${r.status} after ${Math.round(r.ms)} ms`);
+    if (r.status !== "0" || r.ms >= 1000)
+      failures.push(`${fresh ? "fresh" : "established"} connection: status ${r.status} after ${Math.round(r.ms)} ms`);
     fresh = !fresh;
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -98,7 +123,9 @@ async function processed(raw: RawH2): Promise<void> {
     raw.closed,
     new Promise<void>((resolve) => {
       const check = setInterval(() => {
-        const acked = raw.received.some((f) => f.type === FrameType.PING && (f.flags & Flag.ACK) !== 0 && f.payload.readUInt32BE(4) === opaque);
+        const acked = raw.received.some(
+          (f) => f.type === FrameType.PING && (f.flags & Flag.ACK) !== 0 && f.payload.readUInt32BE(4) === opaque,
+        );
         if (acked || raw.received.some((f) => f.type === FrameType.GOAWAY)) {
           clearInterval(check);
           resolve();
@@ -136,7 +163,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
 
   // A case that killed the server fails; the next one gets a new server, so each case stands alone.
   beforeEach(async () => {
-    const healthy = child.alive() && (await freshCall(child.port, authBody("alice")).then((r) => r.status === 0, () => false));
+    const healthy =
+      child.alive() &&
+      (await freshCall(child.port, authBody("alice")).then(
+        (r) => r.status === 0,
+        () => false,
+      ));
     if (!healthy) {
       crashes++;
       await child.stop();
@@ -159,8 +191,14 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     const raw = await rawConnect(child.port);
     const block = headerBlock(grpcRequestHeaders(AUTH_PATH));
     const body = data(0, grpcFrame(authBody("alice"))).subarray(9);
-    const frames = Array.from({ length: 10_000 }, (_, i) => Buffer.concat([headers(1 + 2 * i, block), data(1 + 2 * i, body), rstStream(1 + 2 * i, http2.constants.NGHTTP2_CANCEL)]));
-    const report = await probeWhile(child, idleRss, flood(raw, frames).then(() => processed(raw)));
+    const frames = Array.from({ length: 10_000 }, (_, i) =>
+      Buffer.concat([headers(1 + 2 * i, block), data(1 + 2 * i, body), rstStream(1 + 2 * i, http2.constants.NGHTTP2_CANCEL)]),
+    );
+    const report = await probeWhile(
+      child,
+      idleRss,
+      flood(raw, frames).then(() => processed(raw)),
+    );
     raw.socket.destroy();
     expectUnharmed("a rapid reset flood", report);
   });
@@ -168,8 +206,15 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   test("CONTINUATION flood: one header block that never ends (10,000 CONTINUATION frames of 4 KiB)", async () => {
     const raw = await rawConnect(child.port);
     const filler = headerBlock([["x-flood", "a".repeat(4000)]]);
-    const frames = [headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH)), 0), ...Array.from({ length: 10_000 }, () => continuation(1, filler))];
-    const report = await probeWhile(child, idleRss, flood(raw, frames).then(() => processed(raw)));
+    const frames = [
+      headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH)), 0),
+      ...Array.from({ length: 10_000 }, () => continuation(1, filler)),
+    ];
+    const report = await probeWhile(
+      child,
+      idleRss,
+      flood(raw, frames).then(() => processed(raw)),
+    );
     raw.socket.destroy();
     expectUnharmed("a CONTINUATION flood", report);
   });
@@ -181,7 +226,10 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     const report = await probeWhile(
       child,
       idleRss,
-      Promise.all([flood(deaf, pings).then(() => Promise.race([deaf.closed, new Promise((r) => setTimeout(r, 500))])), flood(reader, pings).then(() => processed(reader))]),
+      Promise.all([
+        flood(deaf, pings).then(() => Promise.race([deaf.closed, new Promise((r) => setTimeout(r, 500))])),
+        flood(reader, pings).then(() => processed(reader)),
+      ]),
     );
     deaf.socket.destroy();
     reader.socket.destroy();
@@ -196,7 +244,13 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
         await Promise.all(
           Array.from({ length: 20 }, async () => {
             const c = await rawConnect(child.port);
-            await c.write(Buffer.concat([headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH))), data(1, grpcFrame(authBody("alice"))), goaway(1, http2.constants.NGHTTP2_PROTOCOL_ERROR)]));
+            await c.write(
+              Buffer.concat([
+                headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH))),
+                data(1, grpcFrame(authBody("alice"))),
+                goaway(1, http2.constants.NGHTTP2_PROTOCOL_ERROR),
+              ]),
+            );
             c.socket.destroy();
           }),
         );
@@ -209,12 +263,29 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
 
   test("64 connections x 100 concurrent streams for 5 s: others answered within 1 s, RSS within 256 MiB of idle", async () => {
     const frame = grpcFrame(authBody("alice")).toString("hex");
-    const load = spawn("nice", ["-n", "19", process.execPath, path.join(__dirname, "fixtures", "h2-load.js"), String(child.port), "64", "100", "5", AUTH_PATH, frame], { stdio: ["ignore", "pipe", "inherit"] });
+    const load = spawn(
+      "nice",
+      [
+        "-n",
+        "19",
+        process.execPath,
+        path.join(__dirname, "fixtures", "h2-load.js"),
+        String(child.port),
+        "64",
+        "100",
+        "5",
+        AUTH_PATH,
+        frame,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
     let out = "";
     load.stdout.on("data", (c: Buffer) => (out += c.toString()));
     const finished = new Promise<void>((resolve) => load.on("close", () => resolve()));
     const report = await probeWhile(child, idleRss, finished);
-    process.stdout.write(`${transport} 64x100: ${JSON.stringify({ worstProbeMs: Math.round(report.worstMs), peakRssGrowthMiB: Math.round(report.peakRssGrowth / MiB), load: JSON.parse(out) })}\n`);
+    process.stdout.write(
+      `${transport} 64x100: ${JSON.stringify({ worstProbeMs: Math.round(report.worstMs), peakRssGrowthMiB: Math.round(report.peakRssGrowth / MiB), load: JSON.parse(out) })}\n`,
+    );
     const result = JSON.parse(out) as { done: number; failed: number; statuses: Record<string, number> };
     expectUnharmed("64 x 100 concurrent streams", report);
     // The load itself was served: every call answered OK, or DEADLINE_EXCEEDED where it waited
@@ -232,13 +303,24 @@ describe("a connection nghttp2 stopped serving is closed once idle (idleTimeoutM
   test("after a rapid reset flood the server sends GOAWAY, then closes the socket; a pinging client stays", async () => {
     // The server runs in this process, so the flood stalls the test's loop too: 1 s is far above that.
     const idleTimeoutMs = 1000;
-    const server = createExHookServer({ provider: defineProvider({ onClientAuthenticate: () => allow() }), port: 0, host: "127.0.0.1", idleTimeoutMs, logger: memoryLogger() });
+    const server = createExHookServer({
+      provider: defineProvider({ onClientAuthenticate: () => allow() }),
+      port: 0,
+      host: "127.0.0.1",
+      idleTimeoutMs,
+      logger: memoryLogger(),
+    });
     const { port } = await server.listen();
     try {
       const flooder = await rawConnect(port);
       const block = headerBlock(grpcRequestHeaders(AUTH_PATH));
       // nghttp2 gives up on a connection after ~1,000 fast resets.
-      await flood(flooder, Array.from({ length: 2000 }, (_, i) => Buffer.concat([headers(1 + 2 * i, block), rstStream(1 + 2 * i, http2.constants.NGHTTP2_CANCEL)])));
+      await flood(
+        flooder,
+        Array.from({ length: 2000 }, (_, i) =>
+          Buffer.concat([headers(1 + 2 * i, block), rstStream(1 + 2 * i, http2.constants.NGHTTP2_CANCEL)]),
+        ),
+      );
       const pinger = await rawConnect(port);
       const pinging = setInterval(() => void pinger.write(ping(1)), 100);
       // The flooder is closed by the server (the test would time out otherwise).
@@ -247,7 +329,10 @@ describe("a connection nghttp2 stopped serving is closed once idle (idleTimeoutM
       // Past another idle timeout, the pinging connection is still open and answered.
       await new Promise((r) => setTimeout(r, idleTimeoutMs + 200));
       clearInterval(pinging);
-      expect({ open: !pinger.socket.destroyed, acked: pinger.received.filter((f) => f.type === FrameType.PING).length > 5 }).toEqual({ open: true, acked: true });
+      expect({ open: !pinger.socket.destroyed, acked: pinger.received.filter((f) => f.type === FrameType.PING).length > 5 }).toEqual({
+        open: true,
+        acked: true,
+      });
       pinger.socket.destroy();
     } finally {
       await server.close(100);
@@ -255,6 +340,8 @@ describe("a connection nghttp2 stopped serving is closed once idle (idleTimeoutM
   });
 
   test("idleTimeoutMs must be a non-negative integer", () => {
-    expect(() => createExHookServer({ provider: defineProvider({}), idleTimeoutMs: -1 })).toThrow("idleTimeoutMs must be a non-negative integer of milliseconds, got -1");
+    expect(() => createExHookServer({ provider: defineProvider({}), idleTimeoutMs: -1 })).toThrow(
+      "idleTimeoutMs must be a non-negative integer of milliseconds, got -1",
+    );
   });
 });

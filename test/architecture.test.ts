@@ -27,13 +27,22 @@ const CORE = [
 
 function imports(file: string): string[] {
   const text = fs.readFileSync(path.join(SRC, file), "utf8");
-  return [...text.matchAll(/(?:^|\n)\s*(?:import|export)[^;]*?from\s+"([^"]+)"/g), ...text.matchAll(/(?:require|import)\(\s*"([^"]+)"\s*\)/g)].map((m) => m[1] as string);
+  return [
+    ...text.matchAll(/(?:^|\n)\s*(?:import|export)[^;]*?from\s+"([^"]+)"/g),
+    ...text.matchAll(/(?:require|import)\(\s*"([^"]+)"\s*\)/g),
+  ].map((m) => m[1] as string);
 }
 
 function allSourceFiles(dir = SRC, prefix = ""): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? allSourceFiles(path.join(dir, e.name), `${prefix}${e.name}/`) : /\.m?ts$/.test(e.name) ? [`${prefix}${e.name}`] : [],
-  );
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) =>
+      e.isDirectory()
+        ? allSourceFiles(path.join(dir, e.name), `${prefix}${e.name}/`)
+        : /\.m?ts$/.test(e.name)
+          ? [`${prefix}${e.name}`]
+          : [],
+    );
 }
 
 test.each(CORE)("core module %s imports nothing from node:", (file) => {
@@ -54,12 +63,23 @@ test("no module outside src/testing imports the test kit", () => {
 test("relative imports in src/ and gen/ name their .js file (the ESM build runs under Node's ESM loader)", () => {
   const GEN = path.join(SRC, "..", "gen");
   const genFiles = (dir: string, prefix: string): string[] =>
-    fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? genFiles(path.join(dir, e.name), `${prefix}${e.name}/`) : e.name.endsWith(".ts") ? [`${prefix}${e.name}`] : []));
+    fs
+      .readdirSync(dir, { withFileTypes: true })
+      .flatMap((e) =>
+        e.isDirectory() ? genFiles(path.join(dir, e.name), `${prefix}${e.name}/`) : e.name.endsWith(".ts") ? [`${prefix}${e.name}`] : [],
+      );
   const offenders = [
-    ...allSourceFiles().flatMap((f) => imports(f).filter((i) => i.startsWith(".") && !i.endsWith(".js")).map((i) => `src/${f}: ${i}`)),
+    ...allSourceFiles().flatMap((f) =>
+      imports(f)
+        .filter((i) => i.startsWith(".") && !i.endsWith(".js"))
+        .map((i) => `src/${f}: ${i}`),
+    ),
     ...genFiles(GEN, "").flatMap((f) => {
       const text = fs.readFileSync(path.join(GEN, f), "utf8");
-      return [...text.matchAll(/from\s+"(\.[^"]+)"/g)].map((m) => m[1] as string).filter((i) => !i.endsWith(".js")).map((i) => `gen/${f}: ${i}`);
+      return [...text.matchAll(/from\s+"(\.[^"]+)"/g)]
+        .map((m) => m[1] as string)
+        .filter((i) => !i.endsWith(".js"))
+        .map((i) => `gen/${f}: ${i}`);
     }),
   ];
   expect(offenders).toEqual([]);
@@ -68,7 +88,11 @@ test("relative imports in src/ and gen/ name their .js file (the ESM build runs 
 test("only src/own-location.ts (and its ESM twin) use __dirname, __filename, require or import.meta: the rest works in both builds", () => {
   const offenders = allSourceFiles()
     .filter((f) => !["own-location.ts", "own-location-esm.mts", "cli.ts"].includes(f))
-    .filter((f) => /\b__dirname\b|\b__filename\b|\brequire\s*[(.]|import\.meta/.test(fs.readFileSync(path.join(SRC, f), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "")));
+    .filter((f) =>
+      /\b__dirname\b|\b__filename\b|\brequire\s*[(.]|import\.meta/.test(
+        fs.readFileSync(path.join(SRC, f), "utf8").replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, ""),
+      ),
+    );
   expect(offenders).toEqual([]);
 });
 

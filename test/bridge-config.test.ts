@@ -30,7 +30,9 @@ describe("destination templates", () => {
     expect(() => compileTemplate("mqtt.${topik}", "nats", "bridge.sinks[0].subject")).toThrow(
       'bridge.sinks[0].subject: unknown placeholder ${topik} in "mqtt.${topik}" (allowed: ${topic}, ${clientid}, ${username}, ${node}, ${hook}, ${qos})',
     );
-    expect(() => compileTemplate("mqtt..${topic}", "nats", "s")).toThrow("s: \"mqtt..${topic}\" cannot make a valid destination: a NATS subject cannot have an empty token");
+    expect(() => compileTemplate("mqtt..${topic}", "nats", "s")).toThrow(
+      's: "mqtt..${topic}" cannot make a valid destination: a NATS subject cannot have an empty token',
+    );
     expect(() => compileTemplate("mqtt.>", "nats", "s")).toThrow("cannot contain the wildcards");
     expect(() => compileTemplate("x".repeat(300), "amqp", "s")).toThrow("an AMQP routing key is at most 255 bytes");
   });
@@ -60,21 +62,31 @@ describe("bridge config", () => {
     expect(bad({ sinks: [{ ...sink, subjet: "x" }] })).toThrow(
       "config: bridge.sinks[0].subjet: unknown setting (allowed here: kind, name, hooks, topics, batch, outbox, retry, confirmTimeoutMs, readiness, tls, servers, subject, eventSubject, user, password, token, credsFile, stream)",
     );
-    expect(bad({ sinks: [{ name: "r", kind: "redis", exchange: "x" }] })).toThrow("bridge.sinks[0].exchange: unknown setting (allowed here: kind, name, hooks, topics, batch, outbox, retry, confirmTimeoutMs, readiness, tls, url, username, password, stream, eventStream, maxLen)");
+    expect(bad({ sinks: [{ name: "r", kind: "redis", exchange: "x" }] })).toThrow(
+      "bridge.sinks[0].exchange: unknown setting (allowed here: kind, name, hooks, topics, batch, outbox, retry, confirmTimeoutMs, readiness, tls, url, username, password, stream, eventStream, maxLen)",
+    );
     expect(bad({ sinks: [{ name: "k", kind: "kafka" }] })).toThrow("bridge.sinks[0].kind");
     expect(bad({ sinks: [{ ...sink, hooks: ["client.authenticate"] }] })).toThrow("bridge.sinks[0].hooks[0]");
     expect(bad({ sinks: [{ ...sink, topics: ["a/+b"] }] })).toThrow("bridge.sinks[0].topics[0]: not a valid MQTT topic filter");
     expect(bad({ sinks: [sink, sink] })).toThrow('bridge.sinks[1].name: duplicate sink name "s1"');
-    expect(bad({ leaseMs: 6000, sinks: [{ ...sink, confirmTimeoutMs: 5000 }] })).toThrow("bridge.sinks[0].confirmTimeoutMs: must be at most a third of bridge.leaseMs (6000)");
+    expect(bad({ leaseMs: 6000, sinks: [{ ...sink, confirmTimeoutMs: 5000 }] })).toThrow(
+      "bridge.sinks[0].confirmTimeoutMs: must be at most a third of bridge.leaseMs (6000)",
+    );
     expect(bad({ enabled: true })).toThrow("bridge.sinks: bridge.enabled is true but no sink is configured");
-    expect(bad({ sinks: [{ ...sink, outbox: { overflow: "drop-new" } }] })).toThrow('bridge.sinks[0].outbox.overflow: Invalid option: expected one of "refuse-new"|"drop-oldest"');
+    expect(bad({ sinks: [{ ...sink, outbox: { overflow: "drop-new" } }] })).toThrow(
+      'bridge.sinks[0].outbox.overflow: Invalid option: expected one of "refuse-new"|"drop-oldest"',
+    );
   });
   test("${env:NAME} credentials are read at start; a missing variable stops the start naming it", () => {
     const dir = mkdtempSync(join(tmpdir(), "exhook-bcfg-"));
     const store = openSqliteStore({ file: join(dir, "x.db") });
     try {
-      const cfg = parseConfig({ bridge: { enabled: true, sinks: [{ name: "r", kind: "redis", url: "redis://u:${env:EXHOOK_T_PW}@127.0.0.1:1" }] } });
-      expect(() => createBridge({ config: cfg.bridge, store, env: {} })).toThrow("bridge.sinks[0].url: environment variable EXHOOK_T_PW is not set");
+      const cfg = parseConfig({
+        bridge: { enabled: true, sinks: [{ name: "r", kind: "redis", url: "redis://u:${env:EXHOOK_T_PW}@127.0.0.1:1" }] },
+      });
+      expect(() => createBridge({ config: cfg.bridge, store, env: {} })).toThrow(
+        "bridge.sinks[0].url: environment variable EXHOOK_T_PW is not set",
+      );
     } finally {
       void store.close();
       rmSync(dir, { recursive: true, force: true });
@@ -116,7 +128,12 @@ describe("emqx-exhook outbox", () => {
   const run = async (...argv: string[]) => {
     let out = "";
     let err = "";
-    const code = await runCommand([...argv, "--config", configFile], { stdout: (t) => (out += t), stderr: (t) => (err += t), readStdin: async () => "", env: {} });
+    const code = await runCommand([...argv, "--config", configFile], {
+      stdout: (t) => (out += t),
+      stderr: (t) => (err += t),
+      readStdin: async () => "",
+      env: {},
+    });
     return { code, out, err };
   };
   beforeAll(async () => {
@@ -124,7 +141,16 @@ describe("emqx-exhook outbox", () => {
     configFile = join(dir, "exhook.yaml");
     writeFileSync(configFile, `dataDir: ${dir}\nbridge:\n  sinks:\n    - { name: js, kind: nats }\n    - { name: rs, kind: redis }\n`);
     const store = openSqliteStore({ file: join(dir, "exhook.db") });
-    const e = (i: number): OutboxEntry => ({ sink: "js", id: `m${i}`, key: "c1", khash: keyHash("c1"), dest: `mqtt.t.${i}`, payload: new Uint8Array(3), headers: { topic: `t/${i}` }, createdAt: Date.UTC(2026, 0, 1, 0, 0, i) });
+    const e = (i: number): OutboxEntry => ({
+      sink: "js",
+      id: `m${i}`,
+      key: "c1",
+      khash: keyHash("c1"),
+      dest: `mqtt.t.${i}`,
+      payload: new Uint8Array(3),
+      headers: { topic: `t/${i}` },
+      createdAt: Date.UTC(2026, 0, 1, 0, 0, i),
+    });
     await store.outboxAppend([e(1), e(2), e(3)], {});
     await store.outboxLease("js", "cli-test", { partitions: 1, leaseMs: 1000 });
     const rows = await store.outboxFetch("js", 1, [0], 10);
@@ -136,23 +162,53 @@ describe("emqx-exhook outbox", () => {
   test("status, list, replay, purge", async () => {
     const st = await run("outbox", "status");
     expect(st.code).toBe(0);
-    const lines = st.out.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = st.out
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.map((l) => [l["sink"], l["kind"], l["configured"], l["pending"], l["parked"], l["oldestPending"]])).toEqual([
       ["js", "nats", true, 2, 1, "2026-01-01T00:00:02.000Z"],
       ["rs", "redis", true, 0, 0, null],
     ]);
     const parked = await run("outbox", "list", "--sink", "js", "--parked");
-    expect(parked.out.trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>)).toEqual([
-      expect.objectContaining({ id: "m1", dest: "mqtt.t.1", attempts: 1, parked: true, lastError: "no stream", bytes: 3, headers: { topic: "t/1" } }),
+    expect(
+      parked.out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+    ).toEqual([
+      expect.objectContaining({
+        id: "m1",
+        dest: "mqtt.t.1",
+        attempts: 1,
+        parked: true,
+        lastError: "no stream",
+        bytes: 3,
+        headers: { topic: "t/1" },
+      }),
     ]);
-    expect((await run("outbox", "list", "--sink", "js", "--limit", "1")).out.trim().split("\n").map((l) => (JSON.parse(l) as { id: string }).id)).toEqual(["m2"]);
-    expect(await run("outbox", "replay", "--sink", "js")).toMatchObject({ code: 0, out: "1 parked message of sink js back in line; a running server forwards them within bridge.pollMs\n" });
+    expect(
+      (await run("outbox", "list", "--sink", "js", "--limit", "1")).out
+        .trim()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as { id: string }).id),
+    ).toEqual(["m2"]);
+    expect(await run("outbox", "replay", "--sink", "js")).toMatchObject({
+      code: 0,
+      out: "1 parked message of sink js back in line; a running server forwards them within bridge.pollMs\n",
+    });
     expect((await run("outbox", "list", "--sink", "js", "--parked")).out).toBe("");
     const purgeNoFlag = await run("outbox", "purge", "--sink", "js");
     expect(purgeNoFlag.code).toBe(2);
     expect(purgeNoFlag.err).toContain("outbox purge needs exactly one of --parked (parked rows only) or --all (every row of the sink)");
-    expect(await run("outbox", "purge", "--sink", "js", "--parked")).toMatchObject({ code: 0, out: "deleted 0 parked messages of sink js from the outbox (not bridged)\n" });
-    expect(await run("outbox", "purge", "--sink", "js", "--all")).toMatchObject({ code: 0, out: "deleted 3 messages of sink js from the outbox (not bridged)\n" });
+    expect(await run("outbox", "purge", "--sink", "js", "--parked")).toMatchObject({
+      code: 0,
+      out: "deleted 0 parked messages of sink js from the outbox (not bridged)\n",
+    });
+    expect(await run("outbox", "purge", "--sink", "js", "--all")).toMatchObject({
+      code: 0,
+      out: "deleted 3 messages of sink js from the outbox (not bridged)\n",
+    });
     const unknown = await run("outbox", "replay", "--sink", "nope");
     expect(unknown).toMatchObject({ code: 1, err: 'emqx-exhook: no sink "nope" in the config or the outbox (known: js, rs)\n' });
     expect((await run("outbox", "list")).code).toBe(2);
@@ -173,7 +229,16 @@ describe("the stack with the bridge next to persistence and presence", () => {
         bridge: {
           enabled: true,
           persistBeforeRoute: { enabled: true },
-          sinks: [{ name: "off", kind: "redis", url: "redis://127.0.0.1:1", hooks: ["message.publish", "client.connected"], topics: ["alarms/#"], readiness: true }],
+          sinks: [
+            {
+              name: "off",
+              kind: "redis",
+              url: "redis://127.0.0.1:1",
+              hooks: ["message.publish", "client.connected"],
+              topics: ["alarms/#"],
+              readiness: true,
+            },
+          ],
         },
       }),
       { logger },
@@ -196,7 +261,9 @@ describe("the stack with the bridge next to persistence and presence", () => {
       ]);
       expect(stack.stats()["bridge"]).toMatchObject({ writer: { committed: 2 } });
       expect(await stack.bridge?.registry.metrics()).toContain('exhook_bridge_committed_total{sink="off"} 2');
-      expect(stack.bridge?.readiness()).toEqual([{ name: "bridge sink off (redis)", ok: false, detail: expect.stringMatching(/^not connected/) as string }]);
+      expect(stack.bridge?.readiness()).toEqual([
+        { name: "bridge sink off (redis)", ok: false, detail: expect.stringMatching(/^not connected/) as string },
+      ]);
     } finally {
       await emqx.stop();
       await stack.close();

@@ -23,22 +23,39 @@ const redisTest = REDIS_URL ? test : test.skip;
 const LISTENING = /listening on 127\.0\.0\.1:(\d+)/g;
 const CLIENTS = ["k1", "k2", "k3", "k4"];
 
-redisTest("SIGKILL mid-stream, restart: every message committed to the outbox is delivered, duplicates carry the same id, order per client kept", async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "exhook-bridge-kill-"));
-  const key = unique("kill");
-  let cli: CliProcess | undefined;
-  const serve = () =>
-    spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, "examples", "stack-provider.js"), "--port", "0", "--host", "127.0.0.1", "--metrics-port", "0", "--config", path.join(dir, "exhook.yaml")], {
-      cwd: dir,
-      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules"), LOG_LEVEL: "info" },
-    });
-  try {
-    compileTree("src", dir);
-    compileTree("gen", dir);
-    compileTree("examples", dir);
-    writeFileSync(
-      path.join(dir, "exhook.yaml"),
-      `dataDir: ${path.join(dir, "data")}
+redisTest(
+  "SIGKILL mid-stream, restart: every message committed to the outbox is delivered, duplicates carry the same id, order per client kept",
+  async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "exhook-bridge-kill-"));
+    const key = unique("kill");
+    let cli: CliProcess | undefined;
+    const serve = () =>
+      spawnCli(
+        [
+          path.join(dir, "src", "cli.js"),
+          "serve",
+          path.join(dir, "examples", "stack-provider.js"),
+          "--port",
+          "0",
+          "--host",
+          "127.0.0.1",
+          "--metrics-port",
+          "0",
+          "--config",
+          path.join(dir, "exhook.yaml"),
+        ],
+        {
+          cwd: dir,
+          env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules"), LOG_LEVEL: "info" },
+        },
+      );
+    try {
+      compileTree("src", dir);
+      compileTree("gen", dir);
+      compileTree("examples", dir);
+      writeFileSync(
+        path.join(dir, "exhook.yaml"),
+        `dataDir: ${path.join(dir, "data")}
 auth: { enabled: false }
 acl: { enabled: false }
 persistence: { enabled: false }
@@ -50,81 +67,89 @@ bridge:
   sinks:
     - { name: rs, kind: redis, url: "${REDIS_URL}", stream: "${key}", maxLen: 0, batch: { size: 50, lingerMs: 2 } }
 `,
-    );
-    cli = serve();
-    const port = Number((await cli.waitFor(LISTENING))[0]?.[1]);
-    const emqx = createFakeEmqx({ url: `http://127.0.0.1:${port}`, logger: memoryLogger(), requestTimeoutMs: 5000 });
-    await emqx.start();
-    for (const c of CLIENTS) await emqx.connect({ clientid: c });
-    let killed = false;
-    const results = new Map<string, Array<"kept" | "dropped">>(CLIENTS.map((c) => [c, []]));
-    const loops = CLIENTS.map(async (c) => {
-      for (let i = 0; !killed; i++) {
-        const r = await emqx.publish(c, { topic: `t/${c}`, payload: `${c}-${i}`, qos: 1 });
-        (results.get(c) as Array<"kept" | "dropped">).push("dropped" in r && r.reason === "provider" ? "dropped" : "kept");
-      }
-    });
-    // Kill while publishes commit and batches are forwarded.
-    await eventually(() => ([...results.values()].reduce((n, r) => n + r.length, 0) >= 600 || undefined), 30_000, "600 publishes answered");
-    cli.kill("SIGKILL");
-    killed = true;
-    expect((await cli.exited()).signal).toBe("SIGKILL");
-    await Promise.all(loops);
-    await emqx.stop().catch(() => {});
-
-    // Which publishes EMQX was told keep(): the answered ones (a call that failed because the
-    // server was gone lets EMQX publish anyway, but nothing was committed for it).
-    const kept: string[] = [];
-    for (const c of CLIENTS) {
-      const calls = emqx.calls.filter((x) => x.hook === "message.publish" && x.clientid === c);
-      results.get(c)?.forEach((r, i) => {
-        if (r === "kept" && calls[i]?.result === "ok") kept.push(`${c}-${i}`);
+      );
+      cli = serve();
+      const port = Number((await cli.waitFor(LISTENING))[0]?.[1]);
+      const emqx = createFakeEmqx({ url: `http://127.0.0.1:${port}`, logger: memoryLogger(), requestTimeoutMs: 5000 });
+      await emqx.start();
+      for (const c of CLIENTS) await emqx.connect({ clientid: c });
+      let killed = false;
+      const results = new Map<string, Array<"kept" | "dropped">>(CLIENTS.map((c) => [c, []]));
+      const loops = CLIENTS.map(async (c) => {
+        for (let i = 0; !killed; i++) {
+          const r = await emqx.publish(c, { topic: `t/${c}`, payload: `${c}-${i}`, qos: 1 });
+          (results.get(c) as Array<"kept" | "dropped">).push("dropped" in r && r.reason === "provider" ? "dropped" : "kept");
+        }
       });
-    }
-    expect(kept.length).toBeGreaterThan(500);
-    // What the outbox held at the kill (committed, not yet confirmed by Redis).
-    const raw = new Database(path.join(dir, "data", "exhook.db"), { readonly: true });
-    const inOutbox = (raw.prepare("SELECT payload FROM outbox WHERE sink = 'rs'").all() as Array<{ payload: Buffer }>).map((r) => r.payload.toString());
-    raw.close();
+      // Kill while publishes commit and batches are forwarded.
+      await eventually(() => [...results.values()].reduce((n, r) => n + r.length, 0) >= 600 || undefined, 30_000, "600 publishes answered");
+      cli.kill("SIGKILL");
+      killed = true;
+      expect((await cli.exited()).signal).toBe("SIGKILL");
+      await Promise.all(loops);
+      await emqx.stop().catch(() => {});
 
-    cli = serve();
-    await cli.waitFor(LISTENING);
-    const mustHave = new Set([...kept, ...inOutbox]);
-    const landed = await eventually(async () => {
-      const l = await readRedisStream(REDIS_URL as string, key);
-      const seen = new Set(l.map((x) => x.payload));
-      return [...mustHave].every((p) => seen.has(p)) ? l : undefined;
-    }, 20_000, `all ${mustHave.size} committed messages in Redis`);
-    // The bridge's metrics are on the server's /metrics next to the hook metrics.
-    const opsPort = /metrics and probes on http:\/\/127\.0\.0\.1:(\d+)/.exec(cli.stdout())?.[1];
-    const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
-    expect(metrics).toMatch(/^exhook_bridge_delivered_total\{sink="rs"\} \d+$/m);
-    expect(metrics).toMatch(/^exhook_bridge_outbox_depth\{sink="rs",state="pending"\} \d+$/m);
-    expect(metrics).toContain("exhook_hook_calls_total");
-    // The dead process's partitions were taken over at once, not after the 15 s lease.
-    expect(cli.stdout()).toContain("bridge: taking over the outbox partitions of a dead process");
-    // Re-sends carry the same id: one payload per id.
-    const byId = new Map<string, string>();
-    for (const l of landed) {
-      const id = l.meta["id"] as string;
-      if (byId.has(id)) expect(byId.get(id)).toBe(l.payload);
-      else byId.set(id, l.payload);
+      // Which publishes EMQX was told keep(): the answered ones (a call that failed because the
+      // server was gone lets EMQX publish anyway, but nothing was committed for it).
+      const kept: string[] = [];
+      for (const c of CLIENTS) {
+        const calls = emqx.calls.filter((x) => x.hook === "message.publish" && x.clientid === c);
+        results.get(c)?.forEach((r, i) => {
+          if (r === "kept" && calls[i]?.result === "ok") kept.push(`${c}-${i}`);
+        });
+      }
+      expect(kept.length).toBeGreaterThan(500);
+      // What the outbox held at the kill (committed, not yet confirmed by Redis).
+      const raw = new Database(path.join(dir, "data", "exhook.db"), { readonly: true });
+      const inOutbox = (raw.prepare("SELECT payload FROM outbox WHERE sink = 'rs'").all() as Array<{ payload: Buffer }>).map((r) =>
+        r.payload.toString(),
+      );
+      raw.close();
+
+      cli = serve();
+      await cli.waitFor(LISTENING);
+      const mustHave = new Set([...kept, ...inOutbox]);
+      const landed = await eventually(
+        async () => {
+          const l = await readRedisStream(REDIS_URL as string, key);
+          const seen = new Set(l.map((x) => x.payload));
+          return [...mustHave].every((p) => seen.has(p)) ? l : undefined;
+        },
+        20_000,
+        `all ${mustHave.size} committed messages in Redis`,
+      );
+      // The bridge's metrics are on the server's /metrics next to the hook metrics.
+      const opsPort = /metrics and probes on http:\/\/127\.0\.0\.1:(\d+)/.exec(cli.stdout())?.[1];
+      const metrics = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+      expect(metrics).toMatch(/^exhook_bridge_delivered_total\{sink="rs"\} \d+$/m);
+      expect(metrics).toMatch(/^exhook_bridge_outbox_depth\{sink="rs",state="pending"\} \d+$/m);
+      expect(metrics).toContain("exhook_hook_calls_total");
+      // The dead process's partitions were taken over at once, not after the 15 s lease.
+      expect(cli.stdout()).toContain("bridge: taking over the outbox partitions of a dead process");
+      // Re-sends carry the same id: one payload per id.
+      const byId = new Map<string, string>();
+      for (const l of landed) {
+        const id = l.meta["id"] as string;
+        if (byId.has(id)) expect(byId.get(id)).toBe(l.payload);
+        else byId.set(id, l.payload);
+      }
+      // Order per client (first arrival of each message).
+      const first = new Map<string, number>();
+      landed.forEach((l, i) => {
+        if (!first.has(l.payload)) first.set(l.payload, i);
+      });
+      for (const c of CLIENTS) {
+        const positions = kept.filter((p) => p.startsWith(`${c}-`)).map((p) => first.get(p) as number);
+        expect(positions).toEqual([...positions].sort((a, b) => a - b));
+      }
+    } finally {
+      cli?.kill("SIGKILL");
+      await cli?.exited().catch(() => undefined);
+      const r = redisClient(REDIS_URL as string);
+      await r.del(key);
+      await r.quit();
+      rmSync(dir, { recursive: true, force: true });
     }
-    // Order per client (first arrival of each message).
-    const first = new Map<string, number>();
-    landed.forEach((l, i) => {
-      if (!first.has(l.payload)) first.set(l.payload, i);
-    });
-    for (const c of CLIENTS) {
-      const positions = kept.filter((p) => p.startsWith(`${c}-`)).map((p) => first.get(p) as number);
-      expect(positions).toEqual([...positions].sort((a, b) => a - b));
-    }
-  } finally {
-    cli?.kill("SIGKILL");
-    await cli?.exited().catch(() => undefined);
-    const r = redisClient(REDIS_URL as string);
-    await r.del(key);
-    await r.quit();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}, 90_000);
+  },
+  90_000,
+);

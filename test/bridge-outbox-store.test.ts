@@ -12,7 +12,8 @@ import { keyHash } from "../src/usecases/bridge/outbox-shared";
 import { openPostgresStore, openSqliteStore, type OutboxEntry, type Store } from "../src/usecases/index";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
-if (!PG_URL) console.warn("bridge-outbox-store: PostgreSQL backend tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh)");
+if (!PG_URL)
+  console.warn("bridge-outbox-store: PostgreSQL backend tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh)");
 
 interface Backend {
   open(): Promise<Store>;
@@ -21,7 +22,10 @@ interface Backend {
 
 function sqliteBackend(): Backend {
   const dir = mkdtempSync(join(tmpdir(), "exhook-outbox-"));
-  return { open: async () => openSqliteStore({ file: join(dir, "exhook.db") }), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    open: async () => openSqliteStore({ file: join(dir, "exhook.db") }),
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 function pgBackend(): Backend {
@@ -55,10 +59,23 @@ function pgBackend(): Backend {
 let n = 0;
 function entry(sink: string, key: string, over: Partial<OutboxEntry> = {}): OutboxEntry {
   n++;
-  return { sink, id: `id-${n}`, key, khash: keyHash(key), dest: `mqtt.t.${key}`, payload: new TextEncoder().encode(`p${n}`), headers: { topic: `t/${key}`, qos: "1" }, createdAt: 1_700_000_000_000 + n, ...over };
+  return {
+    sink,
+    id: `id-${n}`,
+    key,
+    khash: keyHash(key),
+    dest: `mqtt.t.${key}`,
+    payload: new TextEncoder().encode(`p${n}`),
+    headers: { topic: `t/${key}`, qos: "1" },
+    createdAt: 1_700_000_000_000 + n,
+    ...over,
+  };
 }
 
-const backends: Array<[string, () => Backend]> = [["sqlite", sqliteBackend], ...(PG_URL ? ([["postgres", pgBackend]] as Array<[string, () => Backend]>) : [])];
+const backends: Array<[string, () => Backend]> = [
+  ["sqlite", sqliteBackend],
+  ...(PG_URL ? ([["postgres", pgBackend]] as Array<[string, () => Backend]>) : []),
+];
 
 describe.each(backends)("outbox on %s", (_name, make) => {
   let backend: Backend;
@@ -81,7 +98,16 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     await store.outboxLease("s", "o1", { partitions: 4, leaseMs: 10_000 });
     const rows = await store.outboxFetch("s", 4, [0, 1, 2, 3], 100);
     expect(rows.map((x) => x.id)).toEqual([a[0]?.id, a[1]?.id, a[2]?.id, `id-${n}`]);
-    expect(rows[0]).toMatchObject({ sink: "s", key: "c1", khash: keyHash("c1"), dest: "mqtt.t.c1", headers: { topic: "t/c1", qos: "1" }, attempts: 0, parked: false, lastError: "" });
+    expect(rows[0]).toMatchObject({
+      sink: "s",
+      key: "c1",
+      khash: keyHash("c1"),
+      dest: "mqtt.t.c1",
+      headers: { topic: "t/c1", qos: "1" },
+      attempts: 0,
+      parked: false,
+      lastError: "",
+    });
     expect(new TextDecoder().decode(rows[0]?.payload)).toBe(a[0] && new TextDecoder().decode(a[0].payload));
     expect(rows.map((x) => x.seq)).toEqual([...rows.map((x) => x.seq)].sort((x, y) => x - y));
     // A cursor: the rows after a seq (the forwarder fetches the next batch while one is in flight).
@@ -99,7 +125,10 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     const r = await store.outboxAppend(batch, bound);
     // Sink s had 3, may take 2 more: the batch's first two s entries go in, the last two are refused.
     expect(r.refused).toEqual([3, 4]);
-    expect(r.perSink).toEqual({ s: { appended: 2, duplicates: 0, evicted: 0, refused: 2 }, t: { appended: 1, duplicates: 0, evicted: 0, refused: 0 } });
+    expect(r.perSink).toEqual({
+      s: { appended: 2, duplicates: 0, evicted: 0, refused: 2 },
+      t: { appended: 1, duplicates: 0, evicted: 0, refused: 0 },
+    });
     const st = await store.outboxStats();
     expect(st.find((x) => x.sink === "s")?.pending).toBe(5);
   });
@@ -133,7 +162,10 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     const b2 = await store.outboxLease("s", "h/2/b", { partitions: P, leaseMs: 10_000 });
     expect(b2.held).toEqual([4, 5, 6, 7]);
     const keys = Array.from({ length: 40 }, (_, i) => `client-${i}`);
-    await store.outboxAppend(keys.map((k) => entry("s", k)), {});
+    await store.outboxAppend(
+      keys.map((k) => entry("s", k)),
+      {},
+    );
     const ra = await store.outboxFetch("s", P, a2.held, 100);
     const rb = await store.outboxFetch("s", P, b2.held, 100);
     expect(ra.length + rb.length).toBe(40);
@@ -172,14 +204,18 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     await store.outboxAppend(es, {});
     await store.outboxLease("s", "o", { partitions: 1, leaseMs: 10_000 });
     let rows = await store.outboxFetch("s", 1, [0], 10);
-    const [r0, r1, r2] = rows as [typeof rows[0], typeof rows[0], typeof rows[0]];
-    expect(await store.outboxSettle("s", { delivered: [r0.seq], rejected: [{ seq: r1.seq, error: "no stream" }], maxAttempts: 2 })).toEqual({ deleted: 1, parked: 0 });
+    const [r0, r1, r2] = rows as [(typeof rows)[0], (typeof rows)[0], (typeof rows)[0]];
+    expect(await store.outboxSettle("s", { delivered: [r0.seq], rejected: [{ seq: r1.seq, error: "no stream" }], maxAttempts: 2 })).toEqual(
+      { deleted: 1, parked: 0 },
+    );
     rows = await store.outboxFetch("s", 1, [0], 10);
     expect(rows.map((x) => [x.id, x.attempts, x.lastError])).toEqual([
       [r1.id, 1, "no stream"],
       [r2.id, 0, ""],
     ]);
-    expect(await store.outboxSettle("s", { delivered: [], rejected: [{ seq: r1.seq, error: "still no stream" }], maxAttempts: 2 })).toEqual({ deleted: 0, parked: 1 });
+    expect(await store.outboxSettle("s", { delivered: [], rejected: [{ seq: r1.seq, error: "still no stream" }], maxAttempts: 2 })).toEqual(
+      { deleted: 0, parked: 1 },
+    );
     expect((await store.outboxFetch("s", 1, [0], 10)).map((x) => x.id)).toEqual([r2.id]);
     expect(await store.outboxStats()).toEqual([{ sink: "s", pending: 1, parked: 1, oldestCreatedAt: r2.createdAt }]);
     const parked = await store.outboxList("s", { parked: true, limit: 10 });
@@ -198,7 +234,11 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     const e = entry("s", "z");
     await store.outboxAppend([e], {});
     const [rz] = await store.outboxFetch("s", 1, [0], 10);
-    for (let i = 0; i < 3; i++) expect(await store.outboxSettle("s", { delivered: [], rejected: [{ seq: rz?.seq as number, error: "x" }], maxAttempts: 0 })).toEqual({ deleted: 0, parked: 0 });
+    for (let i = 0; i < 3; i++)
+      expect(await store.outboxSettle("s", { delivered: [], rejected: [{ seq: rz?.seq as number, error: "x" }], maxAttempts: 0 })).toEqual({
+        deleted: 0,
+        parked: 0,
+      });
   });
 
   test("committed rows survive closing and reopening the store", async () => {

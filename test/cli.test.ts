@@ -32,7 +32,13 @@ function thrown(fn: () => unknown): Error {
 
 describe("parseArgs", () => {
   test("defaults: port 9000 on all interfaces, native transport", () => {
-    expect(parseArgs(["serve", "p.js"], {})).toMatchObject({ command: "serve", module: "p.js", port: 9000, host: "0.0.0.0", transport: "native" });
+    expect(parseArgs(["serve", "p.js"], {})).toMatchObject({
+      command: "serve",
+      module: "p.js",
+      port: 9000,
+      host: "0.0.0.0",
+      transport: "native",
+    });
   });
 
   test("the command word is optional", () => {
@@ -53,13 +59,16 @@ describe("parseArgs", () => {
     expect(parseArgs(["serve", "p.js", "--transport", "connect"], {})).toMatchObject({ transport: "connect" });
   });
 
-  test.each(["notaport", "70000", "-1", "1.5", "9000x", "0x238E", "1e3", "+9000", " 9000", ""])("a bad --port %j is an ExHookConfigError naming --port and PORT", (bad) => {
-    const err = thrown(() => parseArgs(["serve", "p.js", `--port=${bad}`], {}));
-    expect(isExHookConfigError(err)).toBe(true);
-    expect(err.message).toContain("--port");
-    expect(err.message).toContain("PORT");
-    expect(err.message).toContain(JSON.stringify(bad));
-  });
+  test.each(["notaport", "70000", "-1", "1.5", "9000x", "0x238E", "1e3", "+9000", " 9000", ""])(
+    "a bad --port %j is an ExHookConfigError naming --port and PORT",
+    (bad) => {
+      const err = thrown(() => parseArgs(["serve", "p.js", `--port=${bad}`], {}));
+      expect(isExHookConfigError(err)).toBe(true);
+      expect(err.message).toContain("--port");
+      expect(err.message).toContain("PORT");
+      expect(err.message).toContain(JSON.stringify(bad));
+    },
+  );
 
   test("a bad PORT from the environment is refused the same way", () => {
     const err = thrown(() => parseArgs(["serve", "p.js"], { PORT: "notaport" }));
@@ -93,14 +102,26 @@ describe("parseArgs", () => {
   });
 
   test("strict numbers for every numeric flag and variable", () => {
-    expect(thrown(() => parseArgs(["serve", "p.js"], { METRICS_PORT: "0x10" })).message).toBe('--metrics-port (or METRICS_PORT) must be an integer from 0 to 65535, got "0x10"');
-    expect(thrown(() => parseArgs(["serve", "p.js", "--workers", "2.0"], {})).message).toBe('--workers must be an integer from 1 to 256, got "2.0"');
-    expect(thrown(() => parseArgs(["serve", "p.js", "--drain-timeout", "1e4"], {})).message).toBe('--drain-timeout (ms) must be an integer from 0 to 2147483647, got "1e4"');
-    expect(parseArgs(["serve", "p.js", "--workers=2", "--drain-timeout=0", "--metrics-port", "9100"], {})).toMatchObject({ workers: 2, drainTimeoutMs: 0, metricsPort: 9100 });
+    expect(thrown(() => parseArgs(["serve", "p.js"], { METRICS_PORT: "0x10" })).message).toBe(
+      '--metrics-port (or METRICS_PORT) must be an integer from 0 to 65535, got "0x10"',
+    );
+    expect(thrown(() => parseArgs(["serve", "p.js", "--workers", "2.0"], {})).message).toBe(
+      '--workers must be an integer from 1 to 256, got "2.0"',
+    );
+    expect(thrown(() => parseArgs(["serve", "p.js", "--drain-timeout", "1e4"], {})).message).toBe(
+      '--drain-timeout (ms) must be an integer from 0 to 2147483647, got "1e4"',
+    );
+    expect(parseArgs(["serve", "p.js", "--workers=2", "--drain-timeout=0", "--metrics-port", "9100"], {})).toMatchObject({
+      workers: 2,
+      drainTimeoutMs: 0,
+      metricsPort: 9100,
+    });
     expect(parseArgs(["serve", "p.js", "--heap-growth", "100"], { EXHOOK_HEAP_GROWTH: "20" }).heapGrowthPercent).toBe(100);
     expect(parseArgs(["serve", "p.js"], { EXHOOK_HEAP_GROWTH: "0" }).heapGrowthPercent).toBe(0);
     expect(parseArgs(["serve", "p.js"], {}).heapGrowthPercent).toBeUndefined();
-    expect(thrown(() => parseArgs(["serve", "p.js", "--heap-growth", "400"], {})).message).toBe('--heap-growth (or EXHOOK_HEAP_GROWTH, a percent) must be an integer from 0 to 300, got "400"');
+    expect(thrown(() => parseArgs(["serve", "p.js", "--heap-growth", "400"], {})).message).toBe(
+      '--heap-growth (or EXHOOK_HEAP_GROWTH, a percent) must be an integer from 0 to 300, got "400"',
+    );
   });
 
   test("--emqx-version pins the numbering; a value that is no release is refused", () => {
@@ -185,8 +206,14 @@ describe("the CLI as a child process (node <compiled>/src/cli.js)", () => {
     ] as const)("OnProviderLoaded (%s) announces exactly the demo's hooks", async (pkg, authorize) => {
       const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 1);
       try {
-        const broker = pkg === "v1" ? { version: "4.4.19", sysdescr: "EMQX", uptime: "1 seconds", datetime: "" } : { version: "5.8.9", sysdescr: "EMQX", uptime: 1000, datetime: "" };
-        const body = encode(pkg, "ProviderLoadedRequest", { broker, meta: { node: "emqx@127.0.0.1", version: broker.version, sysdescr: "EMQX", cluster_name: "c" } });
+        const broker =
+          pkg === "v1"
+            ? { version: "4.4.19", sysdescr: "EMQX", uptime: "1 seconds", datetime: "" }
+            : { version: "5.8.9", sysdescr: "EMQX", uptime: 1000, datetime: "" };
+        const body = encode(pkg, "ProviderLoadedRequest", {
+          broker,
+          meta: { node: "emqx@127.0.0.1", version: broker.version, sysdescr: "EMQX", cluster_name: "c" },
+        });
         const reply = await client.call(servicePath(pkg, "OnProviderLoaded"), body);
         expect(reply.grpcStatus).toBe(0);
         expect(reply.messages).toHaveLength(1);
@@ -243,7 +270,21 @@ describe("the CLI as a child process (node <compiled>/src/cli.js)", () => {
     expect(users.stdout).toContain("users remove <name>");
     const serve = await runCli(["serve", "--help"]);
     expect(serve.code).toBe(0);
-    for (const flag of ["--port N", "--host ADDR", "--transport T", "--config FILE", "--metrics-port N", "--ready-when W", "--tls-cert FILE", "--tls-key FILE", "--tls-ca FILE", "--log-level L", "--drain-timeout MS", "--workers N", "--heap-growth PCT"]) {
+    for (const flag of [
+      "--port N",
+      "--host ADDR",
+      "--transport T",
+      "--config FILE",
+      "--metrics-port N",
+      "--ready-when W",
+      "--tls-cert FILE",
+      "--tls-key FILE",
+      "--tls-ca FILE",
+      "--log-level L",
+      "--drain-timeout MS",
+      "--workers N",
+      "--heap-growth PCT",
+    ]) {
       expect(serve.stdout).toContain(flag);
     }
     const none = await runCli([]);
@@ -287,10 +328,15 @@ describe("the CLI as a child process (node <compiled>/src/cli.js)", () => {
         `  return defineProvider({ onClientConnected: () => undefined });\n` +
         `};\n`,
     );
-    const cli = spawnCli([CLI, "serve", mod, "--port", "0", "--host", "127.0.0.1", "--config", cfg], { env: { ...process.env, ...CHILD_ENV } });
+    const cli = spawnCli([CLI, "serve", mod, "--port", "0", "--host", "127.0.0.1", "--config", cfg], {
+      env: { ...process.env, ...CHILD_ENV },
+    });
     try {
       await cli.waitFor(/listening on/g);
-      const line = cli.stdout().split("\n").find((l) => l.includes("setup seen")) as string;
+      const line = cli
+        .stdout()
+        .split("\n")
+        .find((l) => l.includes("setup seen")) as string;
       expect(JSON.parse(line)).toMatchObject({ configPath: cfg, msg: "setup seen", level: 30 });
       cli.child.kill("SIGTERM");
       await expect(cli.exit).resolves.toEqual({ code: 0, signal: null });

@@ -16,7 +16,8 @@ function tenantProvider(clients = createClientContext<Data>(), seenAtDisconnect:
       },
       onClientAuthorize: (req) => allowIf(req.topic.startsWith(`${clients.of(req)?.data.tenant}/`)),
       // message.publish carries only message.from: the newest connected connection is used.
-      onMessagePublish: (req) => rewrite({ payload: `${clients.of(req)?.data.tenant ?? "?"}:${new TextDecoder().decode(req.message?.payload)}` }),
+      onMessagePublish: (req) =>
+        rewrite({ payload: `${clients.of(req)?.data.tenant ?? "?"}:${new TextDecoder().decode(req.message?.payload)}` }),
       onClientDisconnected: (req) => {
         seenAtDisconnect.push(`${req.clientinfo?.clientid}:${clients.of(req)?.data.tenant}`);
       },
@@ -34,7 +35,11 @@ test("wrap announces client.connected and client.disconnected; a provider withou
     "client.authorize",
     "message.publish",
   ]);
-  expect(defineProvider({ onMessagePublish: () => keep() }).hookSpecs("v3").map((s) => s.name)).toEqual(["message.publish"]);
+  expect(
+    defineProvider({ onMessagePublish: () => keep() })
+      .hookSpecs("v3")
+      .map((s) => s.name),
+  ).toEqual(["message.publish"]);
 });
 
 test("the tenant found at authenticate is used at authorize and publish, and is gone after disconnect", async () => {
@@ -45,7 +50,12 @@ test("the tenant found at authenticate is used at authorize and publish, and is 
   await emqx.connect({ clientid: "b", username: "bob" });
   expect(await emqx.subscribe("a", "acme/#")).toEqual({ granted: 0 });
   expect(await emqx.subscribe("b", "acme/#")).toEqual({ reasonCode: "not_authorized" });
-  expect(await emqx.publish("a", { topic: "acme/1", payload: "hi" })).toEqual({ delivered: true, topic: "acme/1", payload: "acme:hi", qos: 0 });
+  expect(await emqx.publish("a", { topic: "acme/1", payload: "hi" })).toEqual({
+    delivered: true,
+    topic: "acme/1",
+    payload: "acme:hi",
+    qos: 0,
+  });
   expect(clients.size).toBe(2);
   await emqx.disconnect("a");
   expect(seenAtDisconnect).toEqual(["a:acme"]);

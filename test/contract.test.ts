@@ -206,8 +206,14 @@ test("v1 differs from v2 exactly where the spec says (uptime, TopicFilter.qos, S
   expect(v1.BrokerInfoSchema.field["uptime"]?.fieldKind).toBe("scalar");
   expect(v1.BrokerInfoSchema.field["uptime"]?.scalar).toBe(ScalarType.STRING);
   expect(v3.BrokerInfoSchema.field["uptime"]?.scalar).toBe(ScalarType.INT64);
-  expect(v1.TopicFilterSchema.fields.map((f) => [f.name, f.number])).toEqual([["name", 1], ["qos", 2]]);
-  expect(v2.TopicFilterSchema.fields.map((f) => [f.name, f.number])).toEqual([["name", 1], ["subopts", 3]]);
+  expect(v1.TopicFilterSchema.fields.map((f) => [f.name, f.number])).toEqual([
+    ["name", 1],
+    ["qos", 2],
+  ]);
+  expect(v2.TopicFilterSchema.fields.map((f) => [f.name, f.number])).toEqual([
+    ["name", 1],
+    ["subopts", 3],
+  ]);
   expect(v1.SubOptsSchema.fields.map((f) => f.number)).toEqual([1, 2, 3, 4, 5]);
   expect(v3.SubOptsSchema.fields.map((f) => f.number)).toEqual([1, 3, 4, 5]);
 });

@@ -70,20 +70,55 @@ const allowingFallback = defineProvider(
 );
 
 const grpcErrors = defineProvider(
-  { onClientAuthenticate: () => { throw new Error(SECRET); }, onMessagePublish: () => Promise.reject(new Error(SECRET)) },
+  {
+    onClientAuthenticate: () => {
+      throw new Error(SECRET);
+    },
+    onMessagePublish: () => Promise.reject(new Error(SECRET)),
+  },
   { onError: "grpc-error" },
 );
 
 const meta = { node: "emqx@127.0.0.1", version: "5.9.0", sysdescr: "EMQX", cluster_name: "emqxcl" };
 const authn = (username: string, pkg: "v1" | "v2" | "v3" = "v3") =>
-  encode(pkg, "ClientAuthenticateRequest", { clientinfo: { clientid: `c-${username}`, username, peerhost: "127.0.0.1", sockport: 1883, protocol: "mqtt" }, result: false, ...(pkg === "v1" ? {} : { meta }) });
-const authz = () => encode("v3", "ClientAuthorizeRequest", { clientinfo: { clientid: "c", username: "u" }, type: 0, topic: "t/1", result: true, meta });
+  encode(pkg, "ClientAuthenticateRequest", {
+    clientinfo: { clientid: `c-${username}`, username, peerhost: "127.0.0.1", sockport: 1883, protocol: "mqtt" },
+    result: false,
+    ...(pkg === "v1" ? {} : { meta }),
+  });
+const authz = () =>
+  encode("v3", "ClientAuthorizeRequest", { clientinfo: { clientid: "c", username: "u" }, type: 0, topic: "t/1", result: true, meta });
 const publish = (topic: string) =>
-  encode("v3", "MessagePublishRequest", { message: { node: "emqx@127.0.0.1", id: "0123456789ABCDEF0123456789ABCDEF", qos: 1, from: "c", topic, payload: Buffer.from("p"), timestamp: 1754550000000, headers: { username: "u" } }, meta });
+  encode("v3", "MessagePublishRequest", {
+    message: {
+      node: "emqx@127.0.0.1",
+      id: "0123456789ABCDEF0123456789ABCDEF",
+      qos: 1,
+      from: "c",
+      topic,
+      payload: Buffer.from("p"),
+      timestamp: 1754550000000,
+      headers: { username: "u" },
+    },
+    meta,
+  });
 
 const valued = (bytes: Uint8Array) => {
   const d = decode("v3", "ValuedResponse", bytes);
-  return d["value"] === "bool_result" ? { type: d["type"], bool_result: d["bool_result"] } : { type: d["type"], value: d["value"] ?? null, message: d["message"] ? { topic: d["message"].topic, qos: d["message"].qos, payload: Buffer.from(d["message"].payload).toString(), allow_publish: d["message"].headers.allow_publish } : undefined };
+  return d["value"] === "bool_result"
+    ? { type: d["type"], bool_result: d["bool_result"] }
+    : {
+        type: d["type"],
+        value: d["value"] ?? null,
+        message: d["message"]
+          ? {
+              topic: d["message"].topic,
+              qos: d["message"].qos,
+              payload: Buffer.from(d["message"].payload).toString(),
+              allow_publish: d["message"].headers.allow_publish,
+            }
+          : undefined,
+      };
 };
 
 const AUTHN = { key: "onClientAuthenticate" } as const;
@@ -126,7 +161,11 @@ describe("through the dispatcher", () => {
     const a = await d.handleBytes("v3", routeOf("onClientAuthorize"), authz(), { timeoutMs: 100 });
     expect(valued(a)).toEqual({ type: "IGNORE", value: null, message: undefined });
     const p = await d.handleBytes("v3", routeOf("onMessagePublish"), publish("hang"), { timeoutMs: 100 });
-    expect(valued(p)).toEqual({ type: "STOP_AND_RETURN", value: "message", message: { topic: "hang", qos: 1, payload: "p", allow_publish: "false" } });
+    expect(valued(p)).toEqual({
+      type: "STOP_AND_RETURN",
+      value: "message",
+      message: { topic: "hang", qos: 1, payload: "p", allow_publish: "false" },
+    });
     expect(d.fallbackCounts()).toEqual({ "onClientAuthorize:timeout": 1, "onMessagePublish:timeout": 1 });
   });
 
@@ -138,7 +177,10 @@ describe("through the dispatcher", () => {
       expect(Buffer.from(bytes).toString("latin1")).not.toContain("hunter2");
     }
     expect(d.fallbackCounts()).toEqual({ "onClientAuthenticate:error": 2 });
-    expect(warnings.map((w) => [w["reason"], w["err"]])).toEqual([["error", SECRET], ["error", SECRET]]);
+    expect(warnings.map((w) => [w["reason"], w["err"]])).toEqual([
+      ["error", SECRET],
+      ["error", SECRET],
+    ]);
   });
 
   test("invalid answers get the fallback with reason invalid", async () => {
@@ -147,7 +189,10 @@ describe("through the dispatcher", () => {
     for (const topic of ["bad/bool", "bad/qos", "bad/topic"]) {
       expect(valued(await d.handleBytes("v3", routeOf("onMessagePublish"), publish(topic), { timeoutMs: 1000 }))).toEqual(dropped);
     }
-    expect(valued(await d.handleBytes("v3", routeOf(AUTHN.key), authn("true"), { timeoutMs: 1000 }))).toEqual({ type: "STOP_AND_RETURN", bool_result: false });
+    expect(valued(await d.handleBytes("v3", routeOf(AUTHN.key), authn("true"), { timeoutMs: 1000 }))).toEqual({
+      type: "STOP_AND_RETURN",
+      bool_result: false,
+    });
     expect(d.fallbackCounts()).toEqual({ "onMessagePublish:invalid": 3, "onClientAuthenticate:invalid": 1 });
     expect(warnings.map((w) => w["err"])).toEqual([
       "expected keep(), rewrite({...}) or drop(), got true",
@@ -202,7 +247,11 @@ describe("over HTTP/2 with EMQX's headers", () => {
     }
     expect(valued(a.messages[0]!)).toEqual({ type: "STOP_AND_RETURN", bool_result: false });
     expect(valued(b.messages[0]!)).toEqual({ type: "IGNORE", value: null, message: undefined });
-    expect(valued(c.messages[0]!)).toEqual({ type: "STOP_AND_RETURN", value: "message", message: { topic: "hang", qos: 1, payload: "p", allow_publish: "false" } });
+    expect(valued(c.messages[0]!)).toEqual({
+      type: "STOP_AND_RETURN",
+      value: "message",
+      message: { topic: "hang", qos: 1, payload: "p", allow_publish: "false" },
+    });
     expect(aborts).toHaveLength(3);
     expect(Math.max(...budgets)).toBeLessThanOrEqual(900);
   });
@@ -217,11 +266,18 @@ describe("over HTTP/2 with EMQX's headers", () => {
 
   test("invalid publish answers over the wire: fallback drop", async () => {
     const r = await client.call(servicePath("v3", "OnMessagePublish"), publish("bad/qos"), { timeout: "1S" });
-    expect(valued(r.messages[0]!)).toEqual({ type: "STOP_AND_RETURN", value: "message", message: { topic: "bad/qos", qos: 1, payload: "p", allow_publish: "false" } });
+    expect(valued(r.messages[0]!)).toEqual({
+      type: "STOP_AND_RETURN",
+      value: "message",
+      message: { topic: "bad/qos", qos: 1, payload: "p", allow_publish: "false" },
+    });
   });
 
   test("onError grpc-error: Trailers-Only status 13 'internal error' with no message frame", async () => {
-    for (const [rpc, body] of [["OnClientAuthenticate", authn("x")], ["OnMessagePublish", publish("t")]] as const) {
+    for (const [rpc, body] of [
+      ["OnClientAuthenticate", authn("x")],
+      ["OnMessagePublish", publish("t")],
+    ] as const) {
       const r = await errClient.call(servicePath("v3", rpc), body, { timeout: "1S" });
       expect({ status: r.grpcStatus, message: r.grpcMessage, trailersOnly: r.trailersOnly, frames: r.messages.length }).toEqual({
         status: 13,
@@ -233,19 +289,31 @@ describe("over HTTP/2 with EMQX's headers", () => {
   });
 
   test("EMQX 4.3.0–4.3.2 numbering: learned from v1 OnProviderLoaded, undone by a later load", async () => {
-    const legacy = defineProvider({ onClientAuthenticate: (req) => (req.clientinfo?.username === "yes" ? allow() : req.clientinfo?.username === "no" ? deny() : noOpinion()) });
+    const legacy = defineProvider({
+      onClientAuthenticate: (req) =>
+        req.clientinfo?.username === "yes" ? allow() : req.clientinfo?.username === "no" ? deny() : noOpinion(),
+    });
     const s = createExHookServer({ provider: legacy, port: 0, host: "127.0.0.1", logger });
     const { port } = await s.listen();
     const c = createEmqxLikeClient(`http://127.0.0.1:${port}`, 1);
     try {
       const load = (version: string) =>
-        c.call(servicePath("v1", "OnProviderLoaded"), encode("v1", "ProviderLoadedRequest", { broker: { version, sysdescr: "EMQX", uptime: "5 seconds", datetime: "2021-03-01 10:00:00" } }));
+        c.call(
+          servicePath("v1", "OnProviderLoaded"),
+          encode("v1", "ProviderLoadedRequest", {
+            broker: { version, sysdescr: "EMQX", uptime: "5 seconds", datetime: "2021-03-01 10:00:00" },
+          }),
+        );
       const ask = async (username: string) => {
         const r = await c.call(servicePath("v1", "OnClientAuthenticate"), authn(username, "v1"));
         expect(r.grpcStatus).toBe(0);
         const old = LEGACY.decode(r.messages[0]!) as unknown as { type: number; bool_result?: boolean };
         const modern = decode("v1", "ValuedResponse", r.messages[0]!);
-        return { old: LEGACY_ENUM.valuesById[old.type], modern: modern["type"], value: modern["value"] === "bool_result" ? modern["bool_result"] : null };
+        return {
+          old: LEGACY_ENUM.valuesById[old.type],
+          modern: modern["type"],
+          value: modern["value"] === "bool_result" ? modern["bool_result"] : null,
+        };
       };
       expect((await load("4.3.1")).grpcStatus).toBe(0);
       expect(await ask("none")).toEqual({ old: "IGNORE", modern: "CONTINUE", value: null });
@@ -260,15 +328,33 @@ describe("over HTTP/2 with EMQX's headers", () => {
   });
 
   test("a re-sent OnProviderLoaded gets the identical answer; loaded state per node and package", async () => {
-    const loadReq = (pkg: "v2" | "v3", node: string) => encode(pkg, "ProviderLoadedRequest", { broker: { version: "5.9.0", sysdescr: "EMQX", uptime: 1000, datetime: "2026-01-01T00:00:00.000000000+00:00" }, meta: { ...meta, node } });
+    const loadReq = (pkg: "v2" | "v3", node: string) =>
+      encode(pkg, "ProviderLoadedRequest", {
+        broker: { version: "5.9.0", sysdescr: "EMQX", uptime: 1000, datetime: "2026-01-01T00:00:00.000000000+00:00" },
+        meta: { ...meta, node },
+      });
     const first = await client.call(servicePath("v3", "OnProviderLoaded"), loadReq("v3", "emqx@a"));
     const again = await client.call(servicePath("v3", "OnProviderLoaded"), loadReq("v3", "emqx@a"));
     await client.call(servicePath("v2", "OnProviderLoaded"), loadReq("v2", "emqx@b"));
     expect(Buffer.from(again.messages[0]!)).toEqual(Buffer.from(first.messages[0]!));
-    expect(decode("v3", "LoadedResponse", first.messages[0]!)["hooks"].map((h: { name: string }) => h.name)).toEqual(["client.authenticate", "client.authorize", "message.publish"]);
-    const view = () => server.dispatcher.loadedNodes().map((n) => [n.package, n.node, n.version, n.loads]).sort();
-    expect(view()).toEqual([["v2", "emqx@b", "5.9.0", 1], ["v3", "emqx@a", "5.9.0", 2]]);
-    const unload = await client.call(servicePath("v3", "OnProviderUnloaded"), encode("v3", "ProviderUnloadedRequest", { meta: { ...meta, node: "emqx@a" } }));
+    expect(decode("v3", "LoadedResponse", first.messages[0]!)["hooks"].map((h: { name: string }) => h.name)).toEqual([
+      "client.authenticate",
+      "client.authorize",
+      "message.publish",
+    ]);
+    const view = () =>
+      server.dispatcher
+        .loadedNodes()
+        .map((n) => [n.package, n.node, n.version, n.loads])
+        .sort();
+    expect(view()).toEqual([
+      ["v2", "emqx@b", "5.9.0", 1],
+      ["v3", "emqx@a", "5.9.0", 2],
+    ]);
+    const unload = await client.call(
+      servicePath("v3", "OnProviderUnloaded"),
+      encode("v3", "ProviderUnloadedRequest", { meta: { ...meta, node: "emqx@a" } }),
+    );
     expect(unload.grpcStatus).toBe(0);
     expect(view()).toEqual([["v2", "emqx@b", "5.9.0", 1]]);
   });
@@ -322,7 +408,12 @@ describe("learned state (the v1 numbering): learn, pin, share", () => {
   const noop = defineProvider({ onClientAuthenticate: () => noOpinion() });
   const route = HOOK_BY_KEY.get("onClientAuthenticate") as HookDef;
   const load = (d: ReturnType<typeof createDispatcher>, version: string) =>
-    d.handleBytes("v1", "loaded", encode("v1", "ProviderLoadedRequest", { broker: { version, sysdescr: "EMQX", uptime: "1 seconds", datetime: "" } }), {});
+    d.handleBytes(
+      "v1",
+      "loaded",
+      encode("v1", "ProviderLoadedRequest", { broker: { version, sysdescr: "EMQX", uptime: "1 seconds", datetime: "" } }),
+      {},
+    );
   const ask = async (d: ReturnType<typeof createDispatcher>) => ignoreType(await d.handleBytes("v1", route, authn("x", "v1"), {}));
 
   test("a v1 load teaches the numbering and tells onLearned once per change", async () => {
@@ -332,7 +423,12 @@ describe("learned state (the v1 numbering): learn, pin, share", () => {
     await load(d, "4.3.1");
     await load(d, "4.3.1");
     expect(await ask(d)).toBe(0);
-    expect(learned).toEqual([{ v1: { legacyNumbering: true, broker: { node: "", version: "4.3.1", sysdescr: "EMQX", clusterName: "" } }, learnedAt: expect.any(Number) }]);
+    expect(learned).toEqual([
+      {
+        v1: { legacyNumbering: true, broker: { node: "", version: "4.3.1", sysdescr: "EMQX", clusterName: "" } },
+        learnedAt: expect.any(Number),
+      },
+    ]);
     await load(d, "4.4.19");
     expect(await ask(d)).toBe(1);
     expect(learned).toHaveLength(2);
@@ -354,7 +450,10 @@ describe("learned state (the v1 numbering): learn, pin, share", () => {
     const d = createDispatcher(noop, { logger, legacyResponseNumbering: true });
     expect(await ask(d)).toBe(0);
     await load(d, "4.4.19");
-    d.learn({ v1: { legacyNumbering: false, broker: { node: "", version: "4.4.19", sysdescr: "", clusterName: "" } }, learnedAt: Date.now() + 1000 });
+    d.learn({
+      v1: { legacyNumbering: false, broker: { node: "", version: "4.4.19", sysdescr: "", clusterName: "" } },
+      learnedAt: Date.now() + 1000,
+    });
     expect(await ask(d)).toBe(0);
   });
 });

@@ -33,7 +33,9 @@ function greeterService(): DescService {
       },
     ],
   });
-  const registry = createFileRegistry(file, (name) => (name === "google/protobuf/wrappers.proto" ? file_google_protobuf_wrappers : undefined));
+  const registry = createFileRegistry(file, (name) =>
+    name === "google/protobuf/wrappers.proto" ? file_google_protobuf_wrappers : undefined,
+  );
   const service = registry.getService("test.user.v1.Greeter");
   if (!service) throw new Error("Greeter not built");
   return service;
@@ -101,7 +103,10 @@ describe("exhookRoutes mounted next to a user's own Connect service", () => {
   test("EMQX's own headers work on the shared server too, and both kinds of call share one connection", async () => {
     const emqx = createEmqxLikeClient(`http://127.0.0.1:${addr.port}`, 1);
     try {
-      const reply = await emqx.call(servicePath("v3", "OnClientAuthenticate"), encode("v3", "ClientAuthenticateRequest", { clientinfo: { username: "alice" } }));
+      const reply = await emqx.call(
+        servicePath("v3", "OnClientAuthenticate"),
+        encode("v3", "ClientAuthenticateRequest", { clientinfo: { username: "alice" } }),
+      );
       expect({ status: reply.grpcStatus, messages: reply.messages.map((m) => decode("v3", "ValuedResponse", m)) }).toEqual({
         status: 0,
         messages: [{ type: "STOP_AND_RETURN", bool_result: true, value: "bool_result" }],

@@ -113,7 +113,12 @@ describe.each<WirePackage>(["v1", "v2", "v3"])("package %s", (pkg) => {
       expect(b.outcomes).toEqual(a.outcomes);
       expect(b.calls).toEqual(a.calls);
       expect(a.calls.every((c) => c.result === "ok")).toBe(true);
-      expect(a.calls.filter((c) => c.clientid === "u1").map((c) => c.hook).slice(-5)).toEqual([
+      expect(
+        a.calls
+          .filter((c) => c.clientid === "u1")
+          .map((c) => c.hook)
+          .slice(-5),
+      ).toEqual([
         // takeover: the new connection is connected before the old one's disconnect arrives
         "client.connected",
         "client.disconnected",
@@ -151,7 +156,8 @@ function crafted(a: Answer): ExhookTransport {
   };
 }
 const T = v3.ValuedResponse_ResponsedType;
-const vr = (type: number, value: v3.ValuedResponse["value"] | { case: undefined } = { case: undefined }) => create(v3.ValuedResponseSchema, { type, value } as never);
+const vr = (type: number, value: v3.ValuedResponse["value"] | { case: undefined } = { case: undefined }) =>
+  create(v3.ValuedResponseSchema, { type, value } as never);
 const connectOutcome = async (opts: Parameters<typeof createFakeEmqx>[0]) => {
   const emqx = createFakeEmqx(opts);
   await emqx.start();
@@ -173,16 +179,29 @@ test("authenticate: wrong oneof or unknown type is IGNORE even with STOP_AND_RET
   expect(await connectOutcome({ transport: crafted({ authn: vr(T.STOP_AND_RETURN, msg) }), authnResult: true })).toBe(true);
   expect(await connectOutcome({ transport: crafted({ authn: vr(3, { case: "boolResult", value: false }) }) })).toBe(true);
   expect(await connectOutcome({ transport: crafted({ authn: vr(T.CONTINUE, { case: "boolResult", value: false }) }) })).toBe(false);
-  expect(await connectOutcome({ transport: crafted({ authn: vr(T.STOP_AND_RETURN, { case: "boolResult", value: true }) }), authnResult: false })).toBe(true);
+  expect(
+    await connectOutcome({ transport: crafted({ authn: vr(T.STOP_AND_RETURN, { case: "boolResult", value: true }) }), authnResult: false }),
+  ).toBe(true);
   // 4.3.0–4.3.2 read 1 as CONTINUE: "type 1 + false" refuses there, and is IGNORE (true stands) on 4.4.
-  expect(await connectOutcome({ transport: crafted({ authn: vr(1, { case: "boolResult", value: false }) }), package: "v1", version: "4.3.1" })).toBe(false);
-  expect(await connectOutcome({ transport: crafted({ authn: vr(1, { case: "boolResult", value: false }) }), package: "v1", version: "4.4.19" })).toBe(true);
+  expect(
+    await connectOutcome({ transport: crafted({ authn: vr(1, { case: "boolResult", value: false }) }), package: "v1", version: "4.3.1" }),
+  ).toBe(false);
+  expect(
+    await connectOutcome({ transport: crafted({ authn: vr(1, { case: "boolResult", value: false }) }), package: "v1", version: "4.4.19" }),
+  ).toBe(true);
 });
 
 test("a failed call applies failed_action: deny refuses, ignore keeps EMQX's result", async () => {
   expect(await connectOutcome({ transport: crafted({ authn: "fail" }), failedAction: "deny" })).toBe(false);
   expect(await connectOutcome({ transport: crafted({ authn: "fail" }), failedAction: "ignore" })).toBe(true);
-  const failing = defineProvider({ onClientAuthenticate: () => { throw new Error("x"); } }, { onError: "grpc-error" });
+  const failing = defineProvider(
+    {
+      onClientAuthenticate: () => {
+        throw new Error("x");
+      },
+    },
+    { onError: "grpc-error" },
+  );
   expect(await connectOutcome({ provider: failing, failedAction: "deny", logger: quiet })).toBe(false);
   expect(await connectOutcome({ provider: failing, failedAction: "ignore", logger: quiet })).toBe(true);
 });
@@ -196,20 +215,37 @@ test("publish: only qos, topic and payload are copied; allow_publish 'false' dro
     await emqx.subscribe("s", "#", 2);
     return emqx.publish("p", { topic: "in", payload: "orig", qos: 2 });
   };
-  const answer = create(v3.MessageSchema, { topic: "out", payload: new TextEncoder().encode("new"), qos: 0, from: "someone-else", headers: { username: "x" } });
+  const answer = create(v3.MessageSchema, {
+    topic: "out",
+    payload: new TextEncoder().encode("new"),
+    qos: 0,
+    from: "someone-else",
+    headers: { username: "x" },
+  });
   expect(await run(vr(T.CONTINUE, { case: "message", value: answer }))).toEqual({ delivered: true, topic: "out", payload: "new", qos: 0 });
   // The proto3 trap: a message with only the header set empties topic and payload.
   const dropOnly = create(v3.MessageSchema, { headers: { allow_publish: "false" } });
   expect(await run(vr(T.STOP_AND_RETURN, { case: "message", value: dropOnly }))).toEqual({ dropped: true, reason: "provider" });
-  expect(await run(vr(T.STOP_AND_RETURN, { case: "boolResult", value: false }))).toEqual({ delivered: true, topic: "in", payload: "orig", qos: 2 });
+  expect(await run(vr(T.STOP_AND_RETURN, { case: "boolResult", value: false }))).toEqual({
+    delivered: true,
+    topic: "in",
+    payload: "orig",
+    qos: 2,
+  });
   expect(await run(vr(T.IGNORE))).toEqual({ delivered: true, topic: "in", payload: "orig", qos: 2 });
 });
 
 test("load: an unknown hook name for the package makes the whole load fail; the first duplicate wins", async () => {
-  await expect(createFakeEmqx({ transport: crafted({ loaded: ["client.authenticate", "client.check_acl"] }) }).start()).rejects.toThrow(FakeEmqxLoadError);
-  await expect(createFakeEmqx({ transport: crafted({ loaded: ["client.authorize"] }), package: "v1" }).start()).rejects.toThrow('unknown_hookpoint: "client.authorize" is not a hook of EMQX 4.4.19');
+  await expect(createFakeEmqx({ transport: crafted({ loaded: ["client.authenticate", "client.check_acl"] }) }).start()).rejects.toThrow(
+    FakeEmqxLoadError,
+  );
+  await expect(createFakeEmqx({ transport: crafted({ loaded: ["client.authorize"] }), package: "v1" }).start()).rejects.toThrow(
+    'unknown_hookpoint: "client.authorize" is not a hook of EMQX 4.4.19',
+  );
   await expect(createFakeEmqx({ transport: crafted({ loaded: [""] }) }).start()).rejects.toThrow(FakeEmqxLoadError);
-  expect(await createFakeEmqx({ transport: crafted({ loaded: ["client.check_acl", "session.takeovered"] }), package: "v1" }).start()).toEqual([
+  expect(
+    await createFakeEmqx({ transport: crafted({ loaded: ["client.check_acl", "session.takeovered"] }), package: "v1" }).start(),
+  ).toEqual([
     { name: "client.authorize", topics: [] },
     { name: "session.takenover", topics: [] },
   ]);

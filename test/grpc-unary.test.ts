@@ -90,8 +90,14 @@ describe("Trailers-Only errors", () => {
 describe("errorReply: by type, never by message text", () => {
   test("a ConnectError keeps its code and message; nothing is reported", () => {
     const seen: unknown[] = [];
-    expect(errorReply(new ConnectError("internal error", Code.Internal), (e) => seen.push(e))).toEqual({ code: Code.Internal, message: "internal error" });
-    expect(errorReply(new ConnectError("cancelled", Code.Canceled), (e) => seen.push(e))).toEqual({ code: Code.Canceled, message: "cancelled" });
+    expect(errorReply(new ConnectError("internal error", Code.Internal), (e) => seen.push(e))).toEqual({
+      code: Code.Internal,
+      message: "internal error",
+    });
+    expect(errorReply(new ConnectError("cancelled", Code.Canceled), (e) => seen.push(e))).toEqual({
+      code: Code.Canceled,
+      message: "cancelled",
+    });
     expect(seen).toEqual([]);
   });
 
@@ -119,24 +125,47 @@ function brokenDispatcher(): Dispatcher {
   const bug = () => {
     throw new TypeError("Cannot read properties of undefined (reading 'clientid')");
   };
-  return { ...real, handleBytes: (pkg, target, body, info) => (target === "loaded" || target === "unloaded" ? real.handleBytes(pkg, target, body, info) : bug()), call: bug };
+  return {
+    ...real,
+    handleBytes: (pkg, target, body, info) =>
+      target === "loaded" || target === "unloaded" ? real.handleBytes(pkg, target, body, info) : bug(),
+    call: bug,
+  };
 }
 
 describe.each(["native", "connect"] as const)("an internal error over HTTP/2 (%s transport)", (transport) => {
   test("INTERNAL 'internal error', Trailers-Only on native; logged at error with the stack; counted", async () => {
     const log = memoryLogger();
-    const server = createExHookServer({ provider: defineProvider({}), dispatcher: brokenDispatcher(), port: 0, host: "127.0.0.1", transport, logger: log });
+    const server = createExHookServer({
+      provider: defineProvider({}),
+      dispatcher: brokenDispatcher(),
+      port: 0,
+      host: "127.0.0.1",
+      transport,
+      logger: log,
+    });
     const { port } = await server.listen();
     const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 1);
     try {
-      const reply = await client.call(servicePath("v3", "OnClientAuthenticate"), encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c" } }));
-      expect({ status: reply.grpcStatus, message: reply.grpcMessage, messages: reply.messages.length }).toEqual({ status: 13, message: "internal error", messages: 0 });
+      const reply = await client.call(
+        servicePath("v3", "OnClientAuthenticate"),
+        encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c" } }),
+      );
+      expect({ status: reply.grpcStatus, message: reply.grpcMessage, messages: reply.messages.length }).toEqual({
+        status: 13,
+        message: "internal error",
+        messages: 0,
+      });
       expect(server.errorCounts().internal).toBe(1);
       const errors = log.lines.filter((l) => l.level === "error");
       expect(errors).toEqual([
         {
           level: "error",
-          obj: { err: "Cannot read properties of undefined (reading 'clientid')", type: "TypeError", stack: expect.stringContaining("grpc-unary.test.ts") },
+          obj: {
+            err: "Cannot read properties of undefined (reading 'clientid')",
+            type: "TypeError",
+            stack: expect.stringContaining("grpc-unary.test.ts"),
+          },
           msg: "internal error while serving a call (answered INTERNAL)",
         },
       ]);
@@ -150,20 +179,39 @@ describe.each(["native", "connect"] as const)("an internal error over HTTP/2 (%s
 describe("the memory client runs the same unary code", () => {
   test("a body that does not decode: INVALID_ARGUMENT with the cause, as over HTTP/2 (native)", async () => {
     const provider = defineProvider({ onClientAuthenticate: () => allow() });
-    const answer = await memoryTransport(provider, { logger: memoryLogger() }).call("v3", "OnClientAuthenticate", new Uint8Array([0x0a, 0x0a, 0x01]), 1000);
-    expect(answer).toEqual({ status: Code.InvalidArgument, message: "invalid ClientAuthenticateRequest: illegal tag: field no 0 wire type 1", body: undefined });
+    const answer = await memoryTransport(provider, { logger: memoryLogger() }).call(
+      "v3",
+      "OnClientAuthenticate",
+      new Uint8Array([0x0a, 0x0a, 0x01]),
+      1000,
+    );
+    expect(answer).toEqual({
+      status: Code.InvalidArgument,
+      message: "invalid ClientAuthenticateRequest: illegal tag: field no 0 wire type 1",
+      body: undefined,
+    });
   });
 
   test("an unknown rpc: UNIMPLEMENTED with the path, as over HTTP/2", async () => {
     const answer = await memoryTransport(defineProvider({})).call("v1", "OnClientAuthorize", new Uint8Array(0), 1000);
-    expect(answer).toEqual({ status: Code.Unimplemented, message: "unknown method /emqx.exhook.v1.HookProvider/OnClientAuthorize", body: undefined });
+    expect(answer).toEqual({
+      status: Code.Unimplemented,
+      message: "unknown method /emqx.exhook.v1.HookProvider/OnClientAuthorize",
+      body: undefined,
+    });
   });
 
   test("the unary service answers synchronous handlers synchronously (no promise per call)", () => {
-    const service = createUnaryService(createDispatcher(defineProvider({ onClientAuthenticate: () => allow() }), { logger: memoryLogger() }));
+    const service = createUnaryService(
+      createDispatcher(defineProvider({ onClientAuthenticate: () => allow() }), { logger: memoryLogger() }),
+    );
     const head = service.head("POST", servicePath("v3", "OnClientAuthenticate"), "5S");
     const got: Array<Uint8Array | GrpcFailure> = [];
-    if ("route" in head) service.run(head, frameMessage(encode("v3", "ClientAuthenticateRequest", {})), undefined, { ok: (_t, m) => got.push(m), fail: (_t, f) => got.push(f) });
+    if ("route" in head)
+      service.run(head, frameMessage(encode("v3", "ClientAuthenticateRequest", {})), undefined, {
+        ok: (_t, m) => got.push(m),
+        fail: (_t, f) => got.push(f),
+      });
     expect(got).toHaveLength(1);
     expect(got[0]).toBeInstanceOf(Uint8Array);
   });

@@ -2,7 +2,13 @@
 // array order), what each sees (hook, clientId, topic, outcome incl. fallbacks), and misuse.
 import { allow, defineProvider, deny, keep, rewrite, type HookMiddleware, type Logger } from "../src/index";
 import { ValuedResponse_ResponsedType } from "../gen/emqx/exhook/v3/exhook_pb";
-import { createMemoryClient, fakeAuthenticateRequest, fakeAuthorizeRequest, fakeClientInfo, fakePublishRequest } from "../src/testing/index";
+import {
+  createMemoryClient,
+  fakeAuthenticateRequest,
+  fakeAuthorizeRequest,
+  fakeClientInfo,
+  fakePublishRequest,
+} from "../src/testing/index";
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -108,7 +114,8 @@ test("a middleware may answer without calling the handler (a cache), and a throw
   };
   const provider = defineProvider({ onClientAuthenticate: () => (runs++, deny()) }, { middleware: [cache, boom] });
   const client = createMemoryClient(provider, { logger: quiet });
-  const ask = async (clientid: string) => (await client.valued("onClientAuthenticate", fakeAuthenticateRequest({ clientid }))).response?.value;
+  const ask = async (clientid: string) =>
+    (await client.valued("onClientAuthenticate", fakeAuthenticateRequest({ clientid }))).response?.value;
   expect(await ask("cached")).toEqual({ case: "boolResult", value: true });
   expect(await ask("boom")).toEqual({ case: "boolResult", value: false });
   expect(await ask("other")).toEqual({ case: "boolResult", value: false });
@@ -125,9 +132,13 @@ test("an answer a middleware makes itself is checked like a handler's: invalid o
     if (call.clientId === "ok") return { decision: allow() };
     return next();
   };
-  const provider = defineProvider({ onClientAuthenticate: () => allow() }, { middleware: [forge], fallback: { onClientAuthenticate: "deny" } });
+  const provider = defineProvider(
+    { onClientAuthenticate: () => allow() },
+    { middleware: [forge], fallback: { onClientAuthenticate: "deny" } },
+  );
   const client = createMemoryClient(provider, { logger });
-  const ask = async (clientid: string) => (await client.valued("onClientAuthenticate", fakeAuthenticateRequest({ clientid }))).response?.value;
+  const ask = async (clientid: string) =>
+    (await client.valued("onClientAuthenticate", fakeAuthenticateRequest({ clientid }))).response?.value;
   expect(await ask("keep")).toEqual({ case: "boolResult", value: false });
   expect(await ask("nothing")).toEqual({ case: "boolResult", value: false });
   expect(await ask("ok")).toEqual({ case: "boolResult", value: true });

@@ -20,13 +20,33 @@ test("deploy/k8s.yaml: args and env are valid CLI input; probes and ports line u
   const env = Object.fromEntries(c.env.map((e: { name: string; value: string }) => [e.name, e.value]));
   expect(c.args.slice(0, 2)).toEqual(["node", "dist/src/cli.js"]);
   const args = parseArgs(c.args.slice(2), env);
-  expect(args).toMatchObject({ command: "serve", module: "dist/examples/demo-provider.js", port: 9000, metricsPort: 9100, metricsHost: "0.0.0.0", readyWhen: "listening", drainTimeoutMs: 10000 });
+  expect(args).toMatchObject({
+    command: "serve",
+    module: "dist/examples/demo-provider.js",
+    port: 9000,
+    metricsPort: 9100,
+    metricsHost: "0.0.0.0",
+    readyWhen: "listening",
+    drainTimeoutMs: 10000,
+  });
   const ports = Object.fromEntries(c.ports.map((p: { name: string; containerPort: number }) => [p.name, p.containerPort]));
   expect(ports).toEqual({ exhook: 9000, metrics: 9100 });
-  expect([c.livenessProbe.httpGet, c.readinessProbe.httpGet]).toEqual([{ path: "/healthz", port: "metrics" }, { path: "/readyz", port: "metrics" }]);
+  expect([c.livenessProbe.httpGet, c.readinessProbe.httpGet]).toEqual([
+    { path: "/healthz", port: "metrics" },
+    { path: "/readyz", port: "metrics" },
+  ]);
   // The drain must fit in the grace period, with the preStop pause.
-  expect(docs[0].spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan((args.drainTimeoutMs ?? 0) + c.lifecycle.preStop.sleep.seconds * 1000);
-  const readiness = async () => checkReadiness({ serving: true, loadedNodes: [], readyWhen: args.readyWhen ?? "listening", readyNodes: args.readyNodes, providerNotReady: undefined });
+  expect(docs[0].spec.template.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(
+    (args.drainTimeoutMs ?? 0) + c.lifecycle.preStop.sleep.seconds * 1000,
+  );
+  const readiness = async () =>
+    checkReadiness({
+      serving: true,
+      loadedNodes: [],
+      readyWhen: args.readyWhen ?? "listening",
+      readyNodes: args.readyNodes,
+      providerNotReady: undefined,
+    });
   const ops = createOpsServer({ port: 0, host: "127.0.0.1", source: { readiness } });
   const { port } = await ops.listen();
   try {
@@ -50,6 +70,14 @@ test("Dockerfile: multi-stage node:20-slim, npm ci, build, prune, non-root, exec
   const cmd = JSON.parse((steps.find((l) => l.startsWith("CMD ")) as string).slice(4)) as string[];
   const env = Object.fromEntries([...text.matchAll(/ ([A-Z_]+)=(\S+)/g)].map((m) => [m[1], m[2]]));
   expect(env).toMatchObject({ PORT: "9000", METRICS_PORT: "9100", METRICS_HOST: "0.0.0.0" });
-  expect(parseArgs(cmd.slice(2), env)).toMatchObject({ command: "serve", port: 9000, metricsPort: 9100, metricsHost: "0.0.0.0", drainTimeoutMs: 10000 });
-  expect(fs.readFileSync(path.join(ROOT, ".dockerignore"), "utf8").split("\n")).toEqual(expect.arrayContaining(["node_modules", "dist", ".git"]));
+  expect(parseArgs(cmd.slice(2), env)).toMatchObject({
+    command: "serve",
+    port: 9000,
+    metricsPort: 9100,
+    metricsHost: "0.0.0.0",
+    drainTimeoutMs: 10000,
+  });
+  expect(fs.readFileSync(path.join(ROOT, ".dockerignore"), "utf8").split("\n")).toEqual(
+    expect.arrayContaining(["node_modules", "dist", ".git"]),
+  );
 });

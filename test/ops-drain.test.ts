@@ -22,13 +22,22 @@ test("close() under load: 200 in-flight calls on 8 connections all get their rea
       return allowIf(Number((clientinfo?.username ?? "u1").slice(1)) % 2 === 0);
     },
   });
-  const server = createExHookServer({ provider, port: 0, host: "127.0.0.1", metricsPort: 0, readyWhen: "listening", logger: memoryLogger() });
+  const server = createExHookServer({
+    provider,
+    port: 0,
+    host: "127.0.0.1",
+    metricsPort: 0,
+    readyWhen: "listening",
+    logger: memoryLogger(),
+  });
   const { port } = await server.listen();
   const opsPort = (server.opsAddress as { port: number }).port;
   const url = `http://127.0.0.1:${port}`;
   const sessions = await Promise.all(Array.from({ length: 8 }, () => connect(url)));
   const N = 200;
-  const replies = Array.from({ length: N }, (_, i) => grpcCall(sessions[i % 8] as http2.ClientHttp2Session, servicePath("v3", "OnClientAuthenticate"), authReq(i), "10S"));
+  const replies = Array.from({ length: N }, (_, i) =>
+    grpcCall(sessions[i % 8] as http2.ClientHttp2Session, servicePath("v3", "OnClientAuthenticate"), authReq(i), "10S"),
+  );
   await until(() => started === N, "all handlers to start");
   expect((await httpGet(opsPort, "/readyz")).status).toBe(200);
 
@@ -41,9 +50,14 @@ test("close() under load: 200 in-flight calls on 8 connections all get their rea
 
   const results = await Promise.all(replies);
   expect(results.map((r) => r.grpcStatus)).toEqual(Array(N).fill(0));
-  expect(results.map((r) => decode("v3", "ValuedResponse", r.message as Buffer)["bool_result"])).toEqual(Array.from({ length: N }, (_, i) => i % 2 === 0));
+  expect(results.map((r) => decode("v3", "ValuedResponse", r.message as Buffer)["bool_result"])).toEqual(
+    Array.from({ length: N }, (_, i) => i % 2 === 0),
+  );
 
-  const after = await connect(url).then(() => "connected", (e: NodeJS.ErrnoException) => e.code);
+  const after = await connect(url).then(
+    () => "connected",
+    (e: NodeJS.ErrnoException) => e.code,
+  );
   expect(after).toBe("ECONNREFUSED");
   await Promise.all(sessions.map(closeSession));
 });
@@ -69,7 +83,14 @@ test("calls already sent when the drain starts are answered, OnProviderUnloaded 
     ...Array.from({ length: 30 }, (_, i) => grpcCall(session, servicePath("v3", "OnClientAuthenticate"), authReq(i))),
     ...["emqx@a", "emqx@b", "emqx@c"].map((n) => grpcCall(session, servicePath("v3", "OnProviderUnloaded"), unloadReq(n))),
   ];
-  const results = await Promise.all(sent.map((p) => p.then((r) => r.grpcStatus, (e: Error) => e.message)));
+  const results = await Promise.all(
+    sent.map((p) =>
+      p.then(
+        (r) => r.grpcStatus,
+        (e: Error) => e.message,
+      ),
+    ),
+  );
   expect(results).toEqual(Array(33).fill(0));
   await closing;
   await closeSession(session);
@@ -90,7 +111,10 @@ test("the drain is bounded: a call still running after graceMs is reset and clos
   });
   const { port } = await server.listen();
   const session = await connect(`http://127.0.0.1:${port}`);
-  const stuck = grpcCall(session, servicePath("v3", "OnClientAuthenticate"), authReq(1), "60S").then(() => "answered", (e: Error) => `reset: ${e.message}`);
+  const stuck = grpcCall(session, servicePath("v3", "OnClientAuthenticate"), authReq(1), "60S").then(
+    () => "answered",
+    (e: Error) => `reset: ${e.message}`,
+  );
   await until(() => started, "the handler to start");
   await server.close(100);
   expect(await stuck).toMatch(/^reset: /);

@@ -25,7 +25,12 @@ import { encode, servicePath } from "./helpers/proto.js";
 const TOKEN = "0123456789abcdef0123456789abcdef";
 
 /** GET with headers; resolves with status and body. */
-function get(port: number, urlPath: string, headers: http.OutgoingHttpHeaders = {}, host = "127.0.0.1"): Promise<{ status: number; body: string }> {
+function get(
+  port: number,
+  urlPath: string,
+  headers: http.OutgoingHttpHeaders = {},
+  host = "127.0.0.1",
+): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     http
       .get({ host, port, path: urlPath, headers, agent: false }, (res) => {
@@ -39,7 +44,9 @@ function get(port: number, urlPath: string, headers: http.OutgoingHttpHeaders = 
 
 /** A non-loopback address of this machine, if it has one. */
 function externalAddress(): string | undefined {
-  for (const list of Object.values(require("node:os").networkInterfaces() as Record<string, Array<{ family: string; internal: boolean; address: string }>>)) {
+  for (const list of Object.values(
+    require("node:os").networkInterfaces() as Record<string, Array<{ family: string; internal: boolean; address: string }>>,
+  )) {
     for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
   }
   return undefined;
@@ -89,26 +96,40 @@ describe("operations port exposure", () => {
       "operations port is reachable from other hosts without a token: /metrics is open to them, the read API is refused (set --metrics-token-file)",
     );
     expect((await get(port, "/metrics")).status).toBe(200);
-    expect(await get(port, "/data")).toEqual({ status: 403, body: "/data exposes stored data: on 0.0.0.0 (not localhost) it needs a token (--metrics-token-file)\n" });
+    expect(await get(port, "/data")).toEqual({
+      status: 403,
+      body: "/data exposes stored data: on 0.0.0.0 (not localhost) it needs a token (--metrics-token-file)\n",
+    });
   });
 
   test("2,000 OnProviderLoaded with made-up node names: bounded metric series, bounded memory, not ready", async () => {
     const { server, port } = await start({ readyWhen: "loaded", readyNodes: ["emqx@real"] });
     const client = createEmqxLikeClient(`http://127.0.0.1:${server.address?.port}`, 4);
     try {
-      const load = (node: string) => client.call(servicePath("v3", "OnProviderLoaded"), encode("v3", "ProviderLoadedRequest", { broker: { version: "5.9.0" }, meta: { node, version: "5.9.0", cluster_name: "x".repeat(300) } }));
+      const load = (node: string) =>
+        client.call(
+          servicePath("v3", "OnProviderLoaded"),
+          encode("v3", "ProviderLoadedRequest", {
+            broker: { version: "5.9.0" },
+            meta: { node, version: "5.9.0", cluster_name: "x".repeat(300) },
+          }),
+        );
       for (let i = 0; i < 2000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => load(`mallory-${i + j}@x`)));
       expect(server.dispatcher.loadedNodes().length).toBe(MAX_LOADED_NODES);
       expect((await httpGet(port, "/readyz")).body).toBe("waiting for OnProviderLoaded from one of emqx@real; loaded nodes: 0\n");
       let m = parseMetrics((await httpGet(port, "/metrics")).body);
       const series = [...m.keys()].filter((k) => k.startsWith("exhook_broker_loaded{"));
       expect(series.length).toBe(33);
-      expect(m.get(key("exhook_broker_loaded", { package: "v3", node: "_other", version: "_other", cluster: "_other" }))).toBe(MAX_LOADED_NODES - 32);
+      expect(m.get(key("exhook_broker_loaded", { package: "v3", node: "_other", version: "_other", cluster: "_other" }))).toBe(
+        MAX_LOADED_NODES - 32,
+      );
       expect(series.every((k) => k.length < 400)).toBe(true);
       // The allow-listed node always gets its own label, and makes us ready.
       expect((await load("emqx@real")).grpcStatus).toBe(0);
       m = parseMetrics((await httpGet(port, "/metrics")).body);
-      expect(m.get(key("exhook_broker_loaded", { package: "v3", node: "emqx@real", version: "5.9.0", cluster: `${"x".repeat(127)}…` }))).toBe(1);
+      expect(
+        m.get(key("exhook_broker_loaded", { package: "v3", node: "emqx@real", version: "5.9.0", cluster: `${"x".repeat(127)}…` })),
+      ).toBe(1);
       expect((await httpGet(port, "/readyz")).status).toBe(200);
     } finally {
       await client.close();
@@ -118,15 +139,36 @@ describe("operations port exposure", () => {
 
 describe("CLI flags of the operations port", () => {
   test("--metrics-host, --metrics-token-file, --ready-nodes parse; loaded without an allow-list is refused", () => {
-    expect(parseArgs(["serve", "p.js", "--metrics-host", "0.0.0.0", "--metrics-token-file", "/t", "--ready-when", "loaded", "--ready-nodes", "emqx@a, emqx@b"], {})).toMatchObject({
+    expect(
+      parseArgs(
+        [
+          "serve",
+          "p.js",
+          "--metrics-host",
+          "0.0.0.0",
+          "--metrics-token-file",
+          "/t",
+          "--ready-when",
+          "loaded",
+          "--ready-nodes",
+          "emqx@a, emqx@b",
+        ],
+        {},
+      ),
+    ).toMatchObject({
       metricsHost: "0.0.0.0",
       metricsTokenFile: "/t",
       readyWhen: "loaded",
       readyNodes: ["emqx@a", "emqx@b"],
     });
-    expect(parseArgs(["serve", "p.js"], { METRICS_HOST: "10.0.0.1", READY_NODES: "emqx@a" })).toMatchObject({ metricsHost: "10.0.0.1", readyNodes: ["emqx@a"] });
+    expect(parseArgs(["serve", "p.js"], { METRICS_HOST: "10.0.0.1", READY_NODES: "emqx@a" })).toMatchObject({
+      metricsHost: "10.0.0.1",
+      readyNodes: ["emqx@a"],
+    });
     expect(() => parseArgs(["serve", "p.js", "--ready-when", "loaded"], {})).toThrow("--ready-when loaded needs --ready-nodes");
-    expect(() => parseArgs(["serve", "p.js", "--metrics-port", "0x2328"], {})).toThrow('--metrics-port (or METRICS_PORT) must be an integer from 0 to 65535, got "0x2328"');
+    expect(() => parseArgs(["serve", "p.js", "--metrics-port", "0x2328"], {})).toThrow(
+      '--metrics-port (or METRICS_PORT) must be an integer from 0 to 65535, got "0x2328"',
+    );
   });
 });
 
@@ -156,10 +198,22 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
     rmSync(dir, { recursive: true, force: true });
   });
   const serve = (args: string[], env: Record<string, string> = {}) => {
-    const p = spawnCli([path.join(COMPILED_TREE, "src", "cli.js"), "serve", path.join(COMPILED_TREE, "examples", "stack-provider.js"), "--host", "127.0.0.1", "--log-level", "silent", ...args], {
-      cwd: dir,
-      env: { ...process.env, EXHOOK_DATA_DIR: path.join(dir, "data"), NODE_PATH: path.join(ROOT, "node_modules"), ...env },
-    });
+    const p = spawnCli(
+      [
+        path.join(COMPILED_TREE, "src", "cli.js"),
+        "serve",
+        path.join(COMPILED_TREE, "examples", "stack-provider.js"),
+        "--host",
+        "127.0.0.1",
+        "--log-level",
+        "silent",
+        ...args,
+      ],
+      {
+        cwd: dir,
+        env: { ...process.env, EXHOOK_DATA_DIR: path.join(dir, "data"), NODE_PATH: path.join(ROOT, "node_modules"), ...env },
+      },
+    );
     procs.push(p);
     return p;
   };
@@ -168,7 +222,9 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
     const port = await freePair();
     const cli = serve(["--port", String(port)]);
     await cli.waitFor(/listening on/g);
-    expect(cli.stdout()).toContain(`metrics and probes on http://127.0.0.1:${port + 10}/metrics, /healthz, /readyz, /messages, /presence, /stats\n`);
+    expect(cli.stdout()).toContain(
+      `metrics and probes on http://127.0.0.1:${port + 10}/metrics, /healthz, /readyz, /messages, /presence, /stats\n`,
+    );
     expect((await httpGet(port + 10, "/readyz")).status).toBe(200);
     expect(JSON.parse((await httpGet(port + 10, "/messages")).body)).toEqual({ messages: [] });
     expect((await httpGet(port + 10, "/metrics")).body).toContain("exhook_hook_calls_total");
@@ -200,7 +256,9 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
   test("--workers 2: the primary serves the operations port: metrics summed over the workers, readiness of all, /stats per worker", async () => {
     const tokenFile = path.join(dir, "token");
     writeFileSync(tokenFile, `${TOKEN}\n`);
-    const cli = serve(["--port", "0", "--workers", "2", "--metrics-port", "0", "--metrics-token-file", tokenFile], { EXHOOK_DATA_DIR: path.join(dir, "data-w") });
+    const cli = serve(["--port", "0", "--workers", "2", "--metrics-port", "0", "--metrics-token-file", tokenFile], {
+      EXHOOK_DATA_DIR: path.join(dir, "data-w"),
+    });
     const [m] = await cli.waitFor(/primary metrics and probes on http:\/\/127\.0\.0\.1:(\d+)\//g, 1, 30_000);
     const opsPort = Number(m?.[1]);
     const exPort = Number((await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/g, 2))[0]?.[1]);
@@ -208,8 +266,13 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
     const client = createEmqxLikeClient(`http://127.0.0.1:${exPort}`, 8);
     try {
       const calls = 200;
-      const body = encode("v3", "MessagePublishRequest", { message: { node: "emqx@a", id: "00", from: "c", topic: "t/1", payload: Buffer.from("x") }, meta: { node: "emqx@a" } });
-      const replies = await Promise.all(Array.from({ length: calls }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i)));
+      const body = encode("v3", "MessagePublishRequest", {
+        message: { node: "emqx@a", id: "00", from: "c", topic: "t/1", payload: Buffer.from("x") },
+        meta: { node: "emqx@a" },
+      });
+      const replies = await Promise.all(
+        Array.from({ length: calls }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i)),
+      );
       expect(replies.every((r) => r.grpcStatus === 0)).toBe(true);
       // Every scrape sees the whole server: the same total, however the connections were spread.
       for (let i = 0; i < 4; i++) {
@@ -218,7 +281,9 @@ describe("serve the use-case stack from the CLI: one operations port, derived fr
       }
       expect((await get(opsPort, "/metrics")).status).toBe(401);
       expect(await get(opsPort, "/readyz")).toEqual({ status: 200, body: "ready; loaded nodes: 0\n" });
-      const stats = JSON.parse((await get(opsPort, "/stats", auth)).body) as { workers: Array<{ pid: number; persistence: { received: number } }> };
+      const stats = JSON.parse((await get(opsPort, "/stats", auth)).body) as {
+        workers: Array<{ pid: number; persistence: { received: number } }>;
+      };
       expect(stats.workers.length).toBe(2);
       // Both workers served some of the calls: one worker's counters alone would not add up.
       expect(stats.workers.every((w) => w.persistence.received > 0)).toBe(true);

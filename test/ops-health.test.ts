@@ -79,7 +79,9 @@ describe("health with a real gRPC client (@grpc/grpc-js)", () => {
     const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
     try {
       const reply = await new Promise<Buffer>((resolve, reject) =>
-        (client as unknown as { check(req: string, cb: (e: Error | null, r: Buffer) => void): void }).check("", (e, r) => (e ? reject(e) : resolve(r))),
+        (client as unknown as { check(req: string, cb: (e: Error | null, r: Buffer) => void): void }).check("", (e, r) =>
+          e ? reject(e) : resolve(r),
+        ),
       );
       expect([...reply]).toEqual([0x08, 1]);
     } finally {
@@ -118,7 +120,10 @@ describe("limits", () => {
     try {
       const req = encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c", username: "wait" } });
       const calls = [0, 1, 2, 3, 4].map(() =>
-        grpcCall(session, servicePath("v3", "OnClientAuthenticate"), req).then((r) => `grpc-status ${r.grpcStatus}`, (e: Error) => e.message),
+        grpcCall(session, servicePath("v3", "OnClientAuthenticate"), req).then(
+          (r) => `grpc-status ${r.grpcStatus}`,
+          (e: Error) => e.message,
+        ),
       );
       await new Promise<void>((r) => (session.remoteSettings.maxConcurrentStreams === 2 ? r() : session.once("remoteSettings", () => r())));
       expect(session.remoteSettings.maxConcurrentStreams).toBe(2);

@@ -28,8 +28,16 @@ const provider = defineProvider({
 
 const meta = (node: string) => ({ node, version: "5.9.0", sysdescr: "EMQX", cluster_name: "c1" });
 const auth = (pkg: "v2" | "v3", username: string) =>
-  encode(pkg, "ClientAuthenticateRequest", { clientinfo: { clientid: `c-${username}`, username, password: "secret" }, result: false, meta: meta("emqx@a") });
-const publish = (topic: string) => encode("v3", "MessagePublishRequest", { message: { id: "1", from: "pub", topic, payload: Buffer.from("x"), qos: 1 }, meta: meta("emqx@a") });
+  encode(pkg, "ClientAuthenticateRequest", {
+    clientinfo: { clientid: `c-${username}`, username, password: "secret" },
+    result: false,
+    meta: meta("emqx@a"),
+  });
+const publish = (topic: string) =>
+  encode("v3", "MessagePublishRequest", {
+    message: { id: "1", from: "pub", topic, payload: Buffer.from("x"), qos: 1 },
+    meta: meta("emqx@a"),
+  });
 
 describe("metrics and probes on the operations port", () => {
   let server: ExHookServer;
@@ -38,7 +46,15 @@ describe("metrics and probes on the operations port", () => {
   const scrape = async () => parseMetrics((await httpGet(opsPort, "/metrics")).body);
 
   beforeAll(async () => {
-    server = createExHookServer({ provider, port: 0, host: "127.0.0.1", metricsPort: 0, readyWhen: "loaded", readyNodes: ["emqx@a", "emqx@b"], logger: memoryLogger() });
+    server = createExHookServer({
+      provider,
+      port: 0,
+      host: "127.0.0.1",
+      metricsPort: 0,
+      readyWhen: "loaded",
+      readyNodes: ["emqx@a", "emqx@b"],
+      logger: memoryLogger(),
+    });
     const addr = await server.listen();
     opsPort = (server.opsAddress as { port: number }).port;
     session = await connect(`http://127.0.0.1:${addr.port}`);
@@ -51,17 +67,40 @@ describe("metrics and probes on the operations port", () => {
 
   test("/healthz is up; /readyz (loaded) waits for OnProviderLoaded from an allow-listed node, then is ready", async () => {
     expect(await httpGet(opsPort, "/healthz")).toEqual({ status: 200, body: "ok\n", contentType: "text/plain; charset=utf-8" });
-    const waiting = { status: 503, body: "waiting for OnProviderLoaded from one of emqx@a, emqx@b; loaded nodes: 0\n", contentType: "text/plain; charset=utf-8" };
+    const waiting = {
+      status: 503,
+      body: "waiting for OnProviderLoaded from one of emqx@a, emqx@b; loaded nodes: 0\n",
+      contentType: "text/plain; charset=utf-8",
+    };
     expect(await httpGet(opsPort, "/readyz")).toEqual(waiting);
     // Anyone who reaches the ExHook port can send OnProviderLoaded: a name not on the list is answered, but does not make us ready.
-    const stranger = await grpcCall(session, servicePath("v3", "OnProviderLoaded"), encode("v3", "ProviderLoadedRequest", { broker: { version: "5.9.0" }, meta: meta("mallory@x") }));
+    const stranger = await grpcCall(
+      session,
+      servicePath("v3", "OnProviderLoaded"),
+      encode("v3", "ProviderLoadedRequest", { broker: { version: "5.9.0" }, meta: meta("mallory@x") }),
+    );
     expect(stranger.grpcStatus).toBe(0);
     expect(await httpGet(opsPort, "/readyz")).toEqual(waiting);
     await grpcCall(session, servicePath("v3", "OnProviderUnloaded"), encode("v3", "ProviderUnloadedRequest", { meta: meta("mallory@x") }));
-    const loaded = await grpcCall(session, servicePath("v3", "OnProviderLoaded"), encode("v3", "ProviderLoadedRequest", { broker: { version: "5.9.0", sysdescr: "EMQX" }, meta: meta("emqx@a") }));
+    const loaded = await grpcCall(
+      session,
+      servicePath("v3", "OnProviderLoaded"),
+      encode("v3", "ProviderLoadedRequest", { broker: { version: "5.9.0", sysdescr: "EMQX" }, meta: meta("emqx@a") }),
+    );
     expect(loaded.grpcStatus).toBe(0);
-    await grpcCall(session, servicePath("v2", "OnProviderLoaded"), encode("v2", "ProviderLoadedRequest", { broker: { version: "5.8.9", sysdescr: "EMQX" }, meta: { ...meta("emqx@b"), version: "5.8.9" } }));
-    expect(await httpGet(opsPort, "/readyz")).toEqual({ status: 200, body: "ready; loaded nodes: 2\n", contentType: "text/plain; charset=utf-8" });
+    await grpcCall(
+      session,
+      servicePath("v2", "OnProviderLoaded"),
+      encode("v2", "ProviderLoadedRequest", {
+        broker: { version: "5.8.9", sysdescr: "EMQX" },
+        meta: { ...meta("emqx@b"), version: "5.8.9" },
+      }),
+    );
+    expect(await httpGet(opsPort, "/readyz")).toEqual({
+      status: 200,
+      body: "ready; loaded nodes: 2\n",
+      contentType: "text/plain; charset=utf-8",
+    });
     expect((await httpGet(opsPort, "/nope")).status).toBe(404);
   });
 
@@ -78,7 +117,12 @@ describe("metrics and probes on the operations port", () => {
       grpcCall(session, "/emqx.exhook.v3.HookProvider/OnNoSuchThing", new Uint8Array()),
     ]);
     expect(results.map((r) => r.grpcStatus)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 12]);
-    expect(results.slice(0, 4).map((r) => decode("v3", "ValuedResponse", r.message as Buffer)["bool_result"])).toEqual([true, false, false, false]);
+    expect(results.slice(0, 4).map((r) => decode("v3", "ValuedResponse", r.message as Buffer)["bool_result"])).toEqual([
+      true,
+      false,
+      false,
+      false,
+    ]);
 
     const okKey = key("exhook_grpc_responses_total", { package: "v3", method: "OnClientAuthenticate", code: "ok" });
     // The server counts a stream when it closes, which can be just after the client has the answer.
@@ -105,7 +149,9 @@ describe("metrics and probes on the operations port", () => {
     });
     expect(m.get(key("exhook_hook_duration_seconds_count", { hook: "client.authenticate", package: "v3" }))).toBe(3);
     expect(m.get(key("exhook_hook_duration_seconds_bucket", { hook: "client.authenticate", package: "v3", le: "5" }))).toBe(3);
-    expect(m.get(key("exhook_hook_duration_seconds_bucket", { hook: "client.authenticate", package: "v3", le: "0.0005" }))).toBeLessThanOrEqual(2);
+    expect(
+      m.get(key("exhook_hook_duration_seconds_bucket", { hook: "client.authenticate", package: "v3", le: "0.0005" })),
+    ).toBeLessThanOrEqual(2);
     expect(m.get(key("exhook_hook_in_flight", { hook: "client.authenticate", package: "v3" }))).toBe(0);
     expect(pick("exhook_broker_loaded")).toEqual({
       [key("exhook_broker_loaded", { package: "v3", node: "emqx@a", version: "5.9.0", cluster: "c1" })]: 1,
@@ -130,7 +176,11 @@ describe("metrics and probes on the operations port", () => {
   });
 
   test("OnProviderUnloaded removes the node from the loaded gauge", async () => {
-    await grpcCall(session, servicePath("v2", "OnProviderUnloaded"), encode("v2", "ProviderUnloadedRequest", { meta: { ...meta("emqx@b"), version: "5.8.9" } }));
+    await grpcCall(
+      session,
+      servicePath("v2", "OnProviderUnloaded"),
+      encode("v2", "ProviderUnloadedRequest", { meta: { ...meta("emqx@b"), version: "5.8.9" } }),
+    );
     const m = await scrape();
     expect(m.get("exhook_loaded_brokers")).toBe(1);
     expect(m.has(key("exhook_broker_loaded", { package: "v2", node: "emqx@b", version: "5.8.9", cluster: "c1" }))).toBe(false);
@@ -141,16 +191,23 @@ describe("operations server options", () => {
   test("readyWhen: listening (default) is ready without any OnProviderLoaded, never while not serving or while the provider's check fails", async () => {
     let serving = true;
     let providerNotReady: string | undefined;
-    const readiness = async () => checkReadiness({ serving, loadedNodes: [], readyWhen: "listening", readyNodes: undefined, providerNotReady });
+    const readiness = async () =>
+      checkReadiness({ serving, loadedNodes: [], readyWhen: "listening", readyNodes: undefined, providerNotReady });
     const ops = createOpsServer({ port: 0, source: { readiness } });
     const { port, address } = await ops.listen();
     try {
       expect(address).toBe("127.0.0.1");
       expect((await httpGet(port, "/readyz")).status).toBe(200);
       providerNotReady = "store unreachable: connect ECONNREFUSED";
-      expect(await httpGet(port, "/readyz")).toMatchObject({ status: 503, body: "store unreachable: connect ECONNREFUSED; loaded nodes: 0\n" });
+      expect(await httpGet(port, "/readyz")).toMatchObject({
+        status: 503,
+        body: "store unreachable: connect ECONNREFUSED; loaded nodes: 0\n",
+      });
       serving = false;
-      expect(await httpGet(port, "/readyz")).toMatchObject({ status: 503, body: "not serving (starting or draining); store unreachable: connect ECONNREFUSED; loaded nodes: 0\n" });
+      expect(await httpGet(port, "/readyz")).toMatchObject({
+        status: 503,
+        body: "not serving (starting or draining); store unreachable: connect ECONNREFUSED; loaded nodes: 0\n",
+      });
       // No metrics given: /metrics is not there.
       expect((await httpGet(port, "/metrics")).status).toBe(404);
     } finally {
@@ -165,16 +222,31 @@ describe("operations server options", () => {
   });
 
   test("bad readyWhen, a loaded rule without an allow-list, a bad port and a short token are refused with what to fix", () => {
-    expect(() => createExHookServer({ provider, port: 0, readyWhen: "soon" as never })).toThrow('readyWhen must be "loaded" or "listening", got "soon"');
-    expect(() => createExHookServer({ provider, port: 0, readyWhen: "loaded" })).toThrow('readyWhen "loaded" needs the EMQX node names that count (readyNodes / --ready-nodes');
+    expect(() => createExHookServer({ provider, port: 0, readyWhen: "soon" as never })).toThrow(
+      'readyWhen must be "loaded" or "listening", got "soon"',
+    );
+    expect(() => createExHookServer({ provider, port: 0, readyWhen: "loaded" })).toThrow(
+      'readyWhen "loaded" needs the EMQX node names that count (readyNodes / --ready-nodes',
+    );
     const readiness = async () => ({ ready: true, reasons: [], loadedNodes: 0 });
-    expect(() => createOpsServer({ port: 70000, source: { readiness } })).toThrow("metrics port must be an integer from 0 to 65535, got 70000");
-    expect(() => createOpsServer({ port: 0, token: "short", source: { readiness } })).toThrow("the operations port token must be at least 16 characters");
+    expect(() => createOpsServer({ port: 70000, source: { readiness } })).toThrow(
+      "metrics port must be an integer from 0 to 65535, got 70000",
+    );
+    expect(() => createOpsServer({ port: 0, token: "short", source: { readiness } })).toThrow(
+      "the operations port token must be at least 16 characters",
+    );
   });
 
   test("metrics middleware alone (no server): a custom prefix and an error thrown inside counts as an error fallback", async () => {
     const metrics = createMetrics({ prefix: "x_", processMetrics: false });
-    const call = { key: "onClientAuthenticate", hook: "client.authenticate", clientId: "c", topic: undefined, request: {}, ctx: { package: "v1" } } as never;
+    const call = {
+      key: "onClientAuthenticate",
+      hook: "client.authenticate",
+      clientId: "c",
+      topic: undefined,
+      request: {},
+      ctx: { package: "v1" },
+    } as never;
     await expect(metrics.middleware(call, () => Promise.reject(new Error("inner")))).rejects.toThrow("inner");
     await metrics.middleware(call, () => Promise.resolve({ decision: allow() }));
     const m = parseMetrics(await metrics.text());

@@ -35,12 +35,22 @@ describe("mutual TLS (ca given)", () => {
   beforeAll(async () => {
     serverFiles = pki.issue("server", "exhook-server-1", { server: true });
     pki.issue("emqx", "emqx-node-1");
-    server = createExHookServer({ provider, port: 0, host: "127.0.0.1", tls: { ...serverFiles, ca: pki.caCert, reloadIntervalMs: 50 }, logger });
+    server = createExHookServer({
+      provider,
+      port: 0,
+      host: "127.0.0.1",
+      tls: { ...serverFiles, ca: pki.caCert, reloadIntervalMs: 50 },
+      logger,
+    });
     url = `https://127.0.0.1:${(await server.listen()).port}`;
   });
   afterAll(() => server.close(500));
 
-  const asEmqx = () => ({ ca: fs.readFileSync(pki.caCert), cert: fs.readFileSync(`${pki.dir}/emqx.crt`), key: fs.readFileSync(`${pki.dir}/emqx.key`) });
+  const asEmqx = () => ({
+    ca: fs.readFileSync(pki.caCert),
+    cert: fs.readFileSync(`${pki.dir}/emqx.crt`),
+    key: fs.readFileSync(`${pki.dir}/emqx.key`),
+  });
 
   test("a client presenting a certificate signed by the CA is served over h2", async () => {
     const s = await connect(url, asEmqx());
@@ -50,7 +60,11 @@ describe("mutual TLS (ca given)", () => {
       const r = await grpcCall(s, servicePath("v3", "OnProviderLoaded"), loaded);
       expect(r.grpcStatus).toBe(0);
       expect(decode("v3", "LoadedResponse", r.message as Buffer)["hooks"]).toEqual([{ name: "client.authenticate", topics: [] }]);
-      const a = await grpcCall(s, servicePath("v3", "OnClientAuthenticate"), encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c" } }));
+      const a = await grpcCall(
+        s,
+        servicePath("v3", "OnClientAuthenticate"),
+        encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c" } }),
+      );
       expect(decode("v3", "ValuedResponse", a.message as Buffer)["bool_result"]).toBe(true);
     } finally {
       await closeSession(s);
@@ -74,14 +88,21 @@ describe("mutual TLS (ca given)", () => {
     );
     expect(outcome).toMatch(/^refused: .*alert certificate required/);
     expect(calls).toBe(before);
-    await until(() => logger.lines.some((l) => l.msg === "TLS handshake failed (client without a valid certificate?)"), "the TLS failure to be logged");
+    await until(
+      () => logger.lines.some((l) => l.msg === "TLS handshake failed (client without a valid certificate?)"),
+      "the TLS failure to be logged",
+    );
   });
 
   test("a client certificate from another CA is refused", async () => {
     pki.newCa("rogue-ca");
     const rogue = pki.issue("rogue", "intruder", { signer: "rogue-ca" });
     const before = calls;
-    const outcome = await connect(url, { ca: fs.readFileSync(pki.caCert), cert: fs.readFileSync(rogue.cert), key: fs.readFileSync(rogue.key) }).then(
+    const outcome = await connect(url, {
+      ca: fs.readFileSync(pki.caCert),
+      cert: fs.readFileSync(rogue.cert),
+      key: fs.readFileSync(rogue.key),
+    }).then(
       async (s) => {
         const r = await grpcCall(s, servicePath("v3", "OnClientAuthenticate"), encode("v3", "ClientAuthenticateRequest", {})).then(
           () => "answered",
@@ -112,28 +133,46 @@ describe("mutual TLS (ca given)", () => {
     }, "the new certificate to be served");
     expect(cn).toBe("exhook-server-2");
     // The connection opened before the change keeps working.
-    expect((await grpcCall(old, servicePath("v3", "OnClientAuthenticate"), encode("v3", "ClientAuthenticateRequest", {}))).grpcStatus).toBe(0);
+    expect((await grpcCall(old, servicePath("v3", "OnClientAuthenticate"), encode("v3", "ClientAuthenticateRequest", {}))).grpcStatus).toBe(
+      0,
+    );
     await closeSession(old);
   });
 
   test("a broken replacement keeps the previous certificate (reloadTls reports false)", () => {
     fs.writeFileSync(serverFiles.cert, "not a certificate");
     expect(server.reloadTls()).toBe(false);
-    expect(logger.lines.some((l) => l.level === "warn" && l.msg === "TLS files changed but could not be loaded; keeping the previous certificate")).toBe(true);
+    expect(
+      logger.lines.some(
+        (l) => l.level === "warn" && l.msg === "TLS files changed but could not be loaded; keeping the previous certificate",
+      ),
+    ).toBe(true);
   });
 });
 
 describe("TLS without client certificates", () => {
   test("any client may connect; plain h2c clients are refused", async () => {
     const files = pki.issue("plain", "exhook-plain", { server: true });
-    const server = createExHookServer({ provider, port: 0, host: "127.0.0.1", tls: { ...files, reloadIntervalMs: 0 }, logger: memoryLogger() });
+    const server = createExHookServer({
+      provider,
+      port: 0,
+      host: "127.0.0.1",
+      tls: { ...files, reloadIntervalMs: 0 },
+      logger: memoryLogger(),
+    });
     const { port } = await server.listen();
     try {
       const s = await connect(`https://127.0.0.1:${port}`, { ca: fs.readFileSync(pki.caCert) });
       expect((await grpcCall(s, servicePath("v3", "OnProviderLoaded"), loaded)).grpcStatus).toBe(0);
       await closeSession(s);
       const h2c = await connect(`http://127.0.0.1:${port}`).then(
-        (c) => grpcCall(c, servicePath("v3", "OnProviderLoaded"), loaded).then(() => "answered", () => "refused").finally(() => c.destroy()),
+        (c) =>
+          grpcCall(c, servicePath("v3", "OnProviderLoaded"), loaded)
+            .then(
+              () => "answered",
+              () => "refused",
+            )
+            .finally(() => c.destroy()),
         () => "refused",
       );
       expect(h2c).toBe("refused");

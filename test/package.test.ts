@@ -12,7 +12,18 @@
  * package does).
  */
 import { execFileSync, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { createFakeEmqx } from "../src/testing/index";
@@ -88,7 +99,18 @@ beforeAll(() => {
   writeFileSync(path.join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true }, null, 2));
   ok(
     process.execPath,
-    [npmCli, "install", "--no-audit", "--no-fund", "--loglevel=error", tarball, "ts59@npm:typescript@~5.9", "ts7@npm:typescript@^7", "@types/node@^20", "@connectrpc/connect-node"],
+    [
+      npmCli,
+      "install",
+      "--no-audit",
+      "--no-fund",
+      "--loglevel=error",
+      tarball,
+      "ts59@npm:typescript@~5.9",
+      "ts7@npm:typescript@^7",
+      "@types/node@^20",
+      "@connectrpc/connect-node",
+    ],
     consumer,
     { ...process.env, PATH: barePath },
   );
@@ -109,13 +131,20 @@ beforeAll(() => {
   if (files.has("tsconfig.json")) writeFileSync(path.join(esm, "tsconfig.json"), files.get("tsconfig.json") as string);
   const base = { target: "es2022", strict: true, outDir: "dist", types: ["node"], skipLibCheck: false };
   project("cjs", { type: "commonjs" }, { compilerOptions: { ...base, module: "node16" }, include: ["*.ts"] });
-  project("bundler", { type: "module" }, { compilerOptions: { ...base, module: "preserve", moduleResolution: "bundler", noEmit: true }, include: ["*.ts"] });
+  project(
+    "bundler",
+    { type: "module" },
+    { compilerOptions: { ...base, module: "preserve", moduleResolution: "bundler", noEmit: true }, include: ["*.ts"] },
+  );
   const node10 = path.join(consumer, "node10");
   mkdirSync(node10);
   writeFileSync(path.join(node10, "package.json"), JSON.stringify({ type: "commonjs" }));
   writeFileSync(
     path.join(node10, "tsconfig.json"),
-    JSON.stringify({ compilerOptions: { ...base, module: "commonjs", moduleResolution: "node10", esModuleInterop: true, noEmit: true }, include: ["*.ts"] }),
+    JSON.stringify({
+      compilerOptions: { ...base, module: "commonjs", moduleResolution: "node10", esModuleInterop: true, noEmit: true },
+      include: ["*.ts"],
+    }),
   );
   writeFileSync(path.join(node10, "entries.ts"), NODE10_TS);
 }, STEP_MS);
@@ -164,10 +193,28 @@ export const all = [createExHookServer, createFakeEmqx, createStack];
 
 describe("the packed tarball", () => {
   test("ships both builds, their types, docs the README links to, and nothing of the repository's tests or examples", () => {
-    for (const f of ["package.json", "README.md", "LICENSE", "dist/package.json", "dist/esm/package.json", "dist/src/index.js", "dist/src/index.d.ts", "dist/esm/src/index.js", "dist/esm/src/index.d.ts", "dist/src/cli.js", "docs/usecases.md", "config.example.yaml"]) {
+    for (const f of [
+      "package.json",
+      "README.md",
+      "LICENSE",
+      "dist/package.json",
+      "dist/esm/package.json",
+      "dist/src/index.js",
+      "dist/src/index.d.ts",
+      "dist/esm/src/index.js",
+      "dist/esm/src/index.d.ts",
+      "dist/src/cli.js",
+      "docs/usecases.md",
+      "config.example.yaml",
+    ]) {
       expect(tarFiles).toContain(f);
     }
-    expect(tarFiles.filter((f) => /^(test|examples|bench|scripts|src)\//.test(f) || f.startsWith("dist/examples") || f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
+    expect(
+      tarFiles.filter(
+        (f) =>
+          /^(test|examples|bench|scripts|src)\//.test(f) || f.startsWith("dist/examples") || (f.endsWith(".ts") && !f.endsWith(".d.ts")),
+      ),
+    ).toEqual([]);
     // Every relative link of the README and the docs points at a file in the package.
     const unpacked = path.join(work, "unpacked");
     mkdirSync(unpacked, { recursive: true });
@@ -189,7 +236,9 @@ describe("the packed tarball", () => {
     expect(maps.length).toBeGreaterThan(50);
     const noSources = maps.filter((f) => {
       const map = JSON.parse(readFileSync(path.join(pkgDir, f), "utf8")) as { sources: string[]; sourcesContent?: Array<string | null> };
-      return !map.sourcesContent || map.sourcesContent.length !== map.sources.length || map.sourcesContent.some((c) => typeof c !== "string");
+      return (
+        !map.sourcesContent || map.sourcesContent.length !== map.sources.length || map.sourcesContent.some((c) => typeof c !== "string")
+      );
     });
     expect(noSources).toEqual([]);
   });
@@ -229,88 +278,166 @@ describe("the packed tarball", () => {
 describe.each(["esm", "cjs"] as const)("a %s consumer project", (kind) => {
   const dir = () => path.join(consumer, kind);
 
-  test("the README's files compile with TypeScript 5.9 and 7", () => {
-    expectCompiles("59", dir());
-    expectCompiles("7", dir(), ["--outDir", path.join(dir(), "dist7")]);
-  }, STEP_MS);
+  test(
+    "the README's files compile with TypeScript 5.9 and 7",
+    () => {
+      expectCompiles("59", dir());
+      expectCompiles("7", dir(), ["--outDir", path.join(dir(), "dist7")]);
+    },
+    STEP_MS,
+  );
 
-  test("the README's test-kit example passes under node --test", () => {
-    const r = run(process.execPath, ["--test", "dist/my-provider.test.js"], dir());
-    expect({ status: r.status, out: r.stdout.includes("# pass 1") && r.stdout.includes("# fail 0") }).toEqual({ status: 0, out: true });
-  }, STEP_MS);
+  test(
+    "the README's test-kit example passes under node --test",
+    () => {
+      const r = run(process.execPath, ["--test", "dist/my-provider.test.js"], dir());
+      expect({ status: r.status, out: r.stdout.includes("# pass 1") && r.stdout.includes("# fail 0") }).toEqual({ status: 0, out: true });
+    },
+    STEP_MS,
+  );
 
-  test("the installed CLI serves the README's first provider; EMQX's calls get its decisions", async () => {
-    const cli = spawnCli([path.join(consumer, "node_modules", "emqx-exhook", "dist", "src", "cli.js"), "serve", "dist/my-provider.js", "--port", "0", "--host", "127.0.0.1"], { cwd: dir() });
-    try {
-      const [m] = await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/g);
-      const emqx = createFakeEmqx({ url: `http://127.0.0.1:${m?.[1]}` });
-      await emqx.start();
-      expect(await emqx.connect({ clientid: "c1", username: "alice", password: "alice-pass" })).toMatchObject({ connected: true });
-      expect(await emqx.connect({ clientid: "c2", username: "alice", password: "wrong" })).toEqual({ connected: false, reasonCode: "not_authorized" });
-      await emqx.stop();
-      cli.child.kill("SIGTERM");
-      expect(await cli.exited()).toEqual({ code: 0, signal: null });
-    } finally {
-      cli.kill();
-    }
-  }, STEP_MS);
+  test(
+    "the installed CLI serves the README's first provider; EMQX's calls get its decisions",
+    async () => {
+      const cli = spawnCli(
+        [
+          path.join(consumer, "node_modules", "emqx-exhook", "dist", "src", "cli.js"),
+          "serve",
+          "dist/my-provider.js",
+          "--port",
+          "0",
+          "--host",
+          "127.0.0.1",
+        ],
+        { cwd: dir() },
+      );
+      try {
+        const [m] = await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/g);
+        const emqx = createFakeEmqx({ url: `http://127.0.0.1:${m?.[1]}` });
+        await emqx.start();
+        expect(await emqx.connect({ clientid: "c1", username: "alice", password: "alice-pass" })).toMatchObject({ connected: true });
+        expect(await emqx.connect({ clientid: "c2", username: "alice", password: "wrong" })).toEqual({
+          connected: false,
+          reasonCode: "not_authorized",
+        });
+        await emqx.stop();
+        cli.child.kill("SIGTERM");
+        expect(await cli.exited()).toEqual({ code: 0, signal: null });
+      } finally {
+        cli.kill();
+      }
+    },
+    STEP_MS,
+  );
 
-  test("the README's embedding example serves the provider on its own Connect server", async () => {
-    const srv = spawnCli(["dist/server.js"], { cwd: dir(), env: { ...process.env, PORT: "0" } });
-    try {
-      const [m] = await srv.waitFor(/port: (\d+)/g);
-      const emqx = createFakeEmqx({ url: `http://127.0.0.1:${m?.[1]}` });
-      await emqx.start();
-      expect(await emqx.connect({ clientid: "c1", username: "alice", password: "alice-pass" })).toMatchObject({ connected: true });
-      expect(await emqx.publish("c1", { topic: "sensors/blocked/x" })).toEqual({ dropped: true, reason: "provider" });
-      await emqx.stop();
-    } finally {
-      srv.kill();
-    }
-  }, STEP_MS);
+  test(
+    "the README's embedding example serves the provider on its own Connect server",
+    async () => {
+      const srv = spawnCli(["dist/server.js"], { cwd: dir(), env: { ...process.env, PORT: "0" } });
+      try {
+        const [m] = await srv.waitFor(/port: (\d+)/g);
+        const emqx = createFakeEmqx({ url: `http://127.0.0.1:${m?.[1]}` });
+        await emqx.start();
+        expect(await emqx.connect({ clientid: "c1", username: "alice", password: "alice-pass" })).toMatchObject({ connected: true });
+        expect(await emqx.publish("c1", { topic: "sensors/blocked/x" })).toEqual({ dropped: true, reason: "provider" });
+        await emqx.stop();
+      } finally {
+        srv.kill();
+      }
+    },
+    STEP_MS,
+  );
 
-  test("emqx-exhook/usecases: without better-sqlite3 a clear error says what to install; with it the store works", () => {
-    const out = ok(process.execPath, ["dist/usecases.js"], dir());
-    expect(out).toBe(`config sqlite function function\nconfig error: the SQLite store needs the package better-sqlite3, which is not installed: run npm install better-sqlite3@"~12.11"\n`);
-    const link = path.join(consumer, "node_modules", "better-sqlite3");
-    symlinkSync(path.join(ROOT, "node_modules", "better-sqlite3"), link, "dir");
-    try {
-      expect(ok(process.execPath, ["dist/usecases.js"], dir())).toBe("config sqlite function function\nstored u\nthreads t\n");
-    } finally {
-      rmSync(link);
-    }
-  }, STEP_MS);
+  test(
+    "emqx-exhook/usecases: without better-sqlite3 a clear error says what to install; with it the store works",
+    () => {
+      const out = ok(process.execPath, ["dist/usecases.js"], dir());
+      expect(out).toBe(
+        `config sqlite function function\nconfig error: the SQLite store needs the package better-sqlite3, which is not installed: run npm install better-sqlite3@"~12.11"\n`,
+      );
+      const link = path.join(consumer, "node_modules", "better-sqlite3");
+      symlinkSync(path.join(ROOT, "node_modules", "better-sqlite3"), link, "dir");
+      try {
+        expect(ok(process.execPath, ["dist/usecases.js"], dir())).toBe("config sqlite function function\nstored u\nthreads t\n");
+      } finally {
+        rmSync(link);
+      }
+    },
+    STEP_MS,
+  );
 
-  test("the core entry loads no logger, metrics, server adapter, storage driver or node: module", () => {
-    const r = JSON.parse(ok(process.execPath, [path.join(ROOT, "scripts", "entry-modules.mjs"), kind === "esm" ? "import" : "require", "emqx-exhook"], dir()));
-    expect({ packages: r.packages, builtins: r.builtins }).toEqual({ packages: ["@bufbuild/protobuf", "@connectrpc/connect", "emqx-exhook"], builtins: [] });
-    const node = JSON.parse(ok(process.execPath, [path.join(ROOT, "scripts", "entry-modules.mjs"), kind === "esm" ? "import" : "require", "emqx-exhook/node"], dir()));
-    expect(node.packages).toEqual(expect.arrayContaining(["@connectrpc/connect-node", "pino", "prom-client"]));
-    expect(r.modules).toBeLessThan(node.modules / 1.5);
-  }, STEP_MS);
+  test(
+    "the core entry loads no logger, metrics, server adapter, storage driver or node: module",
+    () => {
+      const r = JSON.parse(
+        ok(
+          process.execPath,
+          [path.join(ROOT, "scripts", "entry-modules.mjs"), kind === "esm" ? "import" : "require", "emqx-exhook"],
+          dir(),
+        ),
+      );
+      expect({ packages: r.packages, builtins: r.builtins }).toEqual({
+        packages: ["@bufbuild/protobuf", "@connectrpc/connect", "emqx-exhook"],
+        builtins: [],
+      });
+      const node = JSON.parse(
+        ok(
+          process.execPath,
+          [path.join(ROOT, "scripts", "entry-modules.mjs"), kind === "esm" ? "import" : "require", "emqx-exhook/node"],
+          dir(),
+        ),
+      );
+      expect(node.packages).toEqual(expect.arrayContaining(["@connectrpc/connect-node", "pino", "prom-client"]));
+      expect(r.modules).toBeLessThan(node.modules / 1.5);
+    },
+    STEP_MS,
+  );
 
-  test("own-location: the running build finds its own directory", () => {
-    const pkgDir = path.join(consumer, "node_modules", "emqx-exhook");
-    const code =
-      kind === "esm"
-        ? `import("emqx-exhook/package.json", { with: { type: "json" } }).then(async (p) => { const o = await import(${JSON.stringify(path.join(pkgDir, "dist", "esm", "src", "own-location.js"))}); console.log(o.ownDir, o.ownExtension, typeof o.ownRequire("@bufbuild/protobuf").create, p.default.version); })`
-        : `const o = require(${JSON.stringify(path.join(pkgDir, "dist", "src", "own-location.js"))}); console.log(o.ownDir, o.ownExtension, typeof o.ownRequire("@bufbuild/protobuf").create, require("emqx-exhook/package.json").version)`;
-    const version = JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8")).version;
-    const want = path.join(pkgDir, "dist", ...(kind === "esm" ? ["esm", "src"] : ["src"]));
-    expect(ok(process.execPath, kind === "esm" ? ["--input-type=module", "-e", code] : ["-e", code], dir()).trim()).toBe(`${want} .js function ${version}`);
-  }, STEP_MS);
+  test(
+    "own-location: the running build finds its own directory",
+    () => {
+      const pkgDir = path.join(consumer, "node_modules", "emqx-exhook");
+      const code =
+        kind === "esm"
+          ? `import("emqx-exhook/package.json", { with: { type: "json" } }).then(async (p) => { const o = await import(${JSON.stringify(path.join(pkgDir, "dist", "esm", "src", "own-location.js"))}); console.log(o.ownDir, o.ownExtension, typeof o.ownRequire("@bufbuild/protobuf").create, p.default.version); })`
+          : `const o = require(${JSON.stringify(path.join(pkgDir, "dist", "src", "own-location.js"))}); console.log(o.ownDir, o.ownExtension, typeof o.ownRequire("@bufbuild/protobuf").create, require("emqx-exhook/package.json").version)`;
+      const version = JSON.parse(readFileSync(path.join(pkgDir, "package.json"), "utf8")).version;
+      const want = path.join(pkgDir, "dist", ...(kind === "esm" ? ["esm", "src"] : ["src"]));
+      expect(ok(process.execPath, kind === "esm" ? ["--input-type=module", "-e", code] : ["-e", code], dir()).trim()).toBe(
+        `${want} .js function ${version}`,
+      );
+    },
+    STEP_MS,
+  );
 });
 
-test("bundler resolution: the README's files type-check with TypeScript 5.9 and 7", () => {
-  expectCompiles("59", path.join(consumer, "bundler"));
-  expectCompiles("7", path.join(consumer, "bundler"));
-}, STEP_MS);
+test(
+  "bundler resolution: the README's files type-check with TypeScript 5.9 and 7",
+  () => {
+    expectCompiles("59", path.join(consumer, "bundler"));
+    expectCompiles("7", path.join(consumer, "bundler"));
+  },
+  STEP_MS,
+);
 
-test("node10 resolution (older TypeScript setups) finds every entry's types through typesVersions", () => {
-  expectCompiles("59", path.join(consumer, "node10"));
-}, STEP_MS);
+test(
+  "node10 resolution (older TypeScript setups) finds every entry's types through typesVersions",
+  () => {
+    expectCompiles("59", path.join(consumer, "node10"));
+  },
+  STEP_MS,
+);
 
-test("the CLI shows its version from the installed package", () => {
-  const version = JSON.parse(readFileSync(path.join(consumer, "node_modules", "emqx-exhook", "package.json"), "utf8")).version;
-  expect(execFileSync(process.execPath, [path.join(consumer, "node_modules", ".bin", "emqx-exhook"), "--version"], { cwd: consumer, encoding: "utf8" })).toBe(`${version}\n`);
-}, STEP_MS);
+test(
+  "the CLI shows its version from the installed package",
+  () => {
+    const version = JSON.parse(readFileSync(path.join(consumer, "node_modules", "emqx-exhook", "package.json"), "utf8")).version;
+    expect(
+      execFileSync(process.execPath, [path.join(consumer, "node_modules", ".bin", "emqx-exhook"), "--version"], {
+        cwd: consumer,
+        encoding: "utf8",
+      }),
+    ).toBe(`${version}\n`);
+  },
+  STEP_MS,
+);

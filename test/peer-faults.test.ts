@@ -44,14 +44,26 @@ module.exports = defineProvider({
 }, { timeoutMs: 10000 });
 `;
 
-const authBody = (username: string, clientid = username) => encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid, username }, result: false });
+const authBody = (username: string, clientid = username) =>
+  encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid, username }, result: false });
 const publishBody = (payloadBytes: number, id = "m") =>
   encode("v3", "MessagePublishRequest", { message: { id, topic: "t/big", qos: 0, from: "c", payload: Buffer.alloc(payloadBytes, 0x61) } });
 
-const REQUEST_HEADERS = (p: string, timeout = "5S") => ({ ":method": "POST", ":path": p, "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": timeout });
+const REQUEST_HEADERS = (p: string, timeout = "5S") => ({
+  ":method": "POST",
+  ":path": p,
+  "content-type": "application/grpc+proto",
+  te: "trailers",
+  "grpc-timeout": timeout,
+});
 
 /** Opens `n` authenticate calls that wait in the handler; resolves once all handlers run. */
-async function callsInFlight(child: ServerChild, session: http2.ClientHttp2Session, tag: string, n: number): Promise<http2.ClientHttp2Stream[]> {
+async function callsInFlight(
+  child: ServerChild,
+  session: http2.ClientHttp2Session,
+  tag: string,
+  n: number,
+): Promise<http2.ClientHttp2Stream[]> {
   const streams: http2.ClientHttp2Stream[] = [];
   for (let i = 0; i < n; i++) {
     const req = session.request(REQUEST_HEADERS(AUTH_PATH));
@@ -96,7 +108,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
 
   // A case that killed the server fails; the next one gets a new server, so each case stands alone.
   beforeEach(async () => {
-    const healthy = child.alive() && (await freshCall(child.port, authBody("alice")).then((r) => r.status === 0, () => false));
+    const healthy =
+      child.alive() &&
+      (await freshCall(child.port, authBody("alice")).then(
+        (r) => r.status === 0,
+        () => false,
+      ));
     if (!healthy) {
       crashes++;
       await child.stop();
@@ -161,7 +178,8 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     const raw = await rawConnect(child.port);
     const tag = `fin${seq++}`;
     const block = headerBlock(grpcRequestHeaders(AUTH_PATH));
-    for (let i = 0; i < 5; i++) raw.socket.write(Buffer.concat([headers(1 + 2 * i, block), data(1 + 2 * i, grpcFrame(authBody(`wait:${tag}-${i}`)))]));
+    for (let i = 0; i < 5; i++)
+      raw.socket.write(Buffer.concat([headers(1 + 2 * i, block), data(1 + 2 * i, grpcFrame(authBody(`wait:${tag}-${i}`)))]));
     await child.cli.waitFor(new RegExp(`started ${tag}-\\d+`, "g"), 5);
     const before = await streamsClosed();
     raw.socket.end();
@@ -244,7 +262,9 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     const marker = path.join(tree.dir, `marker-${seq++}`);
     const before = await streamsClosed();
     const raw = await rawConnect(child.port);
-    raw.socket.write(Buffer.concat([headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH, "100m"))), data(1, grpcFrame(authBody(`spin:${marker}`)))]));
+    raw.socket.write(
+      Buffer.concat([headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH, "100m"))), data(1, grpcFrame(authBody(`spin:${marker}`)))]),
+    );
     // The handler blocks the server's event loop until the marker file exists. Meanwhile the
     // deadline passes and the peer resets its connection; then the handler answers, late, to a
     // connection that is gone.

@@ -1,7 +1,15 @@
 // The in-memory presence tracker: online/offline transitions from connected/disconnected, stable
 // under takeover, quick reconnects and late events (the shared cases of test/helpers/presence-cases,
 // also run against both store backends), forwarded to sinks, listeners and async iterators.
-import { allowIf, createClientContext, createMemoryPresence, defineProvider, type PresenceEvent, type PresenceSink, type PresenceState } from "../src/index";
+import {
+  allowIf,
+  createClientContext,
+  createMemoryPresence,
+  defineProvider,
+  type PresenceEvent,
+  type PresenceSink,
+  type PresenceState,
+} from "../src/index";
 import { createFakeEmqx, fakeClientInfo } from "../src/testing/index";
 import { caseConnection, PRESENCE_CASES, REORDER_WINDOW_MS } from "./helpers/presence-cases";
 
@@ -52,17 +60,20 @@ test("a failed login never shows up", async () => {
   await emqx.stop();
 });
 
-test.each([[false], [true]])("takeover/discard (cleanStart %p): stays online, no offline event, record moves to the new connection", async (cleanStart) => {
-  const { presence, events, emqx } = setup();
-  await emqx.start();
-  await emqx.connect({ clientid: "car", password: "pw", peerport: 1 });
-  await emqx.connect({ clientid: "car", password: "pw", peerport: 2, cleanStart });
-  expect(events.map(brief)).toEqual(["online:car"]);
-  expect([presence.get("car")?.peerport, presence.get("car")?.connections]).toEqual([2, 1]);
-  await emqx.disconnect("car");
-  expect(events.map(brief)).toEqual(["online:car", "offline:car:normal"]);
-  await emqx.stop();
-});
+test.each([[false], [true]])(
+  "takeover/discard (cleanStart %p): stays online, no offline event, record moves to the new connection",
+  async (cleanStart) => {
+    const { presence, events, emqx } = setup();
+    await emqx.start();
+    await emqx.connect({ clientid: "car", password: "pw", peerport: 1 });
+    await emqx.connect({ clientid: "car", password: "pw", peerport: 2, cleanStart });
+    expect(events.map(brief)).toEqual(["online:car"]);
+    expect([presence.get("car")?.peerport, presence.get("car")?.connections]).toEqual([2, 1]);
+    await emqx.disconnect("car");
+    expect(events.map(brief)).toEqual(["online:car", "offline:car:normal"]);
+    await emqx.stop();
+  },
+);
 
 test("late events: while two connections overlap the client stays online; the old disconnect first gives offline then online", () => {
   const presence = createMemoryPresence();
@@ -97,7 +108,15 @@ describe.each([
     for (const s of c.steps) {
       t = s.at;
       const conn = caseConnection("dev", s.conn, withPeerport);
-      const info = { clientid: conn.clientId, node: conn.node, username: conn.username, peerhost: conn.peerhost, peerport: conn.peerport, sockport: conn.sockport, protocol: "mqtt" };
+      const info = {
+        clientid: conn.clientId,
+        node: conn.node,
+        username: conn.username,
+        peerhost: conn.peerhost,
+        peerport: conn.peerport,
+        sockport: conn.sockport,
+        protocol: "mqtt",
+      };
       if (s.ev === "C") presence.connected(info);
       else presence.disconnected(info, "normal");
       seen.push([presence.isOnline("dev"), s.connections === undefined ? -1 : (presence.get("dev")?.connections ?? 0)]);

@@ -43,7 +43,9 @@ const V2_NAMES = [
   "message.dropped",
   "message.acked",
 ];
-const V1_NAMES = V2_NAMES.map((n) => (n === "client.authorize" ? "client.check_acl" : n === "session.takenover" ? "session.takeovered" : n));
+const V1_NAMES = V2_NAMES.map((n) =>
+  n === "client.authorize" ? "client.check_acl" : n === "session.takenover" ? "session.takeovered" : n,
+);
 
 const TOPICS: Record<string, string[]> = {
   "message.publish": ["a/#", "$share/g/b/+"],
@@ -106,7 +108,12 @@ describe("hookSpecs", () => {
 
 describe("hook settings", () => {
   test("fallback defaults: authenticate deny, authorize deny, publish keep; notifications none", () => {
-    const p = defineProvider({ onClientAuthenticate: () => allow(), onClientAuthorize: () => allow(), onMessagePublish: () => keep(), onClientConnect: noop });
+    const p = defineProvider({
+      onClientAuthenticate: () => allow(),
+      onClientAuthorize: () => allow(),
+      onMessagePublish: () => keep(),
+      onClientConnect: noop,
+    });
     expect(Object.fromEntries(p.hooks.map((h) => [h.def.key, h.fallback]))).toEqual({
       onClientConnect: undefined,
       onClientAuthenticate: "deny",
@@ -137,7 +144,7 @@ describe("hook settings", () => {
     expect(p.hooks.map((h) => h.timeoutMs)).toEqual([1200, 250]);
   });
 
-  test("the name defaults to \"provider\"", () => {
+  test('the name defaults to "provider"', () => {
     expect(defineProvider({}).name).toBe("provider");
     expect(defineProvider({}, { name: "mine" }).name).toBe("mine");
   });
@@ -164,8 +171,10 @@ function configError(fn: () => unknown): string {
   throw new Error("expected an ExHookConfigError, nothing was thrown");
 }
 
-const define = (handlers: Record<string, unknown>, options: Record<string, unknown> = {}) => () =>
-  defineProvider(handlers as HookHandlers, options as ProviderOptions);
+const define =
+  (handlers: Record<string, unknown>, options: Record<string, unknown> = {}) =>
+  () =>
+    defineProvider(handlers as HookHandlers, options as ProviderOptions);
 
 const KNOWN = HOOKS.map((h) => h.key).join(", ");
 
@@ -174,8 +183,14 @@ describe("configuration errors", () => {
     ["onClientAuthenticat", `unknown hook "onClientAuthenticat" (did you mean onClientAuthenticate?); known hooks: ${KNOWN}`],
     ["onclientauthorize", `unknown hook "onclientauthorize" (did you mean onClientAuthorize?); known hooks: ${KNOWN}`],
     ["OnMessagePublish", `unknown hook "OnMessagePublish" (did you mean onMessagePublish?); known hooks: ${KNOWN}`],
-    ["onClientCheckAcl", `unknown hook "onClientCheckAcl" (use onClientAuthorize; it is served to EMQX 4.x as client.check_acl); known hooks: ${KNOWN}`],
-    ["onSessionTakeovered", `unknown hook "onSessionTakeovered" (use onSessionTakenover; it is served to EMQX 4.x as session.takeovered); known hooks: ${KNOWN}`],
+    [
+      "onClientCheckAcl",
+      `unknown hook "onClientCheckAcl" (use onClientAuthorize; it is served to EMQX 4.x as client.check_acl); known hooks: ${KNOWN}`,
+    ],
+    [
+      "onSessionTakeovered",
+      `unknown hook "onSessionTakeovered" (use onSessionTakenover; it is served to EMQX 4.x as session.takeovered); known hooks: ${KNOWN}`,
+    ],
     ["onProviderLoaded", `unknown hook "onProviderLoaded"; known hooks: ${KNOWN}`],
     ["whatever", `unknown hook "whatever"; known hooks: ${KNOWN}`],
   ])("unknown hook key %j", (key, message) => {
@@ -205,11 +220,14 @@ describe("configuration errors", () => {
     );
   });
 
-  test.each(["onClientAuthenticate", "onClientAuthorize", "onClientSubscribe", "onSessionSubscribed"])("topics on the non-message hook %s", (key) => {
-    expect(configError(define({ [key]: { topics: ["a/#"], handler: noop } }))).toBe(
-      `hook ${key}: topic filters are only honoured on message hooks (onMessagePublish, onMessageDelivered, onMessageDropped, onMessageAcked)`,
-    );
-  });
+  test.each(["onClientAuthenticate", "onClientAuthorize", "onClientSubscribe", "onSessionSubscribed"])(
+    "topics on the non-message hook %s",
+    (key) => {
+      expect(configError(define({ [key]: { topics: ["a/#"], handler: noop } }))).toBe(
+        `hook ${key}: topic filters are only honoured on message hooks (onMessagePublish, onMessageDelivered, onMessageDropped, onMessageAcked)`,
+      );
+    },
+  );
 
   test.each([0, -1, "100", Number.NaN, Number.POSITIVE_INFINITY])("per-hook timeoutMs %p", (timeoutMs) => {
     const shown = typeof timeoutMs === "number" ? String(timeoutMs) : JSON.stringify(timeoutMs);
@@ -273,7 +291,9 @@ describe("configuration errors", () => {
   });
 
   test("handlers must be an object", () => {
-    expect(configError(() => defineProvider(null as unknown as HookHandlers))).toBe("defineProvider: handlers must be an object of hook handlers");
+    expect(configError(() => defineProvider(null as unknown as HookHandlers))).toBe(
+      "defineProvider: handlers must be an object of hook handlers",
+    );
   });
 
   test("every hook key is accepted", () => {

@@ -18,7 +18,12 @@ import { decode, encode, servicePath, type Pkg } from "./helpers/proto.js";
 
 const PKGS = ["v1", "v2", "v3"] as const;
 const authorizeRpc = (pkg: Pkg) => (pkg === "v1" ? "OnClientCheckAcl" : "OnClientAuthorize");
-const meta = (pkg: Pkg) => ({ node: `emqx-${pkg}@127.0.0.1`, version: pkg === "v1" ? "4.4.19" : "5.8.9", sysdescr: "EMQX", cluster_name: "c" });
+const meta = (pkg: Pkg) => ({
+  node: `emqx-${pkg}@127.0.0.1`,
+  version: pkg === "v1" ? "4.4.19" : "5.8.9",
+  sysdescr: "EMQX",
+  cluster_name: "c",
+});
 
 interface Snapshot {
   package: string;
@@ -141,7 +146,13 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
 
   beforeAll(async () => {
     server = createExHookServer({ provider: main.provider, port: 0, host: "127.0.0.1", transport, logger: log.logger });
-    emptyServer = createExHookServer({ provider: defineProvider({ onSessionCreated: () => {} }), port: 0, host: "127.0.0.1", transport, logger: log.logger });
+    emptyServer = createExHookServer({
+      provider: defineProvider({ onSessionCreated: () => {} }),
+      port: 0,
+      host: "127.0.0.1",
+      transport,
+      logger: log.logger,
+    });
     demoServer = createExHookServer({ provider: demoProvider, port: 0, host: "127.0.0.1", transport, logger: log.logger });
     [addr, emptyAddr, demoAddr] = await Promise.all([server.listen(), emptyServer.listen(), demoServer.listen()]);
   });
@@ -162,13 +173,24 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     });
 
     const loadedRequest = () => ({
-      broker: { version: meta(pkg).version, sysdescr: "EMQX", uptime: pkg === "v1" ? "1 hours, 2 minutes, 3 seconds" : 3723000, datetime: "2024-01-01" },
+      broker: {
+        version: meta(pkg).version,
+        sysdescr: "EMQX",
+        uptime: pkg === "v1" ? "1 hours, 2 minutes, 3 seconds" : 3723000,
+        datetime: "2024-01-01",
+      },
       meta: meta(pkg),
     });
     const auth = (username: string, password = "", clientid = `c-${username}`) =>
       client.call("OnClientAuthenticate", { clientinfo: { clientid, username, password }, result: false, meta: meta(pkg) });
     const authorize = (topic: string) =>
-      client.call(authorizeRpc(pkg), { clientinfo: { clientid: "c1", username: "alice" }, type: "PUBLISH", topic, result: false, meta: meta(pkg) });
+      client.call(authorizeRpc(pkg), {
+        clientinfo: { clientid: "c1", username: "alice" },
+        type: "PUBLISH",
+        topic,
+        result: false,
+        meta: meta(pkg),
+      });
     const publish = (message: Record<string, unknown>, c = client) => c.call("OnMessagePublish", { message, meta: meta(pkg) });
 
     test("OnProviderLoaded: exactly the provider's hooks with this package's names; a re-send gets the same list", async () => {
@@ -232,7 +254,9 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       const before = main.calls.connected;
       expect(await client.call("OnClientConnected", { clientinfo: { clientid: "c1" } })).toEqual({});
       expect(main.calls.connected).toBe(before + 1);
-      expect(await client.call(pkg === "v1" ? "OnSessionTakeovered" : "OnSessionTakenover", { clientinfo: { clientid: "c1" } })).toEqual({});
+      expect(await client.call(pkg === "v1" ? "OnSessionTakeovered" : "OnSessionTakenover", { clientinfo: { clientid: "c1" } })).toEqual(
+        {},
+      );
     });
 
     test("a handler that throws: the fallback (deny), logged, nothing leaked to EMQX", async () => {
@@ -283,7 +307,8 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     });
     afterAll(() => emqx.close());
 
-    const authBody = (pkg: Pkg, username: string) => encode(pkg, "ClientAuthenticateRequest", { clientinfo: { clientid: `c-${username}`, username } });
+    const authBody = (pkg: Pkg, username: string) =>
+      encode(pkg, "ClientAuthenticateRequest", { clientinfo: { clientid: `c-${username}`, username } });
 
     test.each(PKGS)("%s: application/grpc+proto, exactly one uncompressed message, grpc-status 0 in trailers", async (pkg) => {
       const reply = await emqx.call(servicePath(pkg, "OnClientAuthenticate"), authBody(pkg, "alice"), {
@@ -316,7 +341,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       ["a package that does not exist", "/emqx.exhook.v9.HookProvider/OnProviderLoaded"],
     ])("%s: HTTP 200 + grpc-status 12 UNIMPLEMENTED, Trailers-Only, no message", async (_name, path) => {
       const reply = await emqx.call(path, authBody("v3", "alice"));
-      expect({ httpStatus: reply.httpStatus, grpcStatus: reply.grpcStatus, trailersOnly: reply.trailersOnly, messages: reply.messages.length }).toEqual({
+      expect({
+        httpStatus: reply.httpStatus,
+        grpcStatus: reply.grpcStatus,
+        trailersOnly: reply.trailersOnly,
+        messages: reply.messages.length,
+      }).toEqual({
         httpStatus: 200,
         grpcStatus: 12,
         trailersOnly: true,
@@ -332,9 +362,16 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       try {
         await raw.write(Buffer.concat([headers(1, headerBlock(grpcRequestHeaders(path))), data(1, grpcFrame(authBody("v3", "alice")))]));
         // A known call behind it: once its answer is complete, everything for stream 1 has arrived.
-        await raw.write(Buffer.concat([headers(3, headerBlock(grpcRequestHeaders(servicePath("v3", "OnClientAuthenticate")))), data(3, grpcFrame(authBody("v3", "alice")))]));
+        await raw.write(
+          Buffer.concat([
+            headers(3, headerBlock(grpcRequestHeaders(servicePath("v3", "OnClientAuthenticate")))),
+            data(3, grpcFrame(authBody("v3", "alice"))),
+          ]),
+        );
         await until(() => raw.received.some((f) => f.streamId === 3 && (f.flags & Flag.END_STREAM) !== 0), "the second call's answer");
-        const stream1 = raw.received.filter((f) => f.streamId === 1).map((f) => ({ type: f.type, endStream: (f.flags & Flag.END_STREAM) !== 0 }));
+        const stream1 = raw.received
+          .filter((f) => f.streamId === 1)
+          .map((f) => ({ type: f.type, endStream: (f.flags & Flag.END_STREAM) !== 0 }));
         expect(stream1).toEqual([{ type: FrameType.HEADERS, endStream: true }]);
       } finally {
         raw.socket.destroy();
@@ -345,9 +382,18 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       const client = new grpc.Client(`127.0.0.1:${addr.port}`, grpc.credentials.createInsecure());
       try {
         const err = await new Promise<grpc.ServiceError | null>((resolve) =>
-          client.makeUnaryRequest("/emqx.exhook.v3.HookProvider/OnNothing", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), (e) => resolve(e)),
+          client.makeUnaryRequest(
+            "/emqx.exhook.v3.HookProvider/OnNothing",
+            (b: Buffer) => b,
+            (b: Buffer) => b,
+            Buffer.alloc(0),
+            (e) => resolve(e),
+          ),
         );
-        expect({ code: err?.code, details: err?.details }).toEqual({ code: grpc.status.UNIMPLEMENTED, details: "unknown method /emqx.exhook.v3.HookProvider/OnNothing" });
+        expect({ code: err?.code, details: err?.details }).toEqual({
+          code: grpc.status.UNIMPLEMENTED,
+          details: "unknown method /emqx.exhook.v3.HookProvider/OnNothing",
+        });
       } finally {
         client.close();
       }
@@ -356,7 +402,11 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     test("a malformed protobuf body: a gRPC error with no message; the next call on the same connection succeeds", async () => {
       // Field 1 (clientinfo), length-delimited, says 10 bytes but 1 follows.
       const bad = await emqx.call(servicePath("v3", "OnClientAuthenticate"), new Uint8Array([0x0a, 0x0a, 0x01]), {}, 3);
-      expect({ httpStatus: bad.httpStatus, messages: bad.messages.length, trailersOnly: bad.trailersOnly }).toEqual({ httpStatus: 200, messages: 0, trailersOnly: transport === "native" });
+      expect({ httpStatus: bad.httpStatus, messages: bad.messages.length, trailersOnly: bad.trailersOnly }).toEqual({
+        httpStatus: 200,
+        messages: 0,
+        trailersOnly: transport === "native",
+      });
       // Native: INVALID_ARGUMENT with a short cause, chosen by the error's type (RequestDecodeError).
       // Connect parses the body itself, before our code runs, and answers INTERNAL "parse binary: ...".
       expect({ status: bad.grpcStatus, message: bad.grpcMessage }).toEqual(
@@ -365,14 +415,26 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
           : { status: 13, message: "parse binary: illegal tag: field no 0 wire type 1" },
       );
       const next = await emqx.call(servicePath("v3", "OnClientAuthenticate"), authBody("v3", "alice"), {}, 3);
-      expect({ grpcStatus: next.grpcStatus, messages: next.messages.map((m) => decode("v3", "ValuedResponse", m)) }).toEqual({ grpcStatus: 0, messages: [STOP_TRUE] });
+      expect({ grpcStatus: next.grpcStatus, messages: next.messages.map((m) => decode("v3", "ValuedResponse", m)) }).toEqual({
+        grpcStatus: 0,
+        messages: [STOP_TRUE],
+      });
     });
 
     test("an incomplete frame: a gRPC error with no message", async () => {
       // The 5-byte prefix promises 10 bytes; 2 follow.
-      const reply = await emqx.call(servicePath("v3", "OnClientAuthenticate"), new Uint8Array(0), { rawBody: new Uint8Array([0, 0, 0, 0, 10, 1, 2]) }, 4);
+      const reply = await emqx.call(
+        servicePath("v3", "OnClientAuthenticate"),
+        new Uint8Array(0),
+        { rawBody: new Uint8Array([0, 0, 0, 0, 10, 1, 2]) },
+        4,
+      );
       // INVALID_ARGUMENT: a protocol error of the caller.
-      expect({ httpStatus: reply.httpStatus, messages: reply.messages.length, grpcStatus: reply.grpcStatus }).toEqual({ httpStatus: 200, messages: 0, grpcStatus: 3 });
+      expect({ httpStatus: reply.httpStatus, messages: reply.messages.length, grpcStatus: reply.grpcStatus }).toEqual({
+        httpStatus: 200,
+        messages: 0,
+        grpcStatus: 3,
+      });
       const next = await emqx.call(servicePath("v3", "OnClientAuthenticate"), authBody("v3", "eve"), {}, 4);
       expect(next.messages.map((m) => decode("v3", "ValuedResponse", m))).toEqual([STOP_FALSE]);
     });
@@ -384,13 +446,21 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       }
       for (const timeout of ["15000m", "15000m", "1M", "5000000u", "90000000n", "1H"]) {
         const reply = await emqx.call(servicePath("v3", "OnClientAuthenticate"), authBody("v3", "alice"), { timeout }, 5);
-        expect({ timeout, grpcStatus: reply.grpcStatus, messages: reply.messages.map((m) => decode("v3", "ValuedResponse", m)) }).toEqual({ timeout, grpcStatus: 0, messages: [STOP_TRUE] });
+        expect({ timeout, grpcStatus: reply.grpcStatus, messages: reply.messages.map((m) => decode("v3", "ValuedResponse", m)) }).toEqual({
+          timeout,
+          grpcStatus: 0,
+          messages: [STOP_TRUE],
+        });
       }
     });
 
     test("a handler that throws: grpc-status 0 with the fallback, no grpc-message", async () => {
       const reply = await emqx.call(servicePath("v2", "OnClientAuthenticate"), authBody("v2", "boom"));
-      expect({ grpcStatus: reply.grpcStatus, grpcMessage: reply.grpcMessage, messages: reply.messages.map((m) => decode("v2", "ValuedResponse", m)) }).toEqual({
+      expect({
+        grpcStatus: reply.grpcStatus,
+        grpcMessage: reply.grpcMessage,
+        messages: reply.messages.map((m) => decode("v2", "ValuedResponse", m)),
+      }).toEqual({
         grpcStatus: 0,
         grpcMessage: "",
         messages: [STOP_FALSE],
@@ -422,7 +492,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
               expected = {
                 type: "STOP_AND_RETURN",
                 value: "message",
-                message: { ...OUT_MESSAGE, id: `m-${worker}-${i}`, topic: "pub/drop", headers: { ...IN_MESSAGE.headers, allow_publish: "false" } },
+                message: {
+                  ...OUT_MESSAGE,
+                  id: `m-${worker}-${i}`,
+                  topic: "pub/drop",
+                  headers: { ...IN_MESSAGE.headers, allow_publish: "false" },
+                },
               };
               break;
             default:
@@ -470,7 +545,10 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
           { name: "message.publish", topics: ["legacy/#", "chat/#", "blocked/#"] },
         ],
       });
-      expect((await v1client.call("OnProviderLoaded", { broker: { version: "4.4.19", uptime: "3 seconds" } })).hooks[3]).toEqual({ name: "client.check_acl", topics: [] });
+      expect((await v1client.call("OnProviderLoaded", { broker: { version: "4.4.19", uptime: "3 seconds" } })).hooks[3]).toEqual({
+        name: "client.check_acl",
+        topics: [],
+      });
     });
 
     test("authentication: alice/alice-pass allowed, a wrong password and an unknown user denied (v3 and v1)", async () => {
@@ -490,7 +568,9 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       expect(await az("alice", "PUBLISH", "public/x")).toEqual(STOP_FALSE);
       expect(await az("alice", "SUBSCRIBE", "public/x")).toEqual(STOP_TRUE);
       expect(await az("admin", "PUBLISH", "anything")).toEqual(STOP_TRUE);
-      expect((await v1client.call("OnClientCheckAcl", { clientinfo: { username: "bob" }, type: "SUBSCRIBE", topic: "chat/r" }).then(clean))).toEqual(STOP_TRUE);
+      expect(
+        await v1client.call("OnClientCheckAcl", { clientinfo: { username: "bob" }, type: "SUBSCRIBE", topic: "chat/r" }).then(clean),
+      ).toEqual(STOP_TRUE);
     });
 
     test("legacy/x is moved to v2/x at QoS 1, everything else kept", async () => {
@@ -505,7 +585,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       expect(clean(await publish("blocked/x", "p"))).toEqual({
         type: "STOP_AND_RETURN",
         value: "message",
-        message: { ...OUT_MESSAGE, topic: "blocked/x", payload: Buffer.from("p"), headers: { ...IN_MESSAGE.headers, allow_publish: "false" } },
+        message: {
+          ...OUT_MESSAGE,
+          topic: "blocked/x",
+          payload: Buffer.from("p"),
+          headers: { ...IN_MESSAGE.headers, allow_publish: "false" },
+        },
       });
     });
 

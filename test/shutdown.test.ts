@@ -13,7 +13,10 @@ import { compiledTree, type CompiledTree } from "./helpers/server-child.js";
 let tree: CompiledTree;
 beforeAll(() => {
   tree = compiledTree("exhook-shutdown-");
-  tree.write("quick.js", `const { defineProvider, allow } = require("./src/index.js");\nmodule.exports = defineProvider({ onClientAuthenticate: () => allow() });\n`);
+  tree.write(
+    "quick.js",
+    `const { defineProvider, allow } = require("./src/index.js");\nmodule.exports = defineProvider({ onClientAuthenticate: () => allow() });\n`,
+  );
   // What it registers to close never settles: only the hard deadline ends the process.
   tree.write(
     "stuck-close.js",
@@ -33,15 +36,33 @@ beforeAll(() => {
 afterAll(() => tree?.cleanup());
 
 function serve(provider: string, drainTimeoutMs: number, extra: string[] = []): CliProcess {
-  return spawnCli([path.join(tree.dir, "src", "cli.js"), "serve", path.join(tree.dir, provider), "--port", "0", "--host", "127.0.0.1", "--drain-timeout", String(drainTimeoutMs), ...extra], {
-    cwd: tree.dir,
-    // info level: draining writes log lines, which is what hits the closed pipe.
-    env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules"), LOG_LEVEL: "info" },
-  });
+  return spawnCli(
+    [
+      path.join(tree.dir, "src", "cli.js"),
+      "serve",
+      path.join(tree.dir, provider),
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--drain-timeout",
+      String(drainTimeoutMs),
+      ...extra,
+    ],
+    {
+      cwd: tree.dir,
+      // info level: draining writes log lines, which is what hits the closed pipe.
+      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules"), LOG_LEVEL: "info" },
+    },
+  );
 }
 
 /** Sends `signal` and resolves with the exit and the time it took (ms). */
-async function stopWith(cli: CliProcess, signal: NodeJS.Signals, guardMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
+async function stopWith(
+  cli: CliProcess,
+  signal: NodeJS.Signals,
+  guardMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
   const start = performance.now();
   cli.child.kill(signal);
   const exit = await cli.exited(guardMs);
@@ -95,7 +116,9 @@ test("calls still in flight at the end of the drain are cut, and the process exi
     const [m] = await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/g);
     const client = createEmqxLikeClient(`http://127.0.0.1:${m?.[1]}`, 2);
     const body = encode("v3", "ClientAuthenticateRequest", { clientinfo: { clientid: "c", username: "u" } });
-    const calls = Array.from({ length: 4 }, (_, i) => client.call(servicePath("v3", "OnClientAuthenticate"), body, { timeout: "60S" }, i).catch((err: Error) => err));
+    const calls = Array.from({ length: 4 }, (_, i) =>
+      client.call(servicePath("v3", "OnClientAuthenticate"), body, { timeout: "60S" }, i).catch((err: Error) => err),
+    );
     await cli.waitFor(/handler started/g, 4);
     const r = await stopWith(cli, "SIGTERM", 2000 + 10_000);
     expect({ code: r.code, signal: r.signal, withinDrain: r.ms < 2000 + SLACK_MS }).toEqual({ code: 0, signal: null, withinDrain: true });

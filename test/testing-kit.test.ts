@@ -77,11 +77,7 @@ describe("a tenant-aware provider, tested with the fake EMQX", () => {
   test("the hooks run in EMQX's order", async () => {
     await emqx.connect({ clientid: "c2", username: "bob", password: "builder" });
     await emqx.disconnect("c2");
-    expect(emqx.calls.map((c) => c.hook)).toEqual([
-      "client.authenticate",
-      "client.connected",
-      "client.disconnected",
-    ]);
+    expect(emqx.calls.map((c) => c.hook)).toEqual(["client.authenticate", "client.connected", "client.disconnected"]);
   });
 });
 

@@ -2,14 +2,7 @@
  * MQTT topic filters: matching, validation and compiled matchers, table-driven, following the
  * MQTT 5 rules EMQX applies (section 4.7 of the MQTT 5 spec).
  */
-import {
-  compileTopicFilters,
-  isValidTopicFilter,
-  matchTopic,
-  stripShare,
-  topicFilterError,
-  topicNameError,
-} from "../src/topic.js";
+import { compileTopicFilters, isValidTopicFilter, matchTopic, stripShare, topicFilterError, topicNameError } from "../src/topic.js";
 
 describe("matchTopic(filter, topic)", () => {
   const cases: ReadonlyArray<readonly [filter: string, topic: string, expected: boolean]> = [

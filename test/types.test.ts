@@ -200,7 +200,12 @@ describe("what must compile (and work)", () => {
     ]);
     const d = createDispatcher(provider, { logger: silent });
     const auth = async (username: string) =>
-      (await d.call("v3", def("onClientAuthenticate"), create(v3.ClientAuthenticateRequestSchema, { clientinfo: { username } }), {})) as v3.ValuedResponse;
+      (await d.call(
+        "v3",
+        def("onClientAuthenticate"),
+        create(v3.ClientAuthenticateRequestSchema, { clientinfo: { username } }),
+        {},
+      )) as v3.ValuedResponse;
     expect((await auth("alice")).value).toEqual({ case: "boolResult", value: true });
     expect((await auth("eve")).value).toEqual({ case: "boolResult", value: false });
   });
@@ -223,15 +228,43 @@ function def(key: string): HookDef {
 /** Calls onMessagePublish once; reports the fallback taken and the answer's type. */
 async function publishAnswer(provider: ReturnType<typeof defineProvider>): Promise<{ fallback: string | undefined; type: number }> {
   const outcomes: (string | undefined)[] = [];
-  const d = createDispatcher(provider, { logger: silent, middleware: [async (_c, next) => { const o = await next(); outcomes.push(o.fallback); return o; }] });
-  const res = (await d.call("v3", def("onMessagePublish"), create(v3.MessagePublishRequestSchema, { message: { topic: "t", qos: 1 } }), {})) as v3.ValuedResponse;
+  const d = createDispatcher(provider, {
+    logger: silent,
+    middleware: [
+      async (_c, next) => {
+        const o = await next();
+        outcomes.push(o.fallback);
+        return o;
+      },
+    ],
+  });
+  const res = (await d.call(
+    "v3",
+    def("onMessagePublish"),
+    create(v3.MessagePublishRequestSchema, { message: { topic: "t", qos: 1 } }),
+    {},
+  )) as v3.ValuedResponse;
   return { fallback: outcomes[0], type: res.type };
 }
 
 /** Calls onClientAuthenticate once; reports the fallback taken and the bool answered. */
 async function authenticateAnswer(provider: ReturnType<typeof defineProvider>): Promise<{ fallback: string | undefined; bool: unknown }> {
   const outcomes: (string | undefined)[] = [];
-  const d = createDispatcher(provider, { logger: silent, middleware: [async (_c, next) => { const o = await next(); outcomes.push(o.fallback); return o; }] });
-  const res = (await d.call("v3", def("onClientAuthenticate"), create(v3.ClientAuthenticateRequestSchema, { clientinfo: { username: "u" } }), {})) as v3.ValuedResponse;
+  const d = createDispatcher(provider, {
+    logger: silent,
+    middleware: [
+      async (_c, next) => {
+        const o = await next();
+        outcomes.push(o.fallback);
+        return o;
+      },
+    ],
+  });
+  const res = (await d.call(
+    "v3",
+    def("onClientAuthenticate"),
+    create(v3.ClientAuthenticateRequestSchema, { clientinfo: { username: "u" } }),
+    {},
+  )) as v3.ValuedResponse;
   return { fallback: outcomes[0], bool: res.value.case === "boolResult" ? res.value.value : undefined };
 }

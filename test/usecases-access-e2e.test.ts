@@ -19,7 +19,8 @@ import { addUser, createStack, parseConfig, type Stack, type StackConfigInput } 
 import { decode, encode, servicePath } from "./helpers/proto";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
-if (!PG_URL) console.warn("usecases-access-e2e: PostgreSQL tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh)");
+if (!PG_URL)
+  console.warn("usecases-access-e2e: PostgreSQL tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh)");
 
 const meta = { node: "emqx@10.0.0.1", version: "5.9.1", sysdescr: "EMQX", cluster_name: "emqxcl" };
 const FAST_SCRYPT = { N: 1024, r: 8, p: 1, keylen: 32 };
@@ -75,14 +76,31 @@ const clientinfo = (username: string, clientid: string, extra: Record<string, un
 });
 const login = (i: Instance, username: string, password: string, clientid = `${username}-1`) =>
   call(i, "OnClientAuthenticate", "ClientAuthenticateRequest", { clientinfo: clientinfo(username, clientid, { password }), result: false });
-const authorize = (i: Instance, username: string, type: "PUBLISH" | "SUBSCRIBE", topic: string, extra: Record<string, unknown> = {}, clientid = `${username}-1`) =>
-  call(i, "OnClientAuthorize", "ClientAuthorizeRequest", { clientinfo: clientinfo(username, clientid, extra), type: type === "PUBLISH" ? 0 : 1, topic, result: true });
+const authorize = (
+  i: Instance,
+  username: string,
+  type: "PUBLISH" | "SUBSCRIBE",
+  topic: string,
+  extra: Record<string, unknown> = {},
+  clientid = `${username}-1`,
+) =>
+  call(i, "OnClientAuthorize", "ClientAuthorizeRequest", {
+    clientinfo: clientinfo(username, clientid, extra),
+    type: type === "PUBLISH" ? 0 : 1,
+    topic,
+    result: true,
+  });
 
 function cli(configFile: string) {
   return async (args: string[], stdin = "") => {
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runCommand([...args, "--config", configFile], { stdout: (t) => out.push(t), stderr: (t) => err.push(t), readStdin: async () => stdin, env: {} });
+    const code = await runCommand([...args, "--config", configFile], {
+      stdout: (t) => out.push(t),
+      stderr: (t) => err.push(t),
+      readStdin: async () => stdin,
+      env: {},
+    });
     return { code, out: out.join(""), err: err.join("") };
   };
 }
@@ -124,7 +142,9 @@ describe("one server on SQLite, the CLI as another process", () => {
   });
 
   test("acl set: the server reloads the rules at once and drops its cached decisions", async () => {
-    expect(await run(["acl", "set", "--file", "-"], '- { permission: allow, action: publish, topic: "users/${username}/#" }\n')).toMatchObject({ code: 0 });
+    expect(
+      await run(["acl", "set", "--file", "-"], '- { permission: allow, action: publish, topic: "users/${username}/#" }\n'),
+    ).toMatchObject({ code: 0 });
     await until(() => authorize(inst, "alice", "PUBLISH", "users/alice/x"), 5_000, "the new rule");
     expect(await authorize(inst, "alice", "PUBLISH", "users/alice/x")).toBe(true);
     const cache = () => inst.stack.cache?.stats();
@@ -143,7 +163,11 @@ describe("one server on SQLite, the CLI as another process", () => {
 
   test("cache invalidate --user / --client / --all reach the server", async () => {
     const before = inst.stack.cache?.stats().invalidations ?? { all: 0, user: 0, client: 0 };
-    expect(await run(["cache", "invalidate", "--user", "alice"])).toEqual({ code: 0, out: 'invalidated cached decisions of user "alice"\n', err: "" });
+    expect(await run(["cache", "invalidate", "--user", "alice"])).toEqual({
+      code: 0,
+      out: 'invalidated cached decisions of user "alice"\n',
+      err: "",
+    });
     expect((await run(["cache", "invalidate", "--client", "c1"])).code).toBe(0);
     expect((await run(["cache", "invalidate", "--all"])).code).toBe(0);
     await until(() => (inst.stack.cache?.stats().invalidations.all ?? 0) > before.all, 5_000, "the invalidations");
@@ -174,12 +198,22 @@ describe("one server on SQLite, the CLI as another process", () => {
     // Without --peerhost the address is unknown: the deny rule with a peerhost condition applies (strict reading).
     expect((await check(["acl", "check", "--action", "publish", "--topic", "t/x"])).out).toMatch(/^deny: rule 1 \(acl\.rules\[0\]\)/);
     const out = async (...args: string[]) => (await check(["acl", "check", "--peerhost", "10.0.0.1", ...args])).out;
-    expect(await out("--action", "publish", "--topic", "t/acme/dev7/x", "--clientid", "acme-7", "--cn", "dev7", "--listener", "ssl:default")).toMatch(/^allow: rule 2 /);
-    expect(await out("--action", "publish", "--topic", "t/acme/dev7/x", "--clientid", "acme-7", "--cn", "dev7", "--sockport", "8883")).toMatch(/^allow: rule 2 /);
-    expect(await out("--action", "publish", "--topic", "t/acme/dev7/x", "--clientid", "acme-7", "--cn", "dev7", "--sockport", "1883")).toBe("deny: no rule matched (acl.noMatch: deny)\n");
-    expect(await out("--action", "publish", "--topic", "t/acme/dev7/x", "--attr", "tenant=acme", "--cn", "dev7", "--listener", "ssl:default")).toMatch(/^allow: rule 2 /);
+    expect(
+      await out("--action", "publish", "--topic", "t/acme/dev7/x", "--clientid", "acme-7", "--cn", "dev7", "--listener", "ssl:default"),
+    ).toMatch(/^allow: rule 2 /);
+    expect(
+      await out("--action", "publish", "--topic", "t/acme/dev7/x", "--clientid", "acme-7", "--cn", "dev7", "--sockport", "8883"),
+    ).toMatch(/^allow: rule 2 /);
+    expect(await out("--action", "publish", "--topic", "t/acme/dev7/x", "--clientid", "acme-7", "--cn", "dev7", "--sockport", "1883")).toBe(
+      "deny: no rule matched (acl.noMatch: deny)\n",
+    );
+    expect(
+      await out("--action", "publish", "--topic", "t/acme/dev7/x", "--attr", "tenant=acme", "--cn", "dev7", "--listener", "ssl:default"),
+    ).toMatch(/^allow: rule 2 /);
     expect(await out("--action", "publish", "--topic", "t/x", "--peerhost", "203.0.113.5")).toMatch(/^deny: rule 1 /);
-    expect(await out("--action", "publish", "--topic", "q/x", "--peerhost", "10.0.0.1")).toBe("deny: no rule matched (acl.noMatch: deny)\n");
+    expect(await out("--action", "publish", "--topic", "q/x", "--peerhost", "10.0.0.1")).toBe(
+      "deny: no rule matched (acl.noMatch: deny)\n",
+    );
     expect(await out("--action", "publish", "--topic", "q/x", "--peerhost", "10.0.0.1", "--qos", "1")).toMatch(/^allow: rule 3 /);
     expect(await out("--action", "publish", "--topic", "x", "--superuser")).toBe("allow: superuser (no rule looked at)\n");
     const bad = await check(["acl", "check", "--action", "publish", "--topic", "x", "--qos", "3"]);
@@ -193,14 +227,24 @@ describe("seams: superuser and per-client rules (what the authentication side pl
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "exhook-seams-"));
     inst = await serve(
-      { dataDir: dir, acl: { rules: [{ permission: "allow", topic: "public/#" }] }, http: { enabled: false }, persistence: { enabled: false }, presence: { enabled: false } },
+      {
+        dataDir: dir,
+        acl: { rules: [{ permission: "allow", topic: "public/#" }] },
+        http: { enabled: false },
+        persistence: { enabled: false },
+        presence: { enabled: false },
+      },
       {
         isSuperuser: (ci) => ci.username === "root",
-        clientRules: (ci) => (ci.clientid === "jwt-1" ? { rules: JWT_RULES, expiresAt: ci.username === "expired" ? 0 : Number.MAX_SAFE_INTEGER } : undefined),
+        clientRules: (ci) =>
+          ci.clientid === "jwt-1" ? { rules: JWT_RULES, expiresAt: ci.username === "expired" ? 0 : Number.MAX_SAFE_INTEGER } : undefined,
       },
     );
   });
-  const JWT_RULES = [{ permission: "allow" as const, topic: "jwt/${username}/#" }, { permission: "deny" as const, topic: "public/secret" }];
+  const JWT_RULES = [
+    { permission: "allow" as const, topic: "jwt/${username}/#" },
+    { permission: "deny" as const, topic: "public/secret" },
+  ];
   afterAll(async () => {
     await inst.close();
     rmSync(dir, { recursive: true, force: true });
@@ -214,7 +258,11 @@ describe("seams: superuser and per-client rules (what the authentication side pl
     expect(await authorize(inst, "bob", "PUBLISH", "public/secret", {}, "jwt-1")).toBe(false);
     expect(await authorize(inst, "bob", "PUBLISH", "public/x", {}, "jwt-1")).toBe(true);
     expect(await authorize(inst, "expired", "PUBLISH", "public/x", {}, "jwt-1")).toBe(false);
-    expect((inst.stack.stats()["acl"] as { answers: object }).answers).toMatchObject({ superuser: 1, "client-rules": 2, "client-rules-expired": 1 });
+    expect((inst.stack.stats()["acl"] as { answers: object }).answers).toMatchObject({
+      superuser: 1,
+      "client-rules": 2,
+      "client-rules-expired": 1,
+    });
   });
 });
 
@@ -262,7 +310,10 @@ describe("telling EMQX (its REST API, played by a local server)", () => {
       api.seen.length = 0;
       const kick = createEmqxNotifier({ url: api.url, apiKey: "key1", apiSecret: "secret1", onUserChange: "kick" });
       await kick.notify("user", "alice");
-      expect(api.seen.slice(1).map((l) => l.split(" ").slice(0, 2).join(" "))).toEqual(["DELETE /api/v5/clients/alice-1", "DELETE /api/v5/clients/alice%2F2"]);
+      expect(api.seen.slice(1).map((l) => l.split(" ").slice(0, 2).join(" "))).toEqual([
+        "DELETE /api/v5/clients/alice-1",
+        "DELETE /api/v5/clients/alice%2F2",
+      ]);
     } finally {
       await api.close();
     }
@@ -359,7 +410,11 @@ describe("telling EMQX (its REST API, played by a local server)", () => {
     run = cli(join(dir, "exhook.json"));
     a = await serve(input);
     b = await serve(input);
-    await until(() => a.stack.invalidations.stats().listening === true && b.stack.invalidations.stats().listening === true, 10_000, "LISTEN");
+    await until(
+      () => a.stack.invalidations.stats().listening === true && b.stack.invalidations.stats().listening === true,
+      10_000,
+      "LISTEN",
+    );
   });
   afterAll(async () => {
     await a?.close();
@@ -369,12 +424,20 @@ describe("telling EMQX (its REST API, played by a local server)", () => {
   });
 
   test("acl set on the shared store: both instances reload and drop their cached decisions at once", async () => {
-    expect(await run(["acl", "set", "--file", "-"], '- { permission: allow, action: all, topic: "users/${username}/#" }\n')).toMatchObject({ code: 0 });
+    expect(await run(["acl", "set", "--file", "-"], '- { permission: allow, action: all, topic: "users/${username}/#" }\n')).toMatchObject({
+      code: 0,
+    });
     for (const i of [a, b]) await until(() => authorize(i, "alice", "SUBSCRIBE", "users/alice/x"), 5_000, "the rule on each instance");
     for (const i of [a, b]) expect(await authorize(i, "alice", "SUBSCRIBE", "users/alice/x")).toBe(true); // from the cache
-    expect(await run(["acl", "set", "--file", "-"], '- { permission: deny, action: all, topic: "users/${username}/secret/#" }\n- { permission: allow, action: all, topic: "users/${username}/#" }\n')).toMatchObject({ code: 0 });
+    expect(
+      await run(
+        ["acl", "set", "--file", "-"],
+        '- { permission: deny, action: all, topic: "users/${username}/secret/#" }\n- { permission: allow, action: all, topic: "users/${username}/#" }\n',
+      ),
+    ).toMatchObject({ code: 0 });
     // users/alice/# overlaps the denied subtree (issue 13): refused on both, once the change arrived.
-    for (const i of [a, b]) await until(async () => !(await authorize(i, "alice", "SUBSCRIBE", "users/alice/#")), 5_000, "the deny on each instance");
+    for (const i of [a, b])
+      await until(async () => !(await authorize(i, "alice", "SUBSCRIBE", "users/alice/#")), 5_000, "the deny on each instance");
     expect(await authorize(a, "alice", "SUBSCRIBE", "users/alice/inbox")).toBe(true);
   });
 

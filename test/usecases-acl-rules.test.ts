@@ -57,7 +57,10 @@ describe("placeholders", () => {
     ["${client_attrs.tenant}", { clientAttrs: { tenant: "+" } }],
   ];
   test.each(unusable)("%s with an empty or widening value (%j) never matches", (ph, who) => {
-    const rules: AclRule[] = [{ permission: "allow", topic: `t/${ph}/#` }, { permission: "allow", topic: `${ph}/#` }];
+    const rules: AclRule[] = [
+      { permission: "allow", topic: `t/${ph}/#` },
+      { permission: "allow", topic: `${ph}/#` },
+    ];
     for (const topic of ["t/+/x", "t/#", "t//x", "t/a/b/x", "t/x/+/y", "+/x", "a/b/x", "/x", "#"]) {
       for (const action of ["publish", "subscribe"] as const) {
         expect(decide(rules, q(topic, { ...who, action }))).toEqual(["deny", undefined]);
@@ -108,14 +111,21 @@ describe("peer address conditions", () => {
   });
 
   test("bad addresses and blocks are refused naming the rule", () => {
-    expect(() => compileAcl([{ permission: "allow", topic: "#", peerhost: "10.0.0.0/33" }])).toThrow('rule #1: peerhost: "10.0.0.0/33" is not an IP address or CIDR block');
+    expect(() => compileAcl([{ permission: "allow", topic: "#", peerhost: "10.0.0.0/33" }])).toThrow(
+      'rule #1: peerhost: "10.0.0.0/33" is not an IP address or CIDR block',
+    );
     expect(() => compileAcl([{ permission: "allow", topic: "#", peerhost: ["10.0.0.1", "lan"] }])).toThrow('"lan" is not an IP address');
-    expect(() => parseConfig({ acl: { rules: [{ permission: "allow", topic: "#", peerhost: "::1/129" }] } })).toThrow("acl.rules[0].peerhost");
+    expect(() => parseConfig({ acl: { rules: [{ permission: "allow", topic: "#", peerhost: "::1/129" }] } })).toThrow(
+      "acl.rules[0].peerhost",
+    );
   });
 });
 
 describe("listener conditions", () => {
-  const rules: AclRule[] = [{ permission: "allow", topic: "secure/#", listener: ["ssl:default", "wss:default"] }, { permission: "deny", topic: "#", listener: "ws:default" }];
+  const rules: AclRule[] = [
+    { permission: "allow", topic: "secure/#", listener: ["ssl:default", "wss:default"] },
+    { permission: "deny", topic: "#", listener: "ws:default" },
+  ];
   test("the listener is recognised by its port (EMQX sends sockport, not the name)", () => {
     expect(decide(rules, q("secure/x", { sockport: 8883 }))).toEqual(["allow", 0]);
     expect(decide(rules, q("secure/x", { sockport: 8084 }))).toEqual(["allow", 0]);
@@ -134,13 +144,17 @@ describe("listener conditions", () => {
     expect(decide(rules, q("other"))).toEqual(["deny", 1]);
   });
   test("configured listeners replace EMQX's defaults; unknown ids are refused", () => {
-    const acl = compileAcl([{ permission: "allow", topic: "#", listener: "tcp:internal" }], "deny", undefined, { listeners: { "tcp:internal": [11883, 11884] } });
+    const acl = compileAcl([{ permission: "allow", topic: "#", listener: "tcp:internal" }], "deny", undefined, {
+      listeners: { "tcp:internal": [11883, 11884] },
+    });
     expect(acl.check(q("x", { sockport: 11884 })).decision.kind).toBe("allow");
     expect(acl.check(q("x", { sockport: 1883 })).decision.kind).toBe("deny");
     expect(() => compileAcl([{ permission: "allow", topic: "#", listener: "tcp:internal" }])).toThrow(
       'rule #1: listener "tcp:internal" is not a known listener (known: tcp:default, ssl:default, ws:default, wss:default; add it with its port to acl.listeners)',
     );
-    expect(() => parseConfig({ acl: { rules: [{ permission: "allow", topic: "#", listener: "tcp:x" }] } })).toThrow('acl.rules[0].listener: listener "tcp:x" is not in acl.listeners');
+    expect(() => parseConfig({ acl: { rules: [{ permission: "allow", topic: "#", listener: "tcp:x" }] } })).toThrow(
+      'acl.rules[0].listener: listener "tcp:x" is not in acl.listeners',
+    );
   });
 });
 
@@ -164,7 +178,16 @@ describe("issue 13: a deny rule protects its subtree against wider subscriptions
     { permission: "allow", action: "all", topic: "users/${username}/#" },
   ];
   test("subscribing to users/alice/# (or +/#, #) no longer slips past the deny", () => {
-    for (const topic of ["users/alice/#", "users/alice/+/#", "users/+/secret/x", "users/alice/+", "+/alice/secret/x", "#", "+/+/+/x", "$share/g/users/alice/#"]) {
+    for (const topic of [
+      "users/alice/#",
+      "users/alice/+/#",
+      "users/+/secret/x",
+      "users/alice/+",
+      "+/alice/secret/x",
+      "#",
+      "+/+/+/x",
+      "$share/g/users/alice/#",
+    ]) {
       expect([topic, ...decide(docsExample, q(topic, { action: "subscribe" }))]).toEqual([topic, "deny", 0]);
     }
   });
@@ -181,25 +204,39 @@ describe("issue 13: a deny rule protects its subtree against wider subscriptions
     expect(emqx.check(q("users/alice/#", { action: "subscribe" })).rule).toBe(1);
     const perRule = compileAcl([{ ...(docsExample[0] as AclRule), overlap: false }, docsExample[1] as AclRule]);
     expect(perRule.check(q("users/alice/#", { action: "subscribe" })).rule).toBe(1);
-    const optIn = compileAcl([{ ...(docsExample[0] as AclRule), overlap: true }, docsExample[1] as AclRule], "deny", undefined, { denyOverlap: false });
+    const optIn = compileAcl([{ ...(docsExample[0] as AclRule), overlap: true }, docsExample[1] as AclRule], "deny", undefined, {
+      denyOverlap: false,
+    });
     expect(optIn.check(q("users/alice/#", { action: "subscribe" })).rule).toBe(0);
   });
   test("$ topics: wildcards at the first level never overlap them", () => {
-    const rules: AclRule[] = [{ permission: "deny", topic: "$SYS/#" }, { permission: "allow", topic: "#" }];
+    const rules: AclRule[] = [
+      { permission: "deny", topic: "$SYS/#" },
+      { permission: "allow", topic: "#" },
+    ];
     expect(decide(rules, q("#", { action: "subscribe" }))).toEqual(["allow", 1]);
     expect(decide(rules, q("+/x", { action: "subscribe" }))).toEqual(["allow", 1]);
     expect(decide(rules, q("$SYS/+", { action: "subscribe" }))).toEqual(["deny", 0]);
-    const hashDeny: AclRule[] = [{ permission: "deny", topic: "+/secret" }, { permission: "allow", topic: "$SYS/#" }];
+    const hashDeny: AclRule[] = [
+      { permission: "deny", topic: "+/secret" },
+      { permission: "allow", topic: "$SYS/#" },
+    ];
     expect(decide(hashDeny, q("$SYS/#", { action: "subscribe" }))).toEqual(["allow", 1]);
   });
   test("overlap on an allow rule is refused (it would widen it)", () => {
     expect(() => compileAcl([{ permission: "allow", topic: "a/#", overlap: true }])).toThrow("rule #1: overlap applies to deny rules only");
-    expect(() => parseConfig({ acl: { rules: [{ permission: "allow", topic: "a", overlap: true }] } })).toThrow("acl.rules[0].overlap: overlap applies to deny rules only");
+    expect(() => parseConfig({ acl: { rules: [{ permission: "allow", topic: "a", overlap: true }] } })).toThrow(
+      "acl.rules[0].overlap: overlap applies to deny rules only",
+    );
   });
   test("the index finds deny rules for subscriptions starting with a wildcard (same answers as one rule at a time)", () => {
     const rules: AclRule[] = [];
     for (let i = 0; i < 200; i++) {
-      rules.push({ permission: i % 4 === 0 ? "deny" : "allow", action: i % 3 === 0 ? "subscribe" : "all", topic: i % 5 === 0 ? `+/s${i % 7}/#` : `t${i % 9}/${i % 2 ? "${username}" : "+"}/s${i % 7}` });
+      rules.push({
+        permission: i % 4 === 0 ? "deny" : "allow",
+        action: i % 3 === 0 ? "subscribe" : "all",
+        topic: i % 5 === 0 ? `+/s${i % 7}/#` : `t${i % 9}/${i % 2 ? "${username}" : "+"}/s${i % 7}`,
+      });
     }
     const indexed = compileAcl(rules, "no-opinion");
     const linear = (r: AclRequest) => {
@@ -207,7 +244,8 @@ describe("issue 13: a deny rule protects its subtree against wider subscriptions
       return undefined;
     };
     const subs = ["#", "+/#", "+/alice/s3", "t1/#", "t2/+/s4", "+/+/s1", "t4/alice/+", "+/x/#"];
-    for (const topic of subs) expect([topic, indexed.check(q(topic, { action: "subscribe" })).rule]).toEqual([topic, linear(q(topic, { action: "subscribe" }))]);
+    for (const topic of subs)
+      expect([topic, indexed.check(q(topic, { action: "subscribe" })).rule]).toEqual([topic, linear(q(topic, { action: "subscribe" }))]);
   });
   test("random rule sets and questions: the index (literal levels at any of the first four positions) answers as one rule at a time", () => {
     let seed = 7;
@@ -254,7 +292,10 @@ describe("username / clientid patterns are linear (issue 13: no regular expressi
     expect(globMatches(g("a.b"), "axb")).toBe(false);
   });
   test("a hostile pattern against a 65,535-character client id answers at once", () => {
-    const acl = compileAcl([{ permission: "allow", topic: "#", clientid: "*a*a*a*a*a*a*a*a*b" }, { permission: "allow", topic: "#", username: "*-sensor-*-prod" }]);
+    const acl = compileAcl([
+      { permission: "allow", topic: "#", clientid: "*a*a*a*a*a*a*a*a*b" },
+      { permission: "allow", topic: "#", username: "*-sensor-*-prod" },
+    ]);
     const id = "a".repeat(65_535);
     const t0 = Date.now();
     for (let i = 0; i < 20; i++) expect(acl.check(q("x", { clientid: id, username: id })).decision.kind).toBe("deny");
@@ -264,7 +305,13 @@ describe("username / clientid patterns are linear (issue 13: no regular expressi
 });
 
 describe("authorizer: superuser and per-client rules (JWT acl claim) seams", () => {
-  const global = compileAcl([{ permission: "allow", topic: "public/#" }, { permission: "deny", topic: "private/#" }], "deny");
+  const global = compileAcl(
+    [
+      { permission: "allow", topic: "public/#" },
+      { permission: "deny", topic: "private/#" },
+    ],
+    "deny",
+  );
   const compile = (rules: readonly AclRule[]) => compileAcl(rules, "no-opinion");
 
   test("a superuser is allowed without rules; others go through the rules", () => {
@@ -277,9 +324,23 @@ describe("authorizer: superuser and per-client rules (JWT acl claim) seams", () 
   test("per-client rules first, first match wins; no match falls through to the global rules; expired denies everything", () => {
     let t = 1000;
     const a = createAuthorizer({ acl: () => global, compile, now: () => t });
-    const own = { rules: [{ permission: "allow", topic: "private/${username}/#" }, { permission: "deny", topic: "public/secret" }] as AclRule[], expiresAt: 2000 };
-    expect(a.check(q("private/alice/x"), { clientRules: own })).toMatchObject({ decision: { kind: "allow" }, source: "client-rules", rule: 0 });
-    expect(a.check(q("public/secret"), { clientRules: own })).toMatchObject({ decision: { kind: "deny" }, source: "client-rules", rule: 1 });
+    const own = {
+      rules: [
+        { permission: "allow", topic: "private/${username}/#" },
+        { permission: "deny", topic: "public/secret" },
+      ] as AclRule[],
+      expiresAt: 2000,
+    };
+    expect(a.check(q("private/alice/x"), { clientRules: own })).toMatchObject({
+      decision: { kind: "allow" },
+      source: "client-rules",
+      rule: 0,
+    });
+    expect(a.check(q("public/secret"), { clientRules: own })).toMatchObject({
+      decision: { kind: "deny" },
+      source: "client-rules",
+      rule: 1,
+    });
     expect(a.check(q("public/x"), { clientRules: own })).toMatchObject({ decision: { kind: "allow" }, source: "rules", rule: 0 });
     expect(a.check(q("private/bob/x"), { clientRules: own })).toMatchObject({ decision: { kind: "deny" }, source: "rules", rule: 1 });
     t = 2000;
@@ -301,9 +362,12 @@ describe("authorizer: superuser and per-client rules (JWT acl claim) seams", () 
       acl: () => global,
       compile,
       isSuperuser: (ci) => (seen.push(`su:${ci.clientid}`), ci.username === "root"),
-      clientRules: (ci) => (seen.push(`rules:${ci.clientid}`), ci.clientid === "jwt-1" ? { rules: [{ permission: "allow", topic: "jwt/#" }] } : undefined),
+      clientRules: (ci) => (
+        seen.push(`rules:${ci.clientid}`), ci.clientid === "jwt-1" ? { rules: [{ permission: "allow", topic: "jwt/#" }] } : undefined
+      ),
     });
-    const req = (username: string, clientid: string, topic: string) => ({ clientinfo: { username, clientid } as never, type: 0, topic, result: true }) as never;
+    const req = (username: string, clientid: string, topic: string) =>
+      ({ clientinfo: { username, clientid } as never, type: 0, topic, result: true }) as never;
     expect(await a.handler(req("root", "r-1", "private/x"), {} as never)).toEqual({ kind: "allow" });
     expect(await a.handler(req("bob", "jwt-1", "jwt/x"), {} as never)).toEqual({ kind: "allow" });
     expect(await a.handler(req("bob", "b-1", "jwt/x"), {} as never)).toEqual({ kind: "deny" });
@@ -311,12 +375,21 @@ describe("authorizer: superuser and per-client rules (JWT acl claim) seams", () 
   });
 
   test("client attributes: derived like mqtt.client_attrs_init, overridden by the seam's", () => {
-    const rules = [{ name: "tenant", from: "clientid", split: "-", nth: 1 }, { name: "cn", from: "cert_common_name" }] as const;
+    const rules = [
+      { name: "tenant", from: "clientid", split: "-", nth: 1 },
+      { name: "cn", from: "cert_common_name" },
+    ] as const;
     expect(deriveClientAttrs(rules, q("x", { clientid: "acme-sensor-7", cn: "dev7" }))).toEqual({ tenant: "acme", cn: "dev7" });
     expect(deriveClientAttrs(rules, q("x", { clientid: "", cn: "" }))).toEqual({});
     const acl = compileAcl([{ permission: "allow", topic: "tenants/${client_attrs.tenant}/#" }]);
-    const a = createAuthorizer({ acl: () => acl, compile, attrRules: rules, clientAttrs: (ci) => (ci.clientid === "x-1" ? { tenant: "override" } : undefined) });
-    const req = (clientid: string, topic: string) => ({ clientinfo: { clientid, username: "u" } as never, type: 0, topic, result: true }) as never;
+    const a = createAuthorizer({
+      acl: () => acl,
+      compile,
+      attrRules: rules,
+      clientAttrs: (ci) => (ci.clientid === "x-1" ? { tenant: "override" } : undefined),
+    });
+    const req = (clientid: string, topic: string) =>
+      ({ clientinfo: { clientid, username: "u" } as never, type: 0, topic, result: true }) as never;
     expect(a.handler(req("acme-sensor-7", "tenants/acme/t"), {} as never)).toEqual({ kind: "allow" });
     expect(a.handler(req("acme-sensor-7", "tenants/umbrella/t"), {} as never)).toEqual({ kind: "deny" });
     expect(a.handler(req("x-1", "tenants/override/t"), {} as never)).toEqual({ kind: "allow" });

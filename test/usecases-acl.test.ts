@@ -5,7 +5,13 @@ import { join } from "node:path";
 import { runCommand } from "../src/commands/index";
 import { compileAcl, DEFAULT_ACL_RULES, loadConfig, parseConfig, type AclRequest, type AclRule } from "../src/usecases/index";
 
-const req = (action: "publish" | "subscribe", topic: string, username = "alice", clientid = "alice-1", extra: Partial<AclRequest> = {}): AclRequest => ({
+const req = (
+  action: "publish" | "subscribe",
+  topic: string,
+  username = "alice",
+  clientid = "alice-1",
+  extra: Partial<AclRequest> = {},
+): AclRequest => ({
   action,
   topic,
   username,
@@ -77,7 +83,11 @@ describe("rule semantics", () => {
   test("the index gives the same answers as a linear scan", () => {
     const many: AclRule[] = [];
     for (let i = 0; i < 500; i++) {
-      many.push({ permission: i % 3 ? "allow" : "deny", action: i % 2 ? "publish" : "all", topic: i % 7 === 0 ? `+/t${i % 5}/#` : `top${i % 20}/${i % 5 === 0 ? "${username}" : "+"}/t${i % 5}` });
+      many.push({
+        permission: i % 3 ? "allow" : "deny",
+        action: i % 2 ? "publish" : "all",
+        topic: i % 7 === 0 ? `+/t${i % 5}/#` : `top${i % 20}/${i % 5 === 0 ? "${username}" : "+"}/t${i % 5}`,
+      });
     }
     const indexed = compileAcl(many, "no-opinion");
     const linear = (r: AclRequest) => {
@@ -97,8 +107,15 @@ describe("rule semantics", () => {
 
 describe("validation", () => {
   test("a bad topic fails naming the rule", () => {
-    expect(() => compileAcl([{ permission: "allow", topic: "a/#/b" }])).toThrow('rule #1: "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one');
-    expect(() => compileAcl([{ permission: "allow", topic: "ok" }, { permission: "allow", topic: "u/${user}" }])).toThrow(
+    expect(() => compileAcl([{ permission: "allow", topic: "a/#/b" }])).toThrow(
+      'rule #1: "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one',
+    );
+    expect(() =>
+      compileAcl([
+        { permission: "allow", topic: "ok" },
+        { permission: "allow", topic: "u/${user}" },
+      ]),
+    ).toThrow(
       "rule #2: unknown placeholder ${user} (allowed: ${username}, ${clientid}, ${peerhost}, ${cert_common_name}, ${cert_subject}, ${mountpoint}, ${client_attrs.NAME})",
     );
   });
@@ -142,8 +159,11 @@ describe("validation", () => {
     }
   });
 
-  test("persistence.retention: a duration (\"7d\", \"12h\", ms); anything else names the key and the accepted forms", () => {
-    expect(parseConfig({ persistence: { retention: "7d", retentionSweep: "15m" } }, {}).persistence).toMatchObject({ retention: 604_800_000, retentionSweep: 900_000 });
+  test('persistence.retention: a duration ("7d", "12h", ms); anything else names the key and the accepted forms', () => {
+    expect(parseConfig({ persistence: { retention: "7d", retentionSweep: "15m" } }, {}).persistence).toMatchObject({
+      retention: 604_800_000,
+      retentionSweep: 900_000,
+    });
     expect(parseConfig({ persistence: { retention: 1500 } }, {}).persistence.retention).toBe(1500);
     expect(parseConfig({ persistence: { retention: "36h" } }, {}).persistence.retention).toBe(129_600_000);
     expect(parseConfig({}, {}).persistence.retention).toBeUndefined();
@@ -155,8 +175,12 @@ describe("validation", () => {
 
   test("environment overrides are validated and named", () => {
     // The read API moved to the server's operations port: an old variable fails the start instead of being ignored.
-    expect(() => parseConfig({}, { EXHOOK_HTTP_PORT: "9010" })).toThrow("EXHOOK_HTTP_PORT is no longer read: the read API is served on the server's operations port: use --metrics-port");
-    expect(() => parseConfig({}, { EXHOOK_DB_URL: "mysql://x" })).toThrow("store.url (from EXHOOK_DB_URL): must be a postgres:// or postgresql:// URL");
+    expect(() => parseConfig({}, { EXHOOK_HTTP_PORT: "9010" })).toThrow(
+      "EXHOOK_HTTP_PORT is no longer read: the read API is served on the server's operations port: use --metrics-port",
+    );
+    expect(() => parseConfig({}, { EXHOOK_DB_URL: "mysql://x" })).toThrow(
+      "store.url (from EXHOOK_DB_URL): must be a postgres:// or postgresql:// URL",
+    );
   });
 
   test("config.example.yaml is valid and spells out exactly the defaults", () => {
@@ -197,7 +221,15 @@ describe("validation", () => {
         listeners: { "tcp:default": 1883, "ssl:default": 8883, "ws:default": 8083, "wss:default": 8084 },
         clientAttrs: [],
       },
-      cache: { enabled: false, hooks: ["onClientAuthorize"], ttl: 60000, negativeTtl: 5000, jitter: 0.1, maxEntries: 100000, pollInterval: 1000 },
+      cache: {
+        enabled: false,
+        hooks: ["onClientAuthorize"],
+        ttl: 60000,
+        negativeTtl: 5000,
+        jitter: 0.1,
+        maxEntries: 100000,
+        pollInterval: 1000,
+      },
       persistence: {
         enabled: true,
         topics: ["#"],
@@ -230,7 +262,14 @@ describe("acl CLI: list, set (validated), check", () => {
     dir = mkdtempSync(join(tmpdir(), "exhook-acl-cli-"));
     writeFileSync(
       join(dir, "exhook.yaml"),
-      ["dataDir: " + JSON.stringify(join(dir, "data")), "acl:", "  noMatch: deny", "  rules:", '    - { permission: allow, action: all, topic: "#", username: admin }', '    - { permission: deny, topic: "users/${username}/secret/#" }'].join("\n") + "\n",
+      [
+        "dataDir: " + JSON.stringify(join(dir, "data")),
+        "acl:",
+        "  noMatch: deny",
+        "  rules:",
+        '    - { permission: allow, action: all, topic: "#", username: admin }',
+        '    - { permission: deny, topic: "users/${username}/secret/#" }',
+      ].join("\n") + "\n",
     );
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -238,21 +277,42 @@ describe("acl CLI: list, set (validated), check", () => {
   const run = async (args: string[], stdin = "") => {
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runCommand(["acl", ...args, "--config", join(dir, "exhook.yaml"), "--create"], { stdout: (t) => out.push(t), stderr: (t) => err.push(t), readStdin: async () => stdin, env: {} });
+    const code = await runCommand(["acl", ...args, "--config", join(dir, "exhook.yaml"), "--create"], {
+      stdout: (t) => out.push(t),
+      stderr: (t) => err.push(t),
+      readStdin: async () => stdin,
+      env: {},
+    });
     return { code, out: out.join(""), err: err.join("") };
   };
 
   test("set rejects a bad rule by number and field, stores nothing; a good list is stored and listed after the config rules", async () => {
     const bad = await run(["set", "--file", "-"], '- { permission: allow, topic: "devices/#" }\n- { permission: allow, topic: "a/#/b" }\n');
-    expect(bad).toEqual({ code: 1, out: "", err: 'emqx-exhook: -: rule #2: topic: "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one\n' });
+    expect(bad).toEqual({
+      code: 1,
+      out: "",
+      err: 'emqx-exhook: -: rule #2: topic: "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one\n',
+    });
     const typo = await run(["set", "--file", "-"], '[{ "permission": "alow", "topic": "x" }]');
     expect(typo.err).toBe('emqx-exhook: -: rule #1: permission: Invalid option: expected one of "allow"|"deny"\n');
-    expect(await run(["set", "--file", "-"], "permission: allow\n")).toEqual({ code: 1, out: "", err: "emqx-exhook: -: expected a list of rules, as in acl.rules\n" });
-    writeFileSync(join(dir, "rules.yaml"), '- { permission: allow, action: publish, topic: "devices/${clientid}/#" }\n- { permission: allow, action: subscribe, topic: "eq sensors/#" }\n');
+    expect(await run(["set", "--file", "-"], "permission: allow\n")).toEqual({
+      code: 1,
+      out: "",
+      err: "emqx-exhook: -: expected a list of rules, as in acl.rules\n",
+    });
+    writeFileSync(
+      join(dir, "rules.yaml"),
+      '- { permission: allow, action: publish, topic: "devices/${clientid}/#" }\n- { permission: allow, action: subscribe, topic: "eq sensors/#" }\n',
+    );
     expect(await run(["set", "--file", join(dir, "rules.yaml")])).toEqual({ code: 0, out: "stored 2 ACL rules\n", err: "" });
     const list = await run(["list"]);
     expect(list.code).toBe(0);
-    expect(list.out.trim().split("\n").map((l) => JSON.parse(l))).toEqual([
+    expect(
+      list.out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l)),
+    ).toEqual([
       { n: 1, source: "acl.rules[0]", permission: "allow", action: "all", topic: "#", username: "admin" },
       { n: 2, source: "acl.rules[1]", permission: "deny", action: "all", topic: "users/${username}/secret/#" },
       { n: 3, source: "store ACL rule #1", permission: "allow", action: "publish", topic: "devices/${clientid}/#" },
@@ -265,9 +325,15 @@ describe("acl CLI: list, set (validated), check", () => {
     expect((await run(["check", "--action", "publish", "--topic", "devices/d1/temp", "--clientid", "d1", "--username", "bob"])).out).toBe(
       'allow: rule 3 (store ACL rule #1) {"permission":"allow","action":"publish","topic":"devices/${clientid}/#"}\n',
     );
-    expect((await run(["check", "--action", "publish", "--topic", "devices/d2/temp", "--clientid", "d1", "--username", "bob"])).out).toBe("deny: no rule matched (acl.noMatch: deny)\n");
-    expect((await run(["check", "--action", "subscribe", "--topic", "users/admin/secret/x", "--username", "admin"])).out).toMatch(/^allow: rule 1 \(acl\.rules\[0\]\)/);
-    expect((await run(["check", "--action", "subscribe", "--topic", "users/eve/secret/x", "--username", "eve"])).out).toMatch(/^deny: rule 2 \(acl\.rules\[1\]\)/);
+    expect((await run(["check", "--action", "publish", "--topic", "devices/d2/temp", "--clientid", "d1", "--username", "bob"])).out).toBe(
+      "deny: no rule matched (acl.noMatch: deny)\n",
+    );
+    expect((await run(["check", "--action", "subscribe", "--topic", "users/admin/secret/x", "--username", "admin"])).out).toMatch(
+      /^allow: rule 1 \(acl\.rules\[0\]\)/,
+    );
+    expect((await run(["check", "--action", "subscribe", "--topic", "users/eve/secret/x", "--username", "eve"])).out).toMatch(
+      /^deny: rule 2 \(acl\.rules\[1\]\)/,
+    );
     const usage = await run(["check", "--topic", "x"]);
     expect(usage.code).toBe(2);
     expect(usage.err).toContain("acl check needs --action publish or --action subscribe");

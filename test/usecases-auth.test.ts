@@ -3,7 +3,16 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCommand } from "../src/commands/index";
-import { addUser, createAuthenticator, hashPassword, needsRehash, openSqliteStore, parseHash, verifyPassword, type Store } from "../src/usecases/index";
+import {
+  addUser,
+  createAuthenticator,
+  hashPassword,
+  needsRehash,
+  openSqliteStore,
+  parseHash,
+  verifyPassword,
+  type Store,
+} from "../src/usecases/index";
 
 const FAST = { N: 1024, r: 8, p: 1, keylen: 32 };
 let dir: string;
@@ -64,7 +73,8 @@ test("a good login with old parameters rehashes with the current ones", async ()
   const stronger = { ...FAST, N: 2048 };
   const auth = createAuthenticator({ store, scrypt: stronger, cacheTtlMs: 0 });
   expect((await auth.check("dave", "pw", "c")).outcome).toBe("ok");
-  for (let i = 0; i < 100 && needsRehash((await store.getUser("dave"))?.passwordHash ?? "", stronger); i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 100 && needsRehash((await store.getUser("dave"))?.passwordHash ?? "", stronger); i++)
+    await new Promise((r) => setTimeout(r, 10));
   expect(parseHash((await store.getUser("dave"))?.passwordHash ?? "")?.params).toEqual(stronger);
   expect((await auth.check("dave", "pw", "c")).outcome).toBe("ok");
 });
@@ -73,23 +83,38 @@ test("users CLI: add from stdin, list, remove; the password is never printed", a
   const run = async (args: string[], stdin = "") => {
     const out: string[] = [];
     const err: string[] = [];
-    const code = await runCommand(args, { stdout: (t) => out.push(t), stderr: (t) => err.push(t), readStdin: async () => stdin, env: { EXHOOK_DATA_DIR: join(dir, "cli") } });
+    const code = await runCommand(args, {
+      stdout: (t) => out.push(t),
+      stderr: (t) => err.push(t),
+      readStdin: async () => stdin,
+      env: { EXHOOK_DATA_DIR: join(dir, "cli") },
+    });
     return { code, out: out.join(""), err: err.join("") };
   };
   // No store yet: refused, nothing created, unless --create asks for it.
   const refused = await run(["users", "list"]);
   expect(refused.code).toBe(1);
-  expect(refused.err).toBe(`emqx-exhook: no store at ${join(dir, "cli", "exhook.db")} (dataDir ${join(dir, "cli")}): run the command where the server keeps its data, point --config / EXHOOK_DATA_DIR / EXHOOK_DB_URL at it, or pass --create to create an empty one\n`);
+  expect(refused.err).toBe(
+    `emqx-exhook: no store at ${join(dir, "cli", "exhook.db")} (dataDir ${join(dir, "cli")}): run the command where the server keeps its data, point --config / EXHOOK_DATA_DIR / EXHOOK_DB_URL at it, or pass --create to create an empty one\n`,
+  );
   expect(existsSync(join(dir, "cli"))).toBe(false);
   expect((await run(["users", "add", "erin", "--password-stdin"], "pw\n")).code).toBe(1);
   expect(existsSync(join(dir, "cli"))).toBe(false);
-  expect(await run(["users", "add", "erin", "--password-stdin", "--clientid", "erin-*", "--create"], "s3cret-pw\n")).toEqual({ code: 0, out: "added user erin (client ids: erin-*)\n", err: "" });
+  expect(await run(["users", "add", "erin", "--password-stdin", "--clientid", "erin-*", "--create"], "s3cret-pw\n")).toEqual({
+    code: 0,
+    out: "added user erin (client ids: erin-*)\n",
+    err: "",
+  });
   const byFlag = await run(["users", "add", "frank", "--password", "s3cret-pw"]);
   expect(byFlag.code).toBe(0);
   expect(byFlag.err).toContain("prefer --password-stdin");
   const list = await run(["users", "list"]);
   expect(list.code).toBe(0);
-  expect(list.out.split("\n").map((l) => l.split("\t").slice(0, 2).join(" | "))).toEqual(["erin | client ids: erin-*", "frank | client ids: any", ""]);
+  expect(list.out.split("\n").map((l) => l.split("\t").slice(0, 2).join(" | "))).toEqual([
+    "erin | client ids: erin-*",
+    "frank | client ids: any",
+    "",
+  ]);
   expect(list.out + byFlag.out).not.toContain("s3cret-pw");
   expect(await run(["users", "remove", "frank"])).toEqual({ code: 0, out: "removed user frank\n", err: "" });
   expect(await run(["users", "remove", "frank"])).toEqual({ code: 1, out: "", err: 'emqx-exhook: no user "frank"\n' });

@@ -32,8 +32,17 @@ function setup(options: DecisionCacheOptions = {}, table = new Map<string, "allo
     { middleware: [cache.middleware] },
   );
   const client = createMemoryClient(provider, { logger: quiet });
-  const authorize = async (topic: string, who: { clientid?: string; username?: string; peerhost?: string } = {}, type: "PUBLISH" | "SUBSCRIBE" = "PUBLISH", timeoutMs?: number) => {
-    const r = await client.valued("onClientAuthorize", fakeAuthorizeRequest(topic, type, { clientid: "c1", username: "alice", ...who }), timeoutMs ? { timeoutMs } : undefined);
+  const authorize = async (
+    topic: string,
+    who: { clientid?: string; username?: string; peerhost?: string } = {},
+    type: "PUBLISH" | "SUBSCRIBE" = "PUBLISH",
+    timeoutMs?: number,
+  ) => {
+    const r = await client.valued(
+      "onClientAuthorize",
+      fakeAuthorizeRequest(topic, type, { clientid: "c1", username: "alice", ...who }),
+      timeoutMs ? { timeoutMs } : undefined,
+    );
     return r.response?.value.case === "boolResult" ? (r.response.value.value ? "allow" : "deny") : "none";
   };
   const authenticate = async (username: string, password: string, clientid = "c1") => {
@@ -97,10 +106,20 @@ test("fallback answers (handler error, timeout) are never cached", async () => {
 
 test("invalidate by user drops that user's answers only; by client that client's; all everything", async () => {
   const t = setup();
-  for (const [c, u] of [["c1", "alice"], ["c2", "alice"], ["c3", "bob"]] as const) await t.authorize("t", { clientid: c, username: u });
+  for (const [c, u] of [
+    ["c1", "alice"],
+    ["c2", "alice"],
+    ["c3", "bob"],
+  ] as const)
+    await t.authorize("t", { clientid: c, username: u });
   const again = async () => {
     t.asked.length = 0;
-    for (const [c, u] of [["c1", "alice"], ["c2", "alice"], ["c3", "bob"]] as const) await t.authorize("t", { clientid: c, username: u });
+    for (const [c, u] of [
+      ["c1", "alice"],
+      ["c2", "alice"],
+      ["c3", "bob"],
+    ] as const)
+      await t.authorize("t", { clientid: c, username: u });
     return [...t.asked];
   };
   expect(await again()).toEqual([]);

@@ -37,7 +37,11 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 test("SIGKILL mid-stream: every message reported committed is there, as a gap-free prefix, and the database is intact", async () => {
   const file = path.join(dir, "data", "exhook.db");
-  const child = spawn(process.execPath, [path.join(dir, "writer.js"), file], { cwd: dir, env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [path.join(dir, "writer.js"), file], {
+    cwd: dir,
+    env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stderr = "";
   child.stderr?.on("data", (c: Buffer) => (stderr += c.toString()));
   let reported = 0;
@@ -70,7 +74,10 @@ test("SIGKILL mid-stream: every message reported committed is there, as a gap-fr
     expect(n).toBeGreaterThanOrEqual(reported);
     // Gap-free prefix m000000000 .. m<n-1>: whole batches, in order.
     expect(maxId).toBe("m" + String(n - 1).padStart(9, "0"));
-    const { minTs, maxTs } = raw.prepare("SELECT min(ts) AS minTs, max(ts) AS maxTs FROM messages").get() as { minTs: number; maxTs: number };
+    const { minTs, maxTs } = raw.prepare("SELECT min(ts) AS minTs, max(ts) AS maxTs FROM messages").get() as {
+      minTs: number;
+      maxTs: number;
+    };
     expect([minTs, maxTs]).toEqual([0, n - 1]);
   } finally {
     raw.close();

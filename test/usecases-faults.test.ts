@@ -64,17 +64,29 @@ async function serve(config: Record<string, unknown>): Promise<Running> {
 
 /** Waits until the stack has written everything it holds. */
 async function drained(stack: Stack): Promise<void> {
-  await until(() => {
-    const w = stack.persistence?.writer.stats();
-    const p = stack.presence?.stats().writes;
-    return !!w && !!p && w.queued === 0 && w.inFlight === 0 && p.held === 0 && p.running === 0;
-  }, "the stack to write what it holds", 60_000);
+  await until(
+    () => {
+      const w = stack.persistence?.writer.stats();
+      const p = stack.presence?.stats().writes;
+      return !!w && !!p && w.queued === 0 && w.inFlight === 0 && p.held === 0 && p.running === 0;
+    },
+    "the stack to write what it holds",
+    60_000,
+  );
 }
 
 /** Every acknowledged message id is stored; the presence of every client is what its acknowledged events say. */
-async function expectNothingLost(load: StoreLoadResult, storedIds: Set<string>, presence: (id: string) => Promise<boolean | undefined>): Promise<void> {
+async function expectNothingLost(
+  load: StoreLoadResult,
+  storedIds: Set<string>,
+  presence: (id: string) => Promise<boolean | undefined>,
+): Promise<void> {
   const missing = [...load.acked].filter((id) => !storedIds.has(id));
-  expect({ acked: load.acked.size, missing: missing.length, firstMissing: missing.slice(0, 3) }).toEqual({ acked: load.acked.size, missing: 0, firstMissing: [] });
+  expect({ acked: load.acked.size, missing: missing.length, firstMissing: missing.slice(0, 3) }).toEqual({
+    acked: load.acked.size,
+    missing: 0,
+    firstMissing: [],
+  });
   const wrong: string[] = [];
   for (const [id, online] of load.presence) if ((await presence(id)) !== online) wrong.push(id);
   expect({ clients: load.presence.size, wrong }).toEqual({ clients: load.presence.size, wrong: [] });
@@ -82,7 +94,10 @@ async function expectNothingLost(load: StoreLoadResult, storedIds: Set<string>, 
 
 const PG_BIN = pgBinDir();
 const pgDescribe = PG_BIN ? describe : describe.skip;
-if (!PG_BIN) console.warn("usecases-faults: the PostgreSQL outage test is SKIPPED: no PostgreSQL binaries (run under scripts/with-postgres.sh, which installs them)");
+if (!PG_BIN)
+  console.warn(
+    "usecases-faults: the PostgreSQL outage test is SKIPPED: no PostgreSQL binaries (run under scripts/with-postgres.sh, which installs them)",
+  );
 
 pgDescribe("PostgreSQL stopped under load, then started again", () => {
   let cluster: PgCluster;
@@ -132,12 +147,14 @@ pgDescribe("PostgreSQL stopped under load, then started again", () => {
     expect(w?.failedAttempts).toBeGreaterThan(2);
     expect(run.stack.presence?.stats().writes).toMatchObject({ droppedOverflow: 0, rejected: 0, outages: 1 });
     const msgs = run.logger.lines.map((l) => `${l.level} ${l.msg}`);
-    expect(msgs).toEqual(expect.arrayContaining([
-      "error persistence: store write failed; holding the data and retrying until the store is back",
-      "warn persistence: store writes succeed again",
-      "error presence: store write failed; holding the data and retrying until the store is back",
-      "warn presence: store writes succeed again",
-    ]));
+    expect(msgs).toEqual(
+      expect.arrayContaining([
+        "error persistence: store write failed; holding the data and retrying until the store is back",
+        "warn persistence: store writes succeed again",
+        "error presence: store write failed; holding the data and retrying until the store is back",
+        "warn presence: store writes succeed again",
+      ]),
+    );
   }, 120_000);
 });
 
@@ -208,7 +225,9 @@ fullDescribe("SQLite on a full disk", () => {
     const w = run.stack.persistence?.writer.stats();
     expect(w).toMatchObject({ droppedOverflow: 0, rejected: 0, lostOnClose: 0 });
     expect(w?.failedAttempts).toBeGreaterThan(2);
-    expect(run.logger.lines.find((l) => l.msg?.startsWith("persistence: store write failed"))?.obj).toMatchObject({ err: expect.stringContaining("SQLITE_FULL") });
+    expect(run.logger.lines.find((l) => l.msg?.startsWith("persistence: store write failed"))?.obj).toMatchObject({
+      err: expect.stringContaining("SQLITE_FULL"),
+    });
 
     const db = new Database(file, { readonly: true });
     try {
@@ -248,7 +267,10 @@ describe("SQLite busy: another process holds the write lock (as `messages prune`
     // A second process takes the write lock and holds it until told to let go.
     const holder = spawn(
       process.execPath,
-      ["-e", `const D=require("better-sqlite3");const db=new D(${JSON.stringify(file)});db.pragma("busy_timeout=5000");db.exec("BEGIN IMMEDIATE");db.prepare("DELETE FROM messages WHERE ts < 0").run();process.stdout.write("locked\\n");process.stdin.once("data",()=>{db.exec("COMMIT");process.stdout.write("released\\n");process.exit(0)});`],
+      [
+        "-e",
+        `const D=require("better-sqlite3");const db=new D(${JSON.stringify(file)});db.pragma("busy_timeout=5000");db.exec("BEGIN IMMEDIATE");db.prepare("DELETE FROM messages WHERE ts < 0").run();process.stdout.write("locked\\n");process.stdin.once("data",()=>{db.exec("COMMIT");process.stdout.write("released\\n");process.exit(0)});`,
+      ],
       { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, NODE_PATH: path.join(__dirname, "..", "node_modules") } },
     );
     let out = "";
@@ -259,15 +281,40 @@ describe("SQLite busy: another process holds the write lock (as `messages prune`
     const pub = await call(
       "OnMessagePublish",
       "MessagePublishRequest",
-      { message: { node: "emqx@10.0.0.1", id: "0C0C0000000000000000000000000001", qos: 1, from: "alice-1", topic: "sensors/a/t", payload: Buffer.from("x"), timestamp: Date.now() } },
+      {
+        message: {
+          node: "emqx@10.0.0.1",
+          id: "0C0C0000000000000000000000000001",
+          qos: 1,
+          from: "alice-1",
+          topic: "sensors/a/t",
+          payload: Buffer.from("x"),
+          timestamp: Date.now(),
+        },
+      },
       "ValuedResponse",
     );
     expect(pub["type"]).toBe("IGNORE");
-    const presence = call("OnClientConnected", "ClientConnectedRequest", { clientinfo: { node: "emqx@10.0.0.1", clientid: "alice-1", username: "alice", peerhost: "10.0.0.5", peerport: 5000 } }, "EmptySuccess");
+    const presence = call(
+      "OnClientConnected",
+      "ClientConnectedRequest",
+      { clientinfo: { node: "emqx@10.0.0.1", clientid: "alice-1", username: "alice", peerhost: "10.0.0.5", peerport: 5000 } },
+      "EmptySuccess",
+    );
     // A login needs the user from the store (no cache): the read thread answers while the writer waits.
-    const login = await call("OnClientAuthenticate", "ClientAuthenticateRequest", { clientinfo: { clientid: "alice-1", username: "alice", password: "alice-secret" }, result: false }, "ValuedResponse");
+    const login = await call(
+      "OnClientAuthenticate",
+      "ClientAuthenticateRequest",
+      { clientinfo: { clientid: "alice-1", username: "alice", password: "alice-secret" }, result: false },
+      "ValuedResponse",
+    );
     expect(login).toMatchObject({ type: "STOP_AND_RETURN", bool_result: true });
-    const authz = await call("OnClientAuthorize", "ClientAuthorizeRequest", { clientinfo: { clientid: "alice-1", username: "alice" }, type: 0, topic: "users/alice/x", result: false }, "ValuedResponse");
+    const authz = await call(
+      "OnClientAuthorize",
+      "ClientAuthorizeRequest",
+      { clientinfo: { clientid: "alice-1", username: "alice" }, type: 0, topic: "users/alice/x", result: false },
+      "ValuedResponse",
+    );
     expect(authz).toMatchObject({ bool_result: true });
     const res = await fetch(`http://127.0.0.1:${run.server.opsAddress?.port}/messages?topic=sensors/%23`);
     expect(res.status).toBe(200);

@@ -10,11 +10,18 @@ import { join } from "node:path";
 import pg from "pg";
 import type { ClusterBus } from "../src/ops/cluster-bus";
 import type { Logger } from "../src/provider";
-import { createInvalidationHub, LISTENER_APP_NAME, type Invalidation, type InvalidationHub, type InvalidationOrigin } from "../src/usecases/invalidation";
+import {
+  createInvalidationHub,
+  LISTENER_APP_NAME,
+  type Invalidation,
+  type InvalidationHub,
+  type InvalidationOrigin,
+} from "../src/usecases/invalidation";
 import { openPostgresStore, openSqliteStore, type Store } from "../src/usecases/index";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
-if (!PG_URL) console.warn("usecases-invalidation: PostgreSQL tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh)");
+if (!PG_URL)
+  console.warn("usecases-invalidation: PostgreSQL tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh)");
 
 /** A logger that keeps what it was told. */
 function recordingLogger() {
@@ -71,7 +78,11 @@ interface Backend {
 
 function sqlite(): Backend {
   const dir = mkdtempSync(join(tmpdir(), "exhook-inv-"));
-  return { name: "sqlite", open: async () => openSqliteStore({ file: join(dir, "exhook.db") }), cleanup: async () => rmSync(dir, { recursive: true, force: true }) };
+  return {
+    name: "sqlite",
+    open: async () => openSqliteStore({ file: join(dir, "exhook.db") }),
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 function postgres(): Backend {
@@ -195,7 +206,9 @@ describe.each(backends.map((b) => [b().name, b] as const))("%s", (_name, make) =
     await expect(h.announce({ scope: "user", key: "bob" })).rejects.toThrow();
     expect(got).toEqual([[{ scope: "user", key: "bob" }, "local"]]);
     expect(h.stats().recordFailures).toBe(1);
-    expect(lines.filter((l) => l.level === "error").map((l) => l.msg)).toEqual(["invalidation not recorded in the store: other instances keep cached decisions until they expire"]);
+    expect(lines.filter((l) => l.level === "error").map((l) => l.msg)).toEqual([
+      "invalidation not recorded in the store: other instances keep cached decisions until they expire",
+    ]);
     await h.poll();
     expect(h.stats().pollFailures).toBe(1);
     expect(lines.some((l) => l.level === "warn" && l.msg.startsWith("reading invalidations from the store failed"))).toBe(true);
@@ -219,7 +232,10 @@ describe.each(backends.map((b) => [b().name, b] as const))("%s", (_name, make) =
       const admin = new pg.Client({ connectionString: (backend.pgUrl as () => string)() });
       await admin.connect();
       try {
-        const killed = await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()", [LISTENER_APP_NAME]);
+        const killed = await admin.query(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+          [LISTENER_APP_NAME],
+        );
         expect(killed.rowCount).toBe(1);
       } finally {
         await admin.end();

@@ -3,7 +3,14 @@
  * one message: batches, the bound in bytes, both overflow policies, retries through an outage,
  * a refused message isolated, close giving up. (Real stores failing: usecases-faults.test.ts.)
  */
-import { createMessageRetention, createMessageWriter, messageBytes, RETENTION_CHUNK, type Store, type StoredMessage } from "../src/usecases/index";
+import {
+  createMessageRetention,
+  createMessageWriter,
+  messageBytes,
+  RETENTION_CHUNK,
+  type Store,
+  type StoredMessage,
+} from "../src/usecases/index";
 
 const msg = (i: number): StoredMessage => ({
   id: `m${i}`,
@@ -35,7 +42,8 @@ function fakeStore() {
         failures--;
         throw error();
       }
-      if (poison && batch.some((m) => m.id === poison)) throw Object.assign(new Error("unsupported Unicode escape sequence"), { code: "22P05" });
+      if (poison && batch.some((m) => m.id === poison))
+        throw Object.assign(new Error("unsupported Unicode escape sequence"), { code: "22P05" });
       batches.push(batch.map((m) => m.id));
       return batch.length;
     },
@@ -63,7 +71,8 @@ function fakeStore() {
 
 function recordingLogger() {
   const lines: Array<{ level: string; msg: string; obj: Record<string, unknown> }> = [];
-  const at = (level: string) => (obj: object, msg?: string) => void lines.push({ level, msg: msg ?? "", obj: obj as Record<string, unknown> });
+  const at = (level: string) => (obj: object, msg?: string) =>
+    void lines.push({ level, msg: msg ?? "", obj: obj as Record<string, unknown> });
   return { logger: { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") }, lines };
 }
 
@@ -75,7 +84,19 @@ test("messages are written in batches of batchSize, the rest after flushMs or on
   for (let i = 0; i < 7; i++) expect(w.push(msg(i))).toBe(true);
   await w.flush();
   expect(f.batches).toEqual([["m0", "m1", "m2"], ["m3", "m4", "m5"], ["m6"]]);
-  expect(w.stats()).toMatchObject({ received: 7, written: 7, duplicates: 0, droppedOverflow: 0, rejected: 0, lostOnClose: 0, queued: 0, inFlight: 0, heldBytes: 0, batches: 3, failedAttempts: 0 });
+  expect(w.stats()).toMatchObject({
+    received: 7,
+    written: 7,
+    duplicates: 0,
+    droppedOverflow: 0,
+    rejected: 0,
+    lostOnClose: 0,
+    queued: 0,
+    inFlight: 0,
+    heldBytes: 0,
+    batches: 3,
+    failedAttempts: 0,
+  });
   await w.close();
 });
 
@@ -105,7 +126,10 @@ test("drop-new: the queue is bounded in bytes; a full queue refuses new messages
   await w.close();
   expect(f.batches.flat()).toEqual(["m0", "m1", "m2", "m3", "m4"]);
   expect(w.stats()).toMatchObject({ received: 7, written: 5, droppedOverflow: 2, queued: 0 });
-  expect(lines.filter((l) => l.msg.startsWith("persistence: queue full"))[0]).toMatchObject({ level: "error", obj: { lost: 1, lostTotal: 1, policy: "drop-new", maxQueueBytes: 5 * SIZE } });
+  expect(lines.filter((l) => l.msg.startsWith("persistence: queue full"))[0]).toMatchObject({
+    level: "error",
+    obj: { lost: 1, lostTotal: 1, policy: "drop-new", maxQueueBytes: 5 * SIZE },
+  });
 });
 
 test("drop-oldest: a full queue evicts the oldest queued messages", async () => {
@@ -127,7 +151,15 @@ test("a store outage loses nothing: the batch is retried with backoff until the 
   for (let i = 0; i < 5; i++) w.push(msg(i));
   await w.flush();
   expect(f.batches.flat()).toEqual(["m0", "m1", "m2", "m3", "m4"]);
-  expect(w.stats()).toMatchObject({ received: 5, written: 5, failedAttempts: 25, outages: 1, droppedOverflow: 0, rejected: 0, storeDownForMs: 0 });
+  expect(w.stats()).toMatchObject({
+    received: 5,
+    written: 5,
+    failedAttempts: 25,
+    outages: 1,
+    droppedOverflow: 0,
+    rejected: 0,
+    storeDownForMs: 0,
+  });
   expect(lines.map((l) => [l.level, l.msg])).toEqual([
     ["error", "persistence: store write failed; holding the data and retrying until the store is back"],
     ["warn", "persistence: store writes succeed again"],
@@ -166,7 +198,11 @@ test("close() waits closeTimeoutMs for a failing store, then counts and logs wha
   await w.close();
   expect(Date.now() - started).toBeGreaterThanOrEqual(190);
   expect(w.stats()).toMatchObject({ received: 5, written: 0, lostOnClose: 5, queued: 0, inFlight: 0 });
-  expect(lines.at(-1)).toMatchObject({ level: "error", msg: "persistence: closing with messages the store did not take; they are lost", obj: { lost: 5, closeTimeoutMs: 200 } });
+  expect(lines.at(-1)).toMatchObject({
+    level: "error",
+    msg: "persistence: closing with messages the store did not take; they are lost",
+    obj: { lost: 5, closeTimeoutMs: 200 },
+  });
   expect(w.push(msg(9))).toBe(false);
 });
 

@@ -62,16 +62,31 @@ const clientinfo = (username: string, clientid: string, peerport = 50001, extra:
 });
 
 const login = (username: string, password: string, clientid = `${username}-1`) =>
-  call("OnClientAuthenticate", "ClientAuthenticateRequest", { clientinfo: clientinfo(username, clientid, 50001, { password }), result: false }, "ValuedResponse");
+  call(
+    "OnClientAuthenticate",
+    "ClientAuthenticateRequest",
+    { clientinfo: clientinfo(username, clientid, 50001, { password }), result: false },
+    "ValuedResponse",
+  );
 
 const authorize = (username: string, type: "PUBLISH" | "SUBSCRIBE", topic: string) =>
-  call("OnClientAuthorize", "ClientAuthorizeRequest", { clientinfo: clientinfo(username, `${username}-1`), type: type === "PUBLISH" ? 0 : 1, topic, result: true }, "ValuedResponse");
+  call(
+    "OnClientAuthorize",
+    "ClientAuthorizeRequest",
+    { clientinfo: clientinfo(username, `${username}-1`), type: type === "PUBLISH" ? 0 : 1, topic, result: true },
+    "ValuedResponse",
+  );
 
 const connected = (username: string, clientid: string, peerport: number) =>
   call("OnClientConnected", "ClientConnectedRequest", { clientinfo: clientinfo(username, clientid, peerport) }, "EmptySuccess");
 
 const disconnected = (username: string, clientid: string, peerport: number, reason: string) =>
-  call("OnClientDisconnected", "ClientDisconnectedRequest", { clientinfo: clientinfo(username, clientid, peerport), reason }, "EmptySuccess");
+  call(
+    "OnClientDisconnected",
+    "ClientDisconnectedRequest",
+    { clientinfo: clientinfo(username, clientid, peerport), reason },
+    "EmptySuccess",
+  );
 
 async function httpGet(path: string): Promise<{ status: number; body: any }> {
   const addr = server.opsAddress;
@@ -94,7 +109,12 @@ afterAll(async () => {
 });
 
 test("OnProviderLoaded announces the four use cases' hooks, publish with the persistence filters", async () => {
-  const res = await call("OnProviderLoaded", "ProviderLoadedRequest", { broker: { version: "5.9.1", sysdescr: "EMQX", uptime: 1000, datetime: "2024-05-01T00:00:00Z" } }, "LoadedResponse");
+  const res = await call(
+    "OnProviderLoaded",
+    "ProviderLoadedRequest",
+    { broker: { version: "5.9.1", sysdescr: "EMQX", uptime: 1000, datetime: "2024-05-01T00:00:00Z" } },
+    "LoadedResponse",
+  );
   expect(res.hooks.map((h: { name: string; topics: string[] }) => [h.name, h.topics])).toEqual([
     ["client.connected", []],
     ["client.disconnected", []],
@@ -111,7 +131,14 @@ test("authentication: a known user logs in, a wrong password, an unknown user an
   expect(await login("", "")).toMatchObject({ type: "STOP_AND_RETURN", bool_result: false });
   expect(await login("bob", "bob-secret", "bob-phone")).toMatchObject({ type: "STOP_AND_RETURN", bool_result: true });
   expect(await login("bob", "bob-secret", "alice-1")).toMatchObject({ type: "STOP_AND_RETURN", bool_result: false });
-  expect(stack.auth?.stats()).toMatchObject({ ok: 2, "bad-password": 1, "unknown-user": 2, "clientid-not-allowed": 1, throttled: 0, overloaded: 0 });
+  expect(stack.auth?.stats()).toMatchObject({
+    ok: 2,
+    "bad-password": 1,
+    "unknown-user": 2,
+    "clientid-not-allowed": 1,
+    throttled: 0,
+    overloaded: 0,
+  });
 });
 
 test("authorization (default rules): own tree allowed, a forbidden subscribe is denied", async () => {
@@ -131,7 +158,16 @@ test("persistence: the publish is answered at once (keep) and the message can be
     "OnMessagePublish",
     "MessagePublishRequest",
     {
-      message: { node: NODE, id: "0005F3A1B2C3D4E5F60718293A4B5C6D", qos: 1, from: "alice-1", topic: "users/alice/temp", payload, timestamp: 1714564800123, headers: { username: "alice", protocol: "mqtt", peerhost: "192.0.2.7" } },
+      message: {
+        node: NODE,
+        id: "0005F3A1B2C3D4E5F60718293A4B5C6D",
+        qos: 1,
+        from: "alice-1",
+        topic: "users/alice/temp",
+        payload,
+        timestamp: 1714564800123,
+        headers: { username: "alice", protocol: "mqtt", peerhost: "192.0.2.7" },
+      },
     },
     "ValuedResponse",
   );
@@ -155,7 +191,10 @@ test("persistence: the publish is answered at once (keep) and the message can be
   ]);
   expect((await httpGet("/messages?topic=users/alice/temp&until=2024-05-01T12:00:00.123Z")).body.messages).toEqual([]);
   expect((await httpGet("/messages?topic=sensors/%23")).body.messages).toEqual([]);
-  expect(await httpGet("/messages?topic=a/%23/b")).toEqual({ status: 400, body: { error: 'topic "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one' } });
+  expect(await httpGet("/messages?topic=a/%23/b")).toEqual({
+    status: 400,
+    body: { error: 'topic "a/#/b" is not a valid MQTT topic filter: # must be a whole level and the last one' },
+  });
   expect(stack.persistence?.writer.stats()).toMatchObject({ received: 1, written: 1, droppedOverflow: 0, rejected: 0, queued: 0 });
 
   const out: string[] = [];
@@ -171,7 +210,9 @@ test("persistence: the publish is answered at once (keep) and the message can be
 
 test("presence: online, a takeover keeps it online whatever the order, then offline", async () => {
   await connected("alice", "alice-1", 50001);
-  expect((await httpGet("/presence?clientid=alice-1")).body.clients).toMatchObject([{ clientId: "alice-1", online: true, peerport: 50001, node: NODE, connections: 1 }]);
+  expect((await httpGet("/presence?clientid=alice-1")).body.clients).toMatchObject([
+    { clientId: "alice-1", online: true, peerport: 50001, node: NODE, connections: 1 },
+  ]);
   // Takeover: the new connection's connected arrives before the old one's disconnected.
   await connected("alice", "alice-1", 50002);
   await disconnected("alice", "alice-1", 50001, "takenover");
@@ -213,11 +254,18 @@ test("messages prune: the CLI deletes messages older than --older-than; a bad du
   // The stored message is from 2024-05-01: older than 1 day, not older than 100000 days.
   const prune = async (...args: string[]) => {
     const lines: string[] = [];
-    const exit = await runCommand(["messages", "prune", ...args], { stdout: (t) => lines.push(t), stderr: (t) => lines.push(`ERR ${t}`), readStdin: async () => "", env: { EXHOOK_DATA_DIR: dir } });
+    const exit = await runCommand(["messages", "prune", ...args], {
+      stdout: (t) => lines.push(t),
+      stderr: (t) => lines.push(`ERR ${t}`),
+      readStdin: async () => "",
+      env: { EXHOOK_DATA_DIR: dir },
+    });
     return { exit, lines };
   };
   expect((await prune("--older-than", "100000d")).lines[0]).toMatch(/^deleted 0 messages older than 17\d\d-/);
-  expect((await prune("--older-than", "soon")).lines[0]).toBe('ERR emqx-exhook: --older-than "soon" is not a duration: use e.g. 7d, 12h, 30m, 45s\n\n' + commandUsage("messages prune"));
+  expect((await prune("--older-than", "soon")).lines[0]).toBe(
+    'ERR emqx-exhook: --older-than "soon" is not a duration: use e.g. 7d, 12h, 30m, 45s\n\n' + commandUsage("messages prune"),
+  );
   expect((await prune()).exit).toBe(2);
   expect(await prune("--older-than", "1d")).toEqual({ exit: 0, lines: [expect.stringMatching(/^deleted 1 message older than 20\d\d-/)] });
   expect((await httpGet("/messages?topic=users/%23")).body.messages).toEqual([]);

@@ -9,14 +9,23 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { connectionOf, type Connection } from "../src/connection";
-import { openPostgresStore, openSqliteStore, openSqliteWorkerStore, SCAN_CHUNK, type Store, type StoredMessage } from "../src/usecases/index";
+import {
+  openPostgresStore,
+  openSqliteStore,
+  openSqliteWorkerStore,
+  SCAN_CHUNK,
+  type Store,
+  type StoredMessage,
+} from "../src/usecases/index";
 import { MIGRATIONS as PG_MIGRATIONS } from "../src/usecases/pg-store";
 import { MIGRATIONS as SQLITE_MIGRATIONS } from "../src/usecases/sqlite-store";
 import { caseConnection, PRESENCE_CASES, REORDER_WINDOW_MS } from "./helpers/presence-cases";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
 if (!PG_URL) {
-  console.warn("usecases-store: PostgreSQL backend tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh to include them)");
+  console.warn(
+    "usecases-store: PostgreSQL backend tests SKIPPED: EXHOOK_TEST_PG_URL is not set (run under scripts/with-postgres.sh to include them)",
+  );
 }
 
 interface Backend {
@@ -137,9 +146,25 @@ const contract = (label: string, make: () => Backend) =>
       const u = { hashFormat: "scrypt", superuser: false };
       await store.putUser({ ...u, username: "zed", passwordHash: "$h1", clientIds: [], createdAt: 1, updatedAt: 1 });
       await store.putUser({ ...u, username: "amy", passwordHash: "$h2", clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 });
-      await store.putUser({ username: "zed", passwordHash: "$2b$h3", hashFormat: "bcrypt", superuser: true, clientIds: ["z"], createdAt: 9, updatedAt: 3 });
+      await store.putUser({
+        username: "zed",
+        passwordHash: "$2b$h3",
+        hashFormat: "bcrypt",
+        superuser: true,
+        clientIds: ["z"],
+        createdAt: 9,
+        updatedAt: 3,
+      });
       expect(await store.listUsers()).toEqual([
-        { username: "amy", passwordHash: "$h2", hashFormat: "scrypt", superuser: false, clientIds: ["amy-*", "x"], createdAt: 2, updatedAt: 2 },
+        {
+          username: "amy",
+          passwordHash: "$h2",
+          hashFormat: "scrypt",
+          superuser: false,
+          clientIds: ["amy-*", "x"],
+          createdAt: 2,
+          updatedAt: 2,
+        },
         { username: "zed", passwordHash: "$2b$h3", hashFormat: "bcrypt", superuser: true, clientIds: ["z"], createdAt: 1, updatedAt: 3 },
       ]);
       expect(await store.removeUser("zed")).toBe(true);
@@ -149,7 +174,10 @@ const contract = (label: string, make: () => Backend) =>
     });
 
     test("ACL rules keep their order", async () => {
-      const rules = [{ permission: "deny", topic: "a/#" }, { permission: "allow", action: "publish", topic: "b/${username}" }];
+      const rules = [
+        { permission: "deny", topic: "a/#" },
+        { permission: "allow", action: "publish", topic: "b/${username}" },
+      ];
       await store.replaceAclRules(rules);
       expect(await store.listAclRules()).toEqual(rules);
       await store.replaceAclRules([rules[1]]);
@@ -168,7 +196,13 @@ const contract = (label: string, make: () => Backend) =>
       expect(even[0]).toEqual(msg(0, "s/0/t"));
       const newest = await store.queryMessages({ filter: "s/#", limit: 3 });
       expect(newest.map((m) => m.topic)).toEqual(["s/new/t", "s", "s/8/t"]);
-      const range = await store.queryMessages({ filter: "s/4/t", since: 1_700_000_000_100, until: 1_700_000_000_200, limit: 100, order: "asc" });
+      const range = await store.queryMessages({
+        filter: "s/4/t",
+        since: 1_700_000_000_100,
+        until: 1_700_000_000_200,
+        limit: 100,
+        order: "asc",
+      });
       expect(range.map((m) => m.timestamp - 1_700_000_000_000)).toEqual([104, 114, 124, 134, 144, 154, 164, 174, 184, 194]);
       const all = await store.queryMessages({ limit: 10_000 });
       expect(all.length).toBe(304 - 1);
@@ -191,7 +225,19 @@ const contract = (label: string, make: () => Backend) =>
       r = await store.presenceDisconnected(conn("c1", 1), 2500, "again");
       expect([r.state.online, r.state.peerport]).toEqual([true, 2]);
       r = await store.presenceDisconnected(conn("c1", 2), 3000, "normal");
-      expect(r.state).toEqual({ clientId: "c1", online: false, since: 3000, node: "emqx@n1", username: "u", peerhost: "10.0.0.9", peerport: 2, sockport: 1883, protocol: "mqtt", connections: 0, reason: "normal" });
+      expect(r.state).toEqual({
+        clientId: "c1",
+        online: false,
+        since: 3000,
+        node: "emqx@n1",
+        username: "u",
+        peerhost: "10.0.0.9",
+        peerport: 2,
+        sockport: 1883,
+        protocol: "mqtt",
+        connections: 0,
+        reason: "normal",
+      });
       expect(r.wasOnline).toBe(true);
 
       // Out of order: the disconnect of connection 3 arrives before its connect.
@@ -203,7 +249,10 @@ const contract = (label: string, make: () => Backend) =>
       r = await store.presenceConnected(conn("c2", 3), 40_000, 30_000);
       expect([r.wasOnline, r.state.online, r.state.since]).toEqual([false, true, 40_000]);
 
-      expect((await store.listPresence()).map((p) => [p.clientId, p.online])).toEqual([["c1", false], ["c2", true]]);
+      expect((await store.listPresence()).map((p) => [p.clientId, p.online])).toEqual([
+        ["c1", false],
+        ["c2", true],
+      ]);
       expect((await store.listPresence({ online: true })).map((p) => p.clientId)).toEqual(["c2"]);
       expect(await store.getPresence("nobody")).toBeUndefined();
       // Pruning keeps each client's latest row, so offline clients still say since when.
@@ -215,7 +264,10 @@ const contract = (label: string, make: () => Backend) =>
       const other = await backend.open();
       try {
         await store.presenceConnected(conn("c3", 1), 1000, 30_000);
-        await Promise.all([store.presenceDisconnected(conn("c3", 1), 2000, "takenover"), other.presenceConnected(conn("c3", 2, "emqx@n2"), 2000, 30_000)]);
+        await Promise.all([
+          store.presenceDisconnected(conn("c3", 1), 2000, "takenover"),
+          other.presenceConnected(conn("c3", 2, "emqx@n2"), 2000, 30_000),
+        ]);
         expect(await other.getPresence("c3")).toMatchObject({ online: true, node: "emqx@n2", peerport: 2, connections: 1 });
       } finally {
         await other.close();
@@ -232,7 +284,10 @@ const contract = (label: string, make: () => Backend) =>
         const want: Array<[boolean, number]> = [];
         for (const s of c.steps) {
           const cn = caseConnection(id, s.conn, withPeerport);
-          const r = s.ev === "C" ? await store.presenceConnected(cn, s.at, REORDER_WINDOW_MS) : await store.presenceDisconnected(cn, s.at, "normal");
+          const r =
+            s.ev === "C"
+              ? await store.presenceConnected(cn, s.at, REORDER_WINDOW_MS)
+              : await store.presenceDisconnected(cn, s.at, "normal");
           const stored = await store.getPresence(id);
           expect(stored).toEqual(r.state);
           seen.push([r.state.online, s.connections === undefined ? -1 : r.state.connections]);
@@ -259,7 +314,8 @@ const contract = (label: string, make: () => Backend) =>
     test("ping answers; read queries are bounded by time and bytes, in short statements", async () => {
       await expect(store.ping()).resolves.toBeUndefined();
       const many: StoredMessage[] = [];
-      for (let i = 0; i < SCAN_CHUNK * 2 + 10; i++) many.push(msg(200_000 + i, `bulk/${i % 7}`, { payload: new Uint8Array(100).fill(i & 255), timestamp: 1_800_000_000_000 + i }));
+      for (let i = 0; i < SCAN_CHUNK * 2 + 10; i++)
+        many.push(msg(200_000 + i, `bulk/${i % 7}`, { payload: new Uint8Array(100).fill(i & 255), timestamp: 1_800_000_000_000 + i }));
       for (let i = 0; i < many.length; i += 1000) await store.insertMessages(many.slice(i, i + 1000));
       // A wildcard filter matching nothing scans by time; with no time left it stops after one statement.
       const err = await store.queryMessages({ filter: "+/nomatch", limit: 10, timeoutMs: 0 }).catch((e: unknown) => e);
@@ -284,7 +340,11 @@ const contract = (label: string, make: () => Backend) =>
         const kind = store.kind;
         const t = kind === "sqlite" ? "presence" : "exhook_presence";
         await old.exec((kind === "sqlite" ? SQLITE_MIGRATIONS : PG_MIGRATIONS)[0] as string);
-        await old.exec(kind === "sqlite" ? "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1)" : "CREATE TABLE exhook_schema_version (version INTEGER NOT NULL); INSERT INTO exhook_schema_version VALUES (1)");
+        await old.exec(
+          kind === "sqlite"
+            ? "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1)"
+            : "CREATE TABLE exhook_schema_version (version INTEGER NOT NULL); INSERT INTO exhook_schema_version VALUES (1)",
+        );
         // Rows as version 1 wrote them: key node|peerhost:peerport; live / ended / tombstone (disconnect before connect).
         const row = (id: string, peerport: number, connectedAt: number | null, disconnectedAt: number | null, reason: string) =>
           old.exec(
@@ -301,8 +361,15 @@ const contract = (label: string, make: () => Backend) =>
           expect(await migrated.getPresence("m-ended")).toMatchObject({ online: false, since: 2000, reason: "normal" });
           expect(await migrated.getPresence("m-tomb")).toMatchObject({ online: false, since: 5000, reason: "tcp_closed" });
           // The migrated key is the one new events use: the live connection's disconnect ends it, a quick reconnect is online.
-          expect((await migrated.presenceDisconnected(conn("m-live", 0), 3000, "tcp_closed")).state).toMatchObject({ online: false, connections: 0 });
-          expect((await migrated.presenceConnected(conn("m-live", 0), 5000, 30_000)).state).toMatchObject({ online: true, since: 5000, connections: 1 });
+          expect((await migrated.presenceDisconnected(conn("m-live", 0), 3000, "tcp_closed")).state).toMatchObject({
+            online: false,
+            connections: 0,
+          });
+          expect((await migrated.presenceConnected(conn("m-live", 0), 5000, 30_000)).state).toMatchObject({
+            online: true,
+            since: 5000,
+            connections: 1,
+          });
           // The tombstone still holds back its late connect; the ended connection's port may connect again.
           expect((await migrated.presenceConnected(conn("m-tomb", 8), 5001, 30_000)).state.online).toBe(false);
           expect((await migrated.presenceConnected(conn("m-ended", 7), 6000, 30_000)).state.online).toBe(true);
@@ -360,7 +427,10 @@ describe("SQLite worker threads", () => {
       expect(await store.insertMessages([msg(1, "a/b")])).toBe(1);
       const crash = (store as unknown as { __exitThread(): Promise<void> }).__exitThread();
       await expect(crash).rejects.toMatchObject({ code: "STORE_WORKER_EXITED", message: "the SQLite writer thread exited (code 1)" });
-      expect(lines[0]).toEqual({ obj: { thread: "writer", code: 1, failedCalls: 1, restartInMs: 200 }, msg: "SQLite store thread exited; starting a new one" });
+      expect(lines[0]).toEqual({
+        obj: { thread: "writer", code: 1, failedCalls: 1, restartInMs: 200 },
+        msg: "SQLite store thread exited; starting a new one",
+      });
       // Calls made meanwhile wait for the new thread; reads never stopped.
       expect(await store.insertMessages([msg(2, "a/b")])).toBe(1);
       expect((await store.queryMessages({ filter: "a/b", limit: 10 })).map((m) => m.id)).toEqual([msg(2, "").id, msg(1, "").id]);

@@ -95,7 +95,12 @@ for (const pkg of ["v1", "v2", "v3"] as const) {
     encodeAs: pkg,
     type: "ProviderLoadedRequest",
     body: {
-      broker: { version: "5.8.9", sysdescr: "EMQX", uptime: pkg === "v1" ? "1 days, 2 hours, 3 minutes, 4 seconds" : 93784000, datetime: "2024-01-01 00:00:00" },
+      broker: {
+        version: "5.8.9",
+        sysdescr: "EMQX",
+        uptime: pkg === "v1" ? "1 days, 2 hours, 3 minutes, 4 seconds" : 93784000,
+        datetime: "2024-01-01 00:00:00",
+      },
       meta: META_IN,
     },
     expected: () =>
@@ -151,14 +156,28 @@ for (const pkg of ["v1", "v2", "v3"] as const) {
     body: {
       message: MESSAGE_IN,
       meta: META_IN,
-      ...(pkg === "v3" ? { props: [{ name: "Content-Type", value: "text/plain" }], user_props: [{ name: "k", value: "v" }, { name: "k", value: "v2" }] } : {}),
+      ...(pkg === "v3"
+        ? {
+            props: [{ name: "Content-Type", value: "text/plain" }],
+            user_props: [
+              { name: "k", value: "v" },
+              { name: "k", value: "v2" },
+            ],
+          }
+        : {}),
     },
     expected: () =>
       create(v3.MessagePublishRequestSchema, {
         message: MESSAGE,
         meta: META,
         props: pkg === "v3" ? [{ name: "Content-Type", value: "text/plain" }] : [],
-        userProps: pkg === "v3" ? [{ name: "k", value: "v" }, { name: "k", value: "v2" }] : [],
+        userProps:
+          pkg === "v3"
+            ? [
+                { name: "k", value: "v" },
+                { name: "k", value: "v2" },
+              ]
+            : [],
       }),
   });
   cases.push({
@@ -169,14 +188,34 @@ for (const pkg of ["v1", "v2", "v3"] as const) {
     encodeAs: pkg,
     type: "ClientConnectRequest",
     body: {
-      conninfo: { node: "n", clientid: "c1", username: "alice", peerhost: "10.0.0.9", sockport: 1883, proto_name: "MQTT", proto_ver: "5", keepalive: 60, ...withPeerport },
+      conninfo: {
+        node: "n",
+        clientid: "c1",
+        username: "alice",
+        peerhost: "10.0.0.9",
+        sockport: 1883,
+        proto_name: "MQTT",
+        proto_ver: "5",
+        keepalive: 60,
+        ...withPeerport,
+      },
       props: [{ name: "Session-Expiry-Interval", value: "0" }],
       meta: META_IN,
       ...(pkg === "v3" ? { user_props: [{ name: "app", value: "x" }] } : {}),
     },
     expected: () =>
       create(v3.ClientConnectRequestSchema, {
-        conninfo: { node: "n", clientid: "c1", username: "alice", peerhost: "10.0.0.9", sockport: 1883, protoName: "MQTT", protoVer: "5", keepalive: 60, peerport: pkg === "v1" ? 0 : 50001 },
+        conninfo: {
+          node: "n",
+          clientid: "c1",
+          username: "alice",
+          peerhost: "10.0.0.9",
+          sockport: 1883,
+          protoName: "MQTT",
+          protoVer: "5",
+          keepalive: 60,
+          peerport: pkg === "v1" ? 0 : 50001,
+        },
         props: [{ name: "Session-Expiry-Interval", value: "0" }],
         meta: META,
         userProps: pkg === "v3" ? [{ name: "app", value: "x" }] : [],
@@ -193,7 +232,10 @@ cases.push(
     target: "onClientSubscribe",
     encodeAs: "v1",
     type: "ClientSubscribeRequest",
-    body: { clientinfo: { clientid: "c1" }, topic_filters: [{ name: "a/#", qos: 2 }, { name: "b", qos: 1 }, { name: "c", qos: 0 }, { name: "d" }] },
+    body: {
+      clientinfo: { clientid: "c1" },
+      topic_filters: [{ name: "a/#", qos: 2 }, { name: "b", qos: 1 }, { name: "c", qos: 0 }, { name: "d" }],
+    },
     expected: () =>
       create(v3.ClientSubscribeRequestSchema, {
         clientinfo: { clientid: "c1" },
@@ -216,7 +258,11 @@ cases.push(
     type: "ClientSubscribeRequest",
     body: { clientinfo: { clientid: "c1" }, topic_filters: [{ name: "a/+", qos: 1 }], meta: META_IN },
     expected: () =>
-      create(v3.ClientSubscribeRequestSchema, { clientinfo: { clientid: "c1" }, topicFilters: [{ name: "a/+", subopts: { qos: 1 } }], meta: META }),
+      create(v3.ClientSubscribeRequestSchema, {
+        clientinfo: { clientid: "c1" },
+        topicFilters: [{ name: "a/+", subopts: { qos: 1 } }],
+        meta: META,
+      }),
   },
   {
     name: "OnClientUnsubscribe (V2-a): TopicFilter.qos → subopts.qos",
@@ -226,7 +272,8 @@ cases.push(
     encodeAs: "v1",
     type: "ClientUnsubscribeRequest",
     body: { clientinfo: { clientid: "c1" }, topic_filters: [{ name: "a/+", qos: 2 }] },
-    expected: () => create(v3.ClientUnsubscribeRequestSchema, { clientinfo: { clientid: "c1" }, topicFilters: [{ name: "a/+", subopts: { qos: 2 } }] }),
+    expected: () =>
+      create(v3.ClientUnsubscribeRequestSchema, { clientinfo: { clientid: "c1" }, topicFilters: [{ name: "a/+", subopts: { qos: 2 } }] }),
   },
   {
     name: "OnClientSubscribe (V2-b): subopts as sent",
@@ -237,7 +284,10 @@ cases.push(
     type: "ClientSubscribeRequest",
     body: { clientinfo: { clientid: "c1" }, topic_filters: [{ name: "a/+", subopts: { qos: 1, rh: 2, rap: 1, nl: 1 } }] },
     expected: () =>
-      create(v3.ClientSubscribeRequestSchema, { clientinfo: { clientid: "c1" }, topicFilters: [{ name: "a/+", subopts: { qos: 1, rh: 2, rap: 1, nl: 1 } }] }),
+      create(v3.ClientSubscribeRequestSchema, {
+        clientinfo: { clientid: "c1" },
+        topicFilters: [{ name: "a/+", subopts: { qos: 1, rh: 2, rap: 1, nl: 1 } }],
+      }),
   },
   {
     name: "OnClientSubscribe (v3): subopts and user_props as sent",
@@ -246,7 +296,11 @@ cases.push(
     target: "onClientSubscribe",
     encodeAs: "v3",
     type: "ClientSubscribeRequest",
-    body: { clientinfo: { clientid: "c1" }, topic_filters: [{ name: "$share/g/a", subopts: { qos: 2 } }], user_props: [{ name: "u", value: "1" }] },
+    body: {
+      clientinfo: { clientid: "c1" },
+      topic_filters: [{ name: "$share/g/a", subopts: { qos: 2 } }],
+      user_props: [{ name: "u", value: "1" }],
+    },
     expected: () =>
       create(v3.ClientSubscribeRequestSchema, {
         clientinfo: { clientid: "c1" },
@@ -268,7 +322,11 @@ for (const pkg of ["v1", "v2"] as const) {
       type: "SessionSubscribedRequest",
       body: { clientinfo: { clientid: "c1" }, topic: "sensors/+/temp", subopts: { qos: 1, share: "g", rh: 0, rap: 0, nl: 0 } },
       expected: () =>
-        create(v3.SessionSubscribedRequestSchema, { clientinfo: { clientid: "c1" }, topic: "$share/g/sensors/+/temp", subopts: { qos: 1 } }),
+        create(v3.SessionSubscribedRequestSchema, {
+          clientinfo: { clientid: "c1" },
+          topic: "$share/g/sensors/+/temp",
+          subopts: { qos: 1 },
+        }),
     },
     {
       name: `OnSessionSubscribed (${pkg}): no share group, topic unchanged`,
@@ -278,7 +336,8 @@ for (const pkg of ["v1", "v2"] as const) {
       encodeAs: "v1",
       type: "SessionSubscribedRequest",
       body: { clientinfo: { clientid: "c1" }, topic: "a/b", subopts: { qos: 2, share: "", nl: 1 } },
-      expected: () => create(v3.SessionSubscribedRequestSchema, { clientinfo: { clientid: "c1" }, topic: "a/b", subopts: { qos: 2, nl: 1 } }),
+      expected: () =>
+        create(v3.SessionSubscribedRequestSchema, { clientinfo: { clientid: "c1" }, topic: "a/b", subopts: { qos: 2, nl: 1 } }),
     },
   );
 }
@@ -300,7 +359,8 @@ cases.push({
   encodeAs: "v1",
   type: "ProviderLoadedRequest",
   body: { broker: { version: "4.3.0", sysdescr: "EMQ X Broker", uptime: "5 seconds", datetime: "d" } },
-  expected: () => create(v3.ProviderLoadedRequestSchema, { broker: { version: "4.3.0", sysdescr: "EMQ X Broker", uptime: 5000n, datetime: "d" } }),
+  expected: () =>
+    create(v3.ProviderLoadedRequestSchema, { broker: { version: "4.3.0", sysdescr: "EMQ X Broker", uptime: 5000n, datetime: "d" } }),
 });
 
 describe("decodeRequest: what EMQX sends → what handlers see", () => {
@@ -315,17 +375,21 @@ describe("decodeRequest: what EMQX sends → what handlers see", () => {
     expect(got).toEqual(c.expected());
   });
 
-  test.each(cases.map((c) => [`${c.pkg} ${c.name}`, c] as const))("the Connect path (decodeSchema, then toHandlerRequest) agrees: %s", (_name, c) => {
-    const r = route(c.pkg, c.rpc);
-    // What connect-node does with the schema exhookRoutes registers, then what the route does.
-    const decoded = fromBinary(decodeSchema(c.pkg, r.target), encode(c.encodeAs, c.type, c.body));
-    expect(toHandlerRequest(c.pkg, r.target, decoded)).toEqual(c.expected());
-  });
+  test.each(cases.map((c) => [`${c.pkg} ${c.name}`, c] as const))(
+    "the Connect path (decodeSchema, then toHandlerRequest) agrees: %s",
+    (_name, c) => {
+      const r = route(c.pkg, c.rpc);
+      // What connect-node does with the schema exhookRoutes registers, then what the route does.
+      const decoded = fromBinary(decodeSchema(c.pkg, r.target), encode(c.encodeAs, c.type, c.body));
+      expect(toHandlerRequest(c.pkg, r.target, decoded)).toEqual(c.expected());
+    },
+  );
 
   test("decodeSchema: v3 for everything but v1's ProviderLoadedRequest", () => {
     for (const pkg of ["v1", "v2", "v3"] as const) {
       for (const r of [...routes.values()].filter((x) => x.pkg === pkg)) {
-        const expected = pkg === "v1" && r.target === "loaded" ? "emqx.exhook.v1.ProviderLoadedRequest" : expect.stringMatching(/^emqx\.exhook\.v3\./);
+        const expected =
+          pkg === "v1" && r.target === "loaded" ? "emqx.exhook.v1.ProviderLoadedRequest" : expect.stringMatching(/^emqx\.exhook\.v3\./);
         expect(decodeSchema(pkg, r.target).typeName).toEqual(expected);
       }
     }
@@ -414,7 +478,10 @@ const DECISIONS: ReadonlyArray<readonly [string, Decision, v3.Message | undefine
     REWRITE_BASE,
     {
       type: "CONTINUE",
-      message: decodedMessage({ payload: Buffer.from("out"), headers: { peerhost: "10.0.0.9", username: "bob", proto_ver: "5", added: "1" } }),
+      message: decodedMessage({
+        payload: Buffer.from("out"),
+        headers: { peerhost: "10.0.0.9", username: "bob", proto_ver: "5", added: "1" },
+      }),
       value: "message",
     },
   ],
@@ -424,7 +491,12 @@ const DECISIONS: ReadonlyArray<readonly [string, Decision, v3.Message | undefine
     REWRITE_BASE,
     { type: "CONTINUE", message: decodedMessage({ payload: Buffer.from([0, 1, 255]), qos: 1 }), value: "message" },
   ],
-  ["rewrite nothing: everything kept, QoS 2 included", rewrite({}), REWRITE_BASE, { type: "CONTINUE", message: decodedMessage(), value: "message" }],
+  [
+    "rewrite nothing: everything kept, QoS 2 included",
+    rewrite({}),
+    REWRITE_BASE,
+    { type: "CONTINUE", message: decodedMessage(), value: "message" },
+  ],
   [
     "drop",
     drop(),
@@ -452,7 +524,16 @@ describe("valuedResponse, decoded with each package's proto", () => {
     const res = valuedResponse(drop(), create(v3.MessageSchema, { topic: "t", qos: 1 }), false);
     expect(decode("v3", "ValuedResponse", toBinary(v3.ValuedResponseSchema, res))).toEqual({
       type: "STOP_AND_RETURN",
-      message: { node: "", id: "", qos: 1, from: "", topic: "t", payload: Buffer.alloc(0), timestamp: "0", headers: { allow_publish: "false" } },
+      message: {
+        node: "",
+        id: "",
+        qos: 1,
+        from: "",
+        topic: "t",
+        payload: Buffer.alloc(0),
+        timestamp: "0",
+        headers: { allow_publish: "false" },
+      },
       value: "message",
     });
   });
@@ -480,7 +561,8 @@ describe("legacy ResponsedType numbering (EMQX 4.3.0–4.3.2)", () => {
   });
 
   // The 4.3.0 proto's enum, built independently: IGNORE=0, CONTINUE=1, STOP_AND_RETURN=2.
-  const legacyRoot = protobuf.parse(`
+  const legacyRoot = protobuf.parse(
+    `
     syntax = "proto3";
     package legacy;
     message Message {
@@ -491,10 +573,15 @@ describe("legacy ResponsedType numbering (EMQX 4.3.0–4.3.2)", () => {
       enum ResponsedType { IGNORE = 0; CONTINUE = 1; STOP_AND_RETURN = 2; }
       ResponsedType type = 1;
       oneof value { bool bool_result = 3; Message message = 4; }
-    }`, { keepCase: true }).root;
+    }`,
+    { keepCase: true },
+  ).root;
   const LegacyValued = legacyRoot.lookupType("legacy.ValuedResponse");
   const legacyDecode = (bytes: Uint8Array) =>
-    LegacyValued.toObject(LegacyValued.decode(bytes), { enums: String, defaults: true, oneofs: true, longs: String }) as Record<string, unknown>;
+    LegacyValued.toObject(LegacyValued.decode(bytes), { enums: String, defaults: true, oneofs: true, longs: String }) as Record<
+      string,
+      unknown
+    >;
 
   test.each([
     ["noOpinion", noOpinion(), undefined, "IGNORE"],

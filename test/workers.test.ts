@@ -42,11 +42,26 @@ const LISTENING = /listening on 127\.0\.0\.1:(\d+)/g;
 
 /** `emqx-exhook serve <provider> --workers 2` from the compiled tree in `dir`. */
 function serveWorkers(dir: string, provider: string, options: { detached?: boolean } = {}): CliProcess {
-  return spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, provider), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent"], {
-    cwd: dir,
-    env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
-    ...options,
-  });
+  return spawnCli(
+    [
+      path.join(dir, "src", "cli.js"),
+      "serve",
+      path.join(dir, provider),
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--workers",
+      "2",
+      "--log-level",
+      "silent",
+    ],
+    {
+      cwd: dir,
+      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
+      ...options,
+    },
+  );
 }
 
 describe("serve --workers 2", () => {
@@ -84,7 +99,9 @@ describe("serve --workers 2", () => {
     const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
     try {
       const body = encode("v3", "MessagePublishRequest", { message: { topic: "t/1", payload: Buffer.from("x"), qos: 1, from: "c1" } });
-      const replies = await Promise.all(Array.from({ length: 32 }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i % 8)));
+      const replies = await Promise.all(
+        Array.from({ length: 32 }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i % 8)),
+      );
       expect(replies.map((r) => r.grpcStatus)).toEqual(Array(32).fill(0));
       const pids = new Set<string>();
       for (const r of replies) {
@@ -112,7 +129,9 @@ describe("serve --workers 2", () => {
     const client = createEmqxLikeClient(`http://127.0.0.1:${port}`, 8);
     try {
       const body = encode("v3", "MessagePublishRequest", { message: { topic: "t/2", payload: Buffer.from("y"), from: "c2" } });
-      const replies = await Promise.all(Array.from({ length: 16 }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i % 8)));
+      const replies = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => client.call(servicePath("v3", "OnMessagePublish"), body, {}, i % 8)),
+      );
       expect(replies.map((r) => r.grpcStatus)).toEqual(Array(16).fill(0));
       const pids = new Set(replies.map((r) => decode("v3", "ValuedResponse", r.messages[0] as Uint8Array)["message"]["headers"]["worker"]));
       expect(pids.has(String(victim))).toBe(false);
@@ -214,7 +233,13 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
   async function callThenReset(clientid: string, running: Promise<void>): Promise<http2.ClientHttp2Session> {
     const session = http2.connect(url);
     session.on("error", () => {});
-    const req = session.request({ ":method": "POST", ":path": servicePath("v3", "OnClientAuthenticate"), "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": "5S" });
+    const req = session.request({
+      ":method": "POST",
+      ":path": servicePath("v3", "OnClientAuthenticate"),
+      "content-type": "application/grpc+proto",
+      te: "trailers",
+      "grpc-timeout": "5S",
+    });
     req.on("error", () => {});
     req.end(frame(clientid));
     await running;
@@ -233,7 +258,9 @@ describe("native transport: EMQX cancelling a call reaches ctx.signal", () => {
 
   test("a handler that first reads ctx.signal after the reset finds it already aborted", async () => {
     // The server-side stream of the next call: its close is the RST_STREAM having arrived.
-    const serverSideClosed = new Promise<void>((resolve) => server.http2.once("stream", (stream: http2.ServerHttp2Stream) => stream.once("close", () => resolve())));
+    const serverSideClosed = new Promise<void>((resolve) =>
+      server.http2.once("stream", (stream: http2.ServerHttp2Stream) => stream.once("close", () => resolve())),
+    );
     const session = await callThenReset("late-reader", lateHandlerStarted);
     await serverSideClosed;
     goOn();
@@ -275,16 +302,34 @@ describe("serve --workers 2: the EMQX 4.3.0-4.3.2 numbering is shared, kept and 
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   function serve(extra: string[] = []): CliProcess {
-    return spawnCli([path.join(dir, "src", "cli.js"), "serve", path.join(dir, "numbering-provider.js"), "--port", "0", "--host", "127.0.0.1", "--workers", "2", "--log-level", "silent", ...extra], {
-      cwd: dir,
-      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
-    });
+    return spawnCli(
+      [
+        path.join(dir, "src", "cli.js"),
+        "serve",
+        path.join(dir, "numbering-provider.js"),
+        "--port",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--workers",
+        "2",
+        "--log-level",
+        "silent",
+        ...extra,
+      ],
+      {
+        cwd: dir,
+        env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules") },
+      },
+    );
   }
 
   const authBody = encode("v1", "ClientAuthenticateRequest", { clientinfo: { clientid: "c", username: "u" } });
   /** The raw ResponsedType number of noOpinion() (IGNORE) on each of the pool's 8 connections. */
   const ignoreNumbers = async (client: EmqxLikeClient): Promise<number[]> => {
-    const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => client.call(servicePath("v1", "OnClientAuthenticate"), authBody, {}, i)));
+    const replies = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => client.call(servicePath("v1", "OnClientAuthenticate"), authBody, {}, i)),
+    );
     // Field 1 (type) is a varint; absent means 0.
     return replies.map((r) => {
       const m = r.messages[0] as Uint8Array;
@@ -294,7 +339,9 @@ describe("serve --workers 2: the EMQX 4.3.0-4.3.2 numbering is shared, kept and 
   const workersOf = async (client: EmqxLikeClient): Promise<Set<string>> => {
     const body = encode("v1", "MessagePublishRequest", { message: { topic: "t", payload: Buffer.from("x") } });
     const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => client.call(servicePath("v1", "OnMessagePublish"), body, {}, i)));
-    return new Set(replies.map((r) => decode("v1", "ValuedResponse", r.messages[0] as Uint8Array)["message"]["headers"]["worker"] as string));
+    return new Set(
+      replies.map((r) => decode("v1", "ValuedResponse", r.messages[0] as Uint8Array)["message"]["headers"]["worker"] as string),
+    );
   };
   const LEGACY = Array(8).fill(0);
   const MODERN = Array(8).fill(1);
@@ -308,13 +355,21 @@ describe("serve --workers 2: the EMQX 4.3.0-4.3.2 numbering is shared, kept and 
         expect((await workersOf(client)).size).toBe(2);
         expect(await ignoreNumbers(client)).toEqual(MODERN);
         // EMQX 4.3.1 loads the provider on one connection of its pool.
-        const load = encode("v1", "ProviderLoadedRequest", { broker: { version: "4.3.1", sysdescr: "EMQ X Broker", uptime: "5 seconds", datetime: "2021-03-01 10:00:00" } });
+        const load = encode("v1", "ProviderLoadedRequest", {
+          broker: { version: "4.3.1", sysdescr: "EMQ X Broker", uptime: "5 seconds", datetime: "2021-03-01 10:00:00" },
+        });
         expect((await client.call(servicePath("v1", "OnProviderLoaded"), load, {}, 0)).grpcStatus).toBe(0);
         // The other worker learns it through the primary (a message away): wait for it.
-        await until(async () => JSON.stringify(await ignoreNumbers(client)) === JSON.stringify(LEGACY), "the legacy numbering on all 8 connections");
+        await until(
+          async () => JSON.stringify(await ignoreNumbers(client)) === JSON.stringify(LEGACY),
+          "the legacy numbering on all 8 connections",
+        );
         expect(JSON.parse(readFileSync(stateFile, "utf8"))).toEqual({
           format: 1,
-          learned: { v1: { legacyNumbering: true, broker: { node: "", version: "4.3.1", sysdescr: "EMQ X Broker", clusterName: "" } }, learnedAt: expect.any(Number) },
+          learned: {
+            v1: { legacyNumbering: true, broker: { node: "", version: "4.3.1", sysdescr: "EMQ X Broker", clusterName: "" } },
+            learnedAt: expect.any(Number),
+          },
         });
         // A worker that dies is replaced; the new one learns it from the primary's replay.
         const victim = Number([...(await workersOf(client))][0]);
@@ -354,7 +409,10 @@ describe("serve --workers 2: the EMQX 4.3.0-4.3.2 numbering is shared, kept and 
   }, 30_000);
 
   test("--emqx-version pins it: 4.4.19 over what the state file says, 4.3.2 without any load", async () => {
-    for (const [version, expected] of [["4.4.19", MODERN], ["4.3.2", LEGACY]] as const) {
+    for (const [version, expected] of [
+      ["4.4.19", MODERN],
+      ["4.3.2", LEGACY],
+    ] as const) {
       const cli = serve(version === "4.4.19" ? ["--state-file", stateFile, "--emqx-version", version] : ["--emqx-version", version]);
       try {
         const port = Number((await cli.waitFor(LISTENING, 2))[0]?.[1]);

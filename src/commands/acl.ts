@@ -61,7 +61,9 @@ async function listRules(cfg: StackConfig, store: Store, io: CommandIo): Promise
   rules.forEach(({ source, rule }, i) => {
     io.stdout(JSON.stringify({ n: i + 1, source, ...rule }) + "\n");
   });
-  io.stderr(`${rules.length} rule${rules.length === 1 ? "" : "s"}, first match wins; no match: ${cfg.acl.noMatch}${cfg.acl.enabled ? "" : " (acl.enabled is false: not in force)"}\n`);
+  io.stderr(
+    `${rules.length} rule${rules.length === 1 ? "" : "s"}, first match wins; no match: ${cfg.acl.noMatch}${cfg.acl.enabled ? "" : " (acl.enabled is false: not in force)"}\n`,
+  );
 }
 
 /** `acl set --file RULES`: validated (with the config's rules and listeners) before anything is stored. */
@@ -85,7 +87,9 @@ async function setRules(cfg: StackConfig, store: Store, file: string | undefined
   );
   await store.replaceAclRules(rules);
   await announceChange(cfg, store, { scope: "rules", key: "" });
-  io.stdout(`stored ${rules.length} ACL rule${rules.length === 1 ? "" : "s"}${cfg.acl.useStoreRules ? "" : " (acl.useStoreRules is false: the server does not read them)"}\n`);
+  io.stdout(
+    `stored ${rules.length} ACL rule${rules.length === 1 ? "" : "s"}${cfg.acl.useStoreRules ? "" : " (acl.useStoreRules is false: the server does not read them)"}\n`,
+  );
 }
 
 /** `acl check`: the answer the server would give, and the rule that made it. */
@@ -97,7 +101,8 @@ async function checkRequest(cfg: StackConfig, store: Store, f: AclCheckFlags, io
     if (!/^\d+$/.test(v) || Number(v) > max) throw new UsageError(`--${name} must be a number from 0 to ${max}, got ${JSON.stringify(v)}`);
     return Number(v);
   };
-  if (f.retain !== undefined && f.retain !== "true" && f.retain !== "false") throw new UsageError(`--retain must be true or false, got ${JSON.stringify(f.retain)}`);
+  if (f.retain !== undefined && f.retain !== "true" && f.retain !== "false")
+    throw new UsageError(`--retain must be true or false, got ${JSON.stringify(f.retain)}`);
   const attrs: Record<string, string> = {};
   for (const a of f.attr ?? []) {
     const eq = a.indexOf("=");
@@ -136,12 +141,23 @@ async function checkRequest(cfg: StackConfig, store: Store, f: AclCheckFlags, io
 }
 
 /** `cache invalidate (--all | --user U | --client C)`. */
-async function invalidateCache(cfg: StackConfig, store: Store, f: { all?: boolean; user?: string | undefined; client?: string | undefined }, io: CommandIo): Promise<void> {
+async function invalidateCache(
+  cfg: StackConfig,
+  store: Store,
+  f: { all?: boolean; user?: string | undefined; client?: string | undefined },
+  io: CommandIo,
+): Promise<void> {
   const given = [f.all ? "all" : undefined, f.user, f.client].filter((v) => v !== undefined);
   if (given.length !== 1) throw new UsageError("cache invalidate needs exactly one of --all, --user U, --client C");
-  const inv: Invalidation = f.all ? { scope: "all", key: "" } : f.user !== undefined ? { scope: "user", key: f.user } : { scope: "client", key: f.client as string };
+  const inv: Invalidation = f.all
+    ? { scope: "all", key: "" }
+    : f.user !== undefined
+      ? { scope: "user", key: f.user }
+      : { scope: "client", key: f.client as string };
   await announceChange(cfg, store, inv);
-  io.stdout(`invalidated ${inv.scope === "all" ? "every cached decision" : `cached decisions of ${inv.scope} ${JSON.stringify(inv.key)}`}${cfg.cache.emqx ? " (and told EMQX)" : ""}\n`);
+  io.stdout(
+    `invalidated ${inv.scope === "all" ? "every cached decision" : `cached decisions of ${inv.scope} ${JSON.stringify(inv.key)}`}${cfg.cache.emqx ? " (and told EMQX)" : ""}\n`,
+  );
 }
 
 export const aclList: Command = {
@@ -161,7 +177,11 @@ export const aclSet: Command = {
   name: "acl set",
   summary: "replace the rules kept in the store; running servers reload them at once (announced), else within acl.storeRefreshMs",
   options: {
-    file: { type: "string", value: "RULES", help: "a YAML or JSON list of rules, as in acl.rules; - reads standard input;\nan empty list removes them all" },
+    file: {
+      type: "string",
+      value: "RULES",
+      help: "a YAML or JSON list of rules, as in acl.rules; - reads standard input;\nan empty list removes them all",
+    },
     ...STORE_OPTIONS,
   },
   async run({ options }, io) {
@@ -216,7 +236,8 @@ export const aclCheck: Command = {
       attr: Array.isArray(attr) ? attr : undefined,
       superuser: options["superuser"] === true,
     };
-    if (flags.action !== "publish" && flags.action !== "subscribe") throw new UsageError("acl check needs --action publish or --action subscribe");
+    if (flags.action !== "publish" && flags.action !== "subscribe")
+      throw new UsageError("acl check needs --action publish or --action subscribe");
     if (flags.topic === undefined || flags.topic === "") throw new UsageError("acl check needs --topic T");
     const cfg = commandConfig(options, io);
     return withStore(openCommandStore(cfg, options), async (store) => {

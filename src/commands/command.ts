@@ -74,7 +74,10 @@ const HELP_OPTION: CommandOption = { type: "boolean", short: "h", help: "show th
  * (strict: unknown options and missing values are errors), adding `--help`. Throws
  * {@link UsageError} with a message naming the option.
  */
-export function parseCommandLine(argv: readonly string[], options: Readonly<Record<string, CommandOption>>): { args: string[]; options: OptionValues } {
+export function parseCommandLine(
+  argv: readonly string[],
+  options: Readonly<Record<string, CommandOption>>,
+): { args: string[]; options: OptionValues } {
   const config: NonNullable<ParseArgsConfig["options"]> = {};
   for (const [name, o] of Object.entries({ ...options, help: HELP_OPTION })) {
     config[name] = { type: o.type, ...(o.multiple ? { multiple: true } : {}), ...(o.short ? { short: o.short } : {}) };
@@ -105,7 +108,8 @@ function parseErrorMessage(err: Error & { code?: string }): string {
  */
 export function parseInteger(text: string, min: number, max: number, what: string): number {
   const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`${what} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UsageError(`${what} must be an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
   return n;
 }
 
@@ -125,7 +129,9 @@ export function commandHelp(program: string, command: Command): string {
 
 /** Option table lines: `  --name VALUE   help` with the help column aligned. */
 export function optionLines(options: Readonly<Record<string, CommandOption>>): string[] {
-  const heads = Object.entries(options).map(([name, o]) => [`${o.short ? `-${o.short}, ` : ""}--${name}${o.value ? ` ${o.value}` : ""}`, o] as const);
+  const heads = Object.entries(options).map(
+    ([name, o]) => [`${o.short ? `-${o.short}, ` : ""}--${name}${o.value ? ` ${o.value}` : ""}`, o] as const,
+  );
   const width = Math.min(Math.max(...heads.map(([h]) => h.length)) + 2, 28);
   const out: string[] = [];
   for (const [head, o] of heads) {

@@ -102,7 +102,9 @@ export async function runCommand(argv: readonly string[], io: CommandIo): Promis
     }
     const max = command.maxArgs ?? 0;
     if (parsed.args.length > max) {
-      throw new UsageError(max === 0 ? `${command.name} takes no positional arguments` : `${command.name} takes one ${command.args ?? "argument"}`);
+      throw new UsageError(
+        max === 0 ? `${command.name} takes no positional arguments` : `${command.name} takes one ${command.args ?? "argument"}`,
+      );
     }
     return await command.run({ args: parsed.args, options: parsed.options }, io);
   } catch (err) {

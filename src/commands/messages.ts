@@ -22,7 +22,13 @@ export const messagesQuery: Command = {
     if (limit !== undefined) parseInteger(limit, 1, 10_000, "--limit");
     let query: MessageQuery;
     try {
-      query = messageQueryFrom({ topic: stringOption(options, "topic"), since: stringOption(options, "since"), until: stringOption(options, "until"), limit, order: stringOption(options, "order") });
+      query = messageQueryFrom({
+        topic: stringOption(options, "topic"),
+        since: stringOption(options, "since"),
+        until: stringOption(options, "until"),
+        limit,
+        order: stringOption(options, "order"),
+      });
     } catch (err) {
       throw new UsageError((err as Error).message);
     }

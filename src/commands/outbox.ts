@@ -11,7 +11,12 @@ import { commandConfig, openCommandStore, STORE_OPTIONS, withStore } from "./sto
 const SINK_OPTION = { sink: { type: "string", value: "NAME", help: "the sink (bridge.sinks[].name)" } } as const;
 
 /** Runs `fn` with the store and the named sink, which must be configured or have rows. */
-function withSink(options: OptionValues, io: CommandIo, action: string, fn: (store: Store, sink: string, cfg: StackConfig) => Promise<number>): Promise<number> {
+function withSink(
+  options: OptionValues,
+  io: CommandIo,
+  action: string,
+  fn: (store: Store, sink: string, cfg: StackConfig) => Promise<number>,
+): Promise<number> {
   const sink = stringOption(options, "sink");
   if (sink === undefined || sink === "") throw new UsageError(`outbox ${action} needs --sink NAME`);
   const cfg = commandConfig(options, io);
@@ -48,7 +53,8 @@ export const outboxStatus: Command = {
           }) + "\n",
         );
       }
-      if (stats.length === 0) io.stderr(`no sinks configured and no outbox rows${cfg.bridge.enabled ? "" : " (bridge.enabled is false)"}\n`);
+      if (stats.length === 0)
+        io.stderr(`no sinks configured and no outbox rows${cfg.bridge.enabled ? "" : " (bridge.enabled is false)"}\n`);
       return 0;
     });
   },
@@ -95,7 +101,9 @@ export const outboxReplay: Command = {
   async run({ options }, io) {
     return withSink(options, io, "replay", async (store, sink) => {
       const n = await store.outboxReplay(sink);
-      io.stdout(`${n} parked message${n === 1 ? "" : "s"} of sink ${sink} back in line; a running server forwards them within bridge.pollMs\n`);
+      io.stdout(
+        `${n} parked message${n === 1 ? "" : "s"} of sink ${sink} back in line; a running server forwards them within bridge.pollMs\n`,
+      );
       return 0;
     });
   },
@@ -111,7 +119,8 @@ export const outboxPurge: Command = {
     ...STORE_OPTIONS,
   },
   async run({ options }, io) {
-    if ((options["parked"] === true) === (options["all"] === true)) throw new UsageError("outbox purge needs exactly one of --parked (parked rows only) or --all (every row of the sink)");
+    if ((options["parked"] === true) === (options["all"] === true))
+      throw new UsageError("outbox purge needs exactly one of --parked (parked rows only) or --all (every row of the sink)");
     return withSink(options, io, "purge", async (store, sink) => {
       const parkedOnly = options["parked"] === true;
       const n = await store.outboxPurge(sink, { parkedOnly });

@@ -22,7 +22,9 @@ export const presenceList: Command = {
         const p = await store.getPresence(id);
         list = p ? [p] : [];
       } else {
-        list = await store.listPresence(options["online"] === true ? { online: true } : options["offline"] === true ? { online: false } : {});
+        list = await store.listPresence(
+          options["online"] === true ? { online: true } : options["offline"] === true ? { online: false } : {},
+        );
       }
       for (const p of list) io.stdout(JSON.stringify(presenceJson(p)) + "\n");
       return 0;

@@ -12,7 +12,11 @@ export const SERVE_OPTIONS: Readonly<Record<string, CommandOption>> = {
   port: { type: "string", value: "N", help: "TCP port (env PORT; default 9000; 0 picks a free port)" },
   host: { type: "string", value: "ADDR", help: "interface to listen on (env HOST; default 0.0.0.0)" },
   transport: { type: "string", value: "T", help: '"native" (default, fastest) or "connect" (connect-node adapter)' },
-  config: { type: "string", value: "FILE", help: "YAML/JSON config handed to the provider module (env EXHOOK_CONFIG);\nthe file must exist" },
+  config: {
+    type: "string",
+    value: "FILE",
+    help: "YAML/JSON config handed to the provider module (env EXHOOK_CONFIG);\nthe file must exist",
+  },
   "metrics-port": {
     type: "string",
     value: "N",
@@ -24,8 +28,16 @@ export const SERVE_OPTIONS: Readonly<Record<string, CommandOption>> = {
     value: "FILE",
     help: 'require "Authorization: Bearer <token in FILE>" for /metrics and the provider\'s routes\n(env METRICS_TOKEN_FILE); the read API needs it when the port is not on localhost',
   },
-  "ready-when": { type: "string", value: "W", help: '/readyz ready when "listening" (default; also: provider check such as the store) or "loaded"' },
-  "ready-nodes": { type: "string", value: "LIST", help: 'EMQX node names whose OnProviderLoaded counts for "loaded", comma-separated (env READY_NODES)' },
+  "ready-when": {
+    type: "string",
+    value: "W",
+    help: '/readyz ready when "listening" (default; also: provider check such as the store) or "loaded"',
+  },
+  "ready-nodes": {
+    type: "string",
+    value: "LIST",
+    help: 'EMQX node names whose OnProviderLoaded counts for "loaded", comma-separated (env READY_NODES)',
+  },
   "tls-cert": { type: "string", value: "FILE", help: "serve TLS (EMQX https:// URL) with this PEM certificate (needs --tls-key)" },
   "tls-key": { type: "string", value: "FILE", help: "PEM private key of --tls-cert" },
   "tls-ca": { type: "string", value: "FILE", help: "require client certificates signed by this CA (mutual TLS)" },
@@ -60,7 +72,7 @@ export const SERVE_COMMAND: Omit<Command, "run"> = {
   maxArgs: 1,
   summary: "serve a provider module to EMQX (h2c or TLS); prints the EMQX configuration",
   details:
-    "<provider-module> is a JS module whose default export (or export \"provider\") is a provider from\n" +
+    '<provider-module> is a JS module whose default export (or export "provider") is a provider from\n' +
     "defineProvider(), or a function receiving { configPath, logger, onClose } and returning one (it may\n" +
     "be async). `serve` is the default command: `emqx-exhook <provider-module>` does the same.",
   options: SERVE_OPTIONS,
@@ -113,7 +125,8 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
 
 function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
   const { args, options: o } = parseCommandLine(argv, SERVE_OPTIONS);
-  const flagOrEnv = (flag: string, envName?: string): string | undefined => stringOption(o, flag) ?? (envName ? env[envName] || undefined : undefined);
+  const flagOrEnv = (flag: string, envName?: string): string | undefined =>
+    stringOption(o, flag) ?? (envName ? env[envName] || undefined : undefined);
   if (o["help"] === true) return { command: "help", port: 9000, host: "0.0.0.0", transport: "native" };
   if (args.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(args[1])}: serve takes one <provider-module>`);
   const module = args[0];
@@ -121,8 +134,15 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
   const portText = flagOrEnv("port", "PORT");
   const port = portText === undefined ? 9000 : parseInteger(portText, 0, 65535, "port (--port or PORT)");
   const transport = stringOption(o, "transport") ?? "native";
-  if (transport !== "native" && transport !== "connect") throw new UsageError(`--transport must be "native" or "connect", got ${JSON.stringify(transport)}`);
-  const out: { -readonly [K in keyof CliArgs]?: CliArgs[K] } = { command: "serve", module, port, host: flagOrEnv("host", "HOST") ?? "0.0.0.0", transport };
+  if (transport !== "native" && transport !== "connect")
+    throw new UsageError(`--transport must be "native" or "connect", got ${JSON.stringify(transport)}`);
+  const out: { -readonly [K in keyof CliArgs]?: CliArgs[K] } = {
+    command: "serve",
+    module,
+    port,
+    host: flagOrEnv("host", "HOST") ?? "0.0.0.0",
+    transport,
+  };
   const config = flagOrEnv("config", "EXHOOK_CONFIG");
   if (config !== undefined) out.configPath = resolve(config);
   const metrics = flagOrEnv("metrics-port", "METRICS_PORT");
@@ -133,17 +153,24 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
   if (tokenFile !== undefined) out.metricsTokenFile = tokenFile;
   const readyWhen = stringOption(o, "ready-when");
   if (readyWhen !== undefined) {
-    if (readyWhen !== "loaded" && readyWhen !== "listening") throw new UsageError(`--ready-when must be "loaded" or "listening", got ${JSON.stringify(readyWhen)}`);
+    if (readyWhen !== "loaded" && readyWhen !== "listening")
+      throw new UsageError(`--ready-when must be "loaded" or "listening", got ${JSON.stringify(readyWhen)}`);
     out.readyWhen = readyWhen;
   }
   const readyNodes = flagOrEnv("ready-nodes", "READY_NODES");
   if (readyNodes !== undefined) {
-    const nodes = readyNodes.split(",").map((n) => n.trim()).filter((n) => n !== "");
-    if (nodes.length === 0) throw new UsageError(`--ready-nodes needs at least one EMQX node name (e.g. emqx@10.0.0.1), got ${JSON.stringify(readyNodes)}`);
+    const nodes = readyNodes
+      .split(",")
+      .map((n) => n.trim())
+      .filter((n) => n !== "");
+    if (nodes.length === 0)
+      throw new UsageError(`--ready-nodes needs at least one EMQX node name (e.g. emqx@10.0.0.1), got ${JSON.stringify(readyNodes)}`);
     out.readyNodes = nodes;
   }
   if (out.readyWhen === "loaded" && !out.readyNodes) {
-    throw new UsageError("--ready-when loaded needs --ready-nodes (the EMQX node names that count): anyone who reaches the ExHook port can send OnProviderLoaded");
+    throw new UsageError(
+      "--ready-when loaded needs --ready-nodes (the EMQX node names that count): anyone who reaches the ExHook port can send OnProviderLoaded",
+    );
   }
   const cert = stringOption(o, "tls-cert");
   const key = stringOption(o, "tls-key");
@@ -153,7 +180,8 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
   if (cert !== undefined && key !== undefined) out.tls = { cert, key, ...(ca !== undefined ? { ca } : {}) };
   const logLevel = flagOrEnv("log-level", "LOG_LEVEL");
   if (logLevel !== undefined) {
-    if (!LOG_LEVELS.includes(logLevel)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(logLevel)}`);
+    if (!LOG_LEVELS.includes(logLevel))
+      throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(logLevel)}`);
     out.logLevel = logLevel;
   }
   const drain = stringOption(o, "drain-timeout");
@@ -168,8 +196,11 @@ function parse(argv: readonly string[], env: NodeJS.ProcessEnv): CliArgs {
     out.emqxVersion = emqxVersion;
   }
   const heapGrowth = flagOrEnv("heap-growth", "EXHOOK_HEAP_GROWTH");
-  if (heapGrowth !== undefined) out.heapGrowthPercent = parseInteger(heapGrowth, 0, 300, "--heap-growth (or EXHOOK_HEAP_GROWTH, a percent)");
-  const stateFile = flagOrEnv("state-file", "EXHOOK_STATE_FILE") ?? (env["EXHOOK_DATA_DIR"] ? join(env["EXHOOK_DATA_DIR"], "exhook-state.json") : undefined);
+  if (heapGrowth !== undefined)
+    out.heapGrowthPercent = parseInteger(heapGrowth, 0, 300, "--heap-growth (or EXHOOK_HEAP_GROWTH, a percent)");
+  const stateFile =
+    flagOrEnv("state-file", "EXHOOK_STATE_FILE") ??
+    (env["EXHOOK_DATA_DIR"] ? join(env["EXHOOK_DATA_DIR"], "exhook-state.json") : undefined);
   if (stateFile !== undefined) out.stateFile = resolve(stateFile);
   return out as CliArgs;
 }

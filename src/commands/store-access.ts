@@ -15,7 +15,11 @@ import { stringOption, type CommandIo, type CommandOption, type OptionValues } f
 
 /** The options of every command that uses the store. */
 export const STORE_OPTIONS: Readonly<Record<string, CommandOption>> = {
-  config: { type: "string", value: "FILE", help: "YAML/JSON config (default: env EXHOOK_CONFIG); EXHOOK_DATA_DIR and EXHOOK_DB_URL also apply" },
+  config: {
+    type: "string",
+    value: "FILE",
+    help: "YAML/JSON config (default: env EXHOOK_CONFIG); EXHOOK_DATA_DIR and EXHOOK_DB_URL also apply",
+  },
   create: { type: "boolean", help: "create the store when it does not exist yet (default: a missing store is an error)" },
 };
 
@@ -28,7 +32,8 @@ export function commandConfig(options: OptionValues, io: CommandIo): StackConfig
 export async function openCommandStore(cfg: StackConfig, options: OptionValues): Promise<Store> {
   if (options["create"] !== true) {
     const s = resolvedStore(cfg);
-    const hint = "run the command where the server keeps its data, point --config / EXHOOK_DATA_DIR / EXHOOK_DB_URL at it, or pass --create";
+    const hint =
+      "run the command where the server keeps its data, point --config / EXHOOK_DATA_DIR / EXHOOK_DB_URL at it, or pass --create";
     if (s.kind === "sqlite" && s.file !== ":memory:" && !existsSync(s.file)) {
       throw new ExHookConfigError(`no store at ${s.file} (dataDir ${cfg.dataDir}): ${hint} to create an empty one`);
     }

@@ -166,7 +166,11 @@ let collecting = false;
  * In the primary: asks `workers` (default: every connected worker) on `channel` and resolves with
  * one answer per worker, in the same order; a worker silent for `timeoutMs` answers `ok: false`.
  */
-export function askWorkers(channel: string, data: unknown, options: { timeoutMs?: number; workers?: readonly Worker[] } = {}): Promise<WorkerAnswer[]> {
+export function askWorkers(
+  channel: string,
+  data: unknown,
+  options: { timeoutMs?: number; workers?: readonly Worker[] } = {},
+): Promise<WorkerAnswer[]> {
   if (!collecting) {
     collecting = true;
     cluster.on("message", (_w: Worker, msg: unknown) => {

@@ -56,7 +56,11 @@ export function serveOpsToPrimary(local: {
   answerPrimary(CHANNEL, async (data) => {
     const ask = data as Ask;
     if (ask.kind === "info") {
-      return { http: !!local.provider?.http, paths: local.provider?.paths ?? [], perWorkerPaths: local.provider?.perWorkerPaths ?? [] } satisfies WorkerOpsInfo;
+      return {
+        http: !!local.provider?.http,
+        paths: local.provider?.paths ?? [],
+        perWorkerPaths: local.provider?.perWorkerPaths ?? [],
+      } satisfies WorkerOpsInfo;
     }
     if (ask.kind === "readiness") {
       return {
@@ -116,7 +120,13 @@ export function clusterOpsSource(options: ClusterOpsOptions): OpsSource {
         for (const c of r.checks) if (!c.ok) reasons.push(`worker ${a.pid}: ${c.name}: ${c.detail}`);
         for (const n of r.loadedNodes) nodes.add(n);
       }
-      const r = checkReadiness({ serving, loadedNodes: [...nodes], readyWhen: options.readyWhen, readyNodes: options.readyNodes, providerNotReady: undefined });
+      const r = checkReadiness({
+        serving,
+        loadedNodes: [...nodes],
+        readyWhen: options.readyWhen,
+        readyNodes: options.readyNodes,
+        providerNotReady: undefined,
+      });
       const all = [...r.reasons, ...reasons];
       return { ready: all.length === 0, reasons: all, loadedNodes: r.loadedNodes };
     },
@@ -126,14 +136,21 @@ export function clusterOpsSource(options: ClusterOpsOptions): OpsSource {
             const answers = await askWorkers(CHANNEL, { kind: "http", req } satisfies Ask, { timeoutMs });
             return {
               status: 200,
-              body: { workers: answers.map((a) => (a.ok && a.data ? { pid: a.pid, ...((a.data as OpsResponse).body as object) } : { pid: a.pid, error: String(a.data) })) },
+              body: {
+                workers: answers.map((a) =>
+                  a.ok && a.data ? { pid: a.pid, ...((a.data as OpsResponse).body as object) } : { pid: a.pid, error: String(a.data) },
+                ),
+              },
             };
           }
           const workers = live();
           if (workers.length === 0) return { status: 503, body: { error: "no worker is running" } };
           const w = workers[turn++ % workers.length] as Worker;
           // A query may legitimately take its full time limit: wait a little longer than that.
-          const [a] = await askWorkers(CHANNEL, { kind: "http", req } satisfies Ask, { workers: [w], timeoutMs: Math.max(timeoutMs, 65_000) });
+          const [a] = await askWorkers(CHANNEL, { kind: "http", req } satisfies Ask, {
+            workers: [w],
+            timeoutMs: Math.max(timeoutMs, 65_000),
+          });
           if (!a?.ok) return { status: 503, body: { error: String(a?.data) } };
           return (a.data as OpsResponse | null) ?? undefined;
         }

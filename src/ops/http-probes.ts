@@ -70,7 +70,8 @@ export function checkReadiness(i: ReadinessInputs): Readiness {
 /** Checks `readyWhen` / `readyNodes`; throws an ExHookConfigError saying what to fix. */
 export function checkReadyOptions(readyWhen: unknown, readyNodes: readonly string[] | undefined): ReadyWhen {
   const when = readyWhen ?? "listening";
-  if (when !== "loaded" && when !== "listening") throw new ExHookConfigError(`readyWhen must be "loaded" or "listening", got ${JSON.stringify(when)}`);
+  if (when !== "loaded" && when !== "listening")
+    throw new ExHookConfigError(`readyWhen must be "loaded" or "listening", got ${JSON.stringify(when)}`);
   if (when === "loaded" && (!readyNodes || readyNodes.length === 0)) {
     throw new ExHookConfigError(
       'readyWhen "loaded" needs the EMQX node names that count (readyNodes / --ready-nodes emqx@host1,emqx@host2): anyone who reaches the ExHook port can send OnProviderLoaded',
@@ -147,7 +148,11 @@ export function createOpsServer(options: OpsServerOptions): OpsServer {
   };
   const json = (res: http.ServerResponse, r: OpsResponse, head: boolean) => {
     const body = JSON.stringify(r.body);
-    res.writeHead(r.status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
+    res.writeHead(r.status, {
+      "content-type": "application/json; charset=utf-8",
+      "content-length": Buffer.byteLength(body),
+      "cache-control": "no-store",
+    });
     res.end(head ? undefined : body);
   };
   const known = ["/metrics", "/healthz", "/readyz", ...(source.paths ?? [])].join(", ");

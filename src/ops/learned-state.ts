@@ -59,7 +59,15 @@ export function shareLearnedState(options: ShareLearnedStateOptions = {}): Learn
     const state = readStateFile(file, logger);
     if (state) {
       apply(state);
-      logger?.info({ file, legacyNumbering: state.v1.legacyNumbering, version: state.v1.broker.version, learnedAt: new Date(state.learnedAt).toISOString() }, "state learned from EMQX in an earlier run applied");
+      logger?.info(
+        {
+          file,
+          legacyNumbering: state.v1.legacyNumbering,
+          version: state.v1.broker.version,
+          learnedAt: new Date(state.learnedAt).toISOString(),
+        },
+        "state learned from EMQX in an earlier run applied",
+      );
     }
   }
   return {
@@ -71,7 +79,10 @@ export function shareLearnedState(options: ShareLearnedStateOptions = {}): Learn
     publish(state) {
       bus.publish(LEARNED_STATE_CHANNEL, state, { sticky: true });
       if (file) writeStateFile(file, state, logger);
-      logger?.info({ legacyNumbering: state.v1.legacyNumbering, version: state.v1.broker.version, file }, "learned from EMQX (shared with the other workers)");
+      logger?.info(
+        { legacyNumbering: state.v1.legacyNumbering, version: state.v1.broker.version, file },
+        "learned from EMQX (shared with the other workers)",
+      );
     },
     stop: unsubscribe,
   };
@@ -87,7 +98,8 @@ function readStateFile(file: string, logger: Logger | undefined): LearnedState |
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") logger?.warn({ file, err: (err as Error).message }, "cannot read the state file; starting without it");
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+      logger?.warn({ file, err: (err as Error).message }, "cannot read the state file; starting without it");
     return undefined;
   }
   let parsed: unknown;
@@ -118,10 +130,14 @@ function writeStateFile(file: string, state: LearnedState, logger: Logger | unde
 function asLearnedState(data: unknown): LearnedState | undefined {
   const d = data as { v1?: { legacyNumbering?: unknown; broker?: Record<string, unknown> }; learnedAt?: unknown } | null;
   const b = d?.v1?.broker;
-  if (typeof d?.learnedAt !== "number" || typeof d.v1?.legacyNumbering !== "boolean" || typeof b !== "object" || b === null) return undefined;
+  if (typeof d?.learnedAt !== "number" || typeof d.v1?.legacyNumbering !== "boolean" || typeof b !== "object" || b === null)
+    return undefined;
   const str = (v: unknown) => (typeof v === "string" ? v : "");
   return {
-    v1: { legacyNumbering: d.v1.legacyNumbering, broker: { node: str(b["node"]), version: str(b["version"]), sysdescr: str(b["sysdescr"]), clusterName: str(b["clusterName"]) } },
+    v1: {
+      legacyNumbering: d.v1.legacyNumbering,
+      broker: { node: str(b["node"]), version: str(b["version"]), sysdescr: str(b["sysdescr"]), clusterName: str(b["clusterName"]) },
+    },
     learnedAt: d.learnedAt,
   };
 }

@@ -39,7 +39,10 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions = {}): PinoLogger {
   const level = options.level ?? "info";
   if (!LOG_LEVELS.includes(level)) throw new Error(`log level must be one of ${LOG_LEVELS.join(", ")}, got ${JSON.stringify(level)}`);
-  const pretty = options.pretty === "auto" || options.pretty === undefined ? options.destination === undefined && process.stdout.isTTY === true : options.pretty;
+  const pretty =
+    options.pretty === "auto" || options.pretty === undefined
+      ? options.destination === undefined && process.stdout.isTTY === true
+      : options.pretty;
   const opts: pino.LoggerOptions = {
     level,
     base: options.base ?? { name: "emqx-exhook" },

@@ -106,12 +106,43 @@ export function createMetrics(options: MetricsOptions = {}): ExHookMetrics {
     collectDefaultMetrics({ register: registry, prefix: `${prefix}process_` });
   }
 
-  const calls = new Counter({ name: `${prefix}hook_calls_total`, help: "Hook handler calls (after topic-filter matching).", labelNames: ["hook", "package"], registers });
-  const decisions = new Counter({ name: `${prefix}hook_decisions_total`, help: "Decisions sent by decision hooks, by kind.", labelNames: ["hook", "package", "decision"], registers });
-  const fallbacks = new Counter({ name: `${prefix}hook_fallbacks_total`, help: "Fallback answers sent instead of the handler's, by reason.", labelNames: ["hook", "package", "reason"], registers });
-  const duration = new Histogram({ name: `${prefix}hook_duration_seconds`, help: "Hook handler latency in seconds (compare with EMQX request_timeout).", labelNames: ["hook", "package"], buckets, registers });
-  const inFlight = new Gauge({ name: `${prefix}hook_in_flight`, help: "Hook calls running now.", labelNames: ["hook", "package"], registers });
-  const grpc = new Counter({ name: `${prefix}grpc_responses_total`, help: "gRPC calls answered, by package, method and status code.", labelNames: ["package", "method", "code"], registers });
+  const calls = new Counter({
+    name: `${prefix}hook_calls_total`,
+    help: "Hook handler calls (after topic-filter matching).",
+    labelNames: ["hook", "package"],
+    registers,
+  });
+  const decisions = new Counter({
+    name: `${prefix}hook_decisions_total`,
+    help: "Decisions sent by decision hooks, by kind.",
+    labelNames: ["hook", "package", "decision"],
+    registers,
+  });
+  const fallbacks = new Counter({
+    name: `${prefix}hook_fallbacks_total`,
+    help: "Fallback answers sent instead of the handler's, by reason.",
+    labelNames: ["hook", "package", "reason"],
+    registers,
+  });
+  const duration = new Histogram({
+    name: `${prefix}hook_duration_seconds`,
+    help: "Hook handler latency in seconds (compare with EMQX request_timeout).",
+    labelNames: ["hook", "package"],
+    buckets,
+    registers,
+  });
+  const inFlight = new Gauge({
+    name: `${prefix}hook_in_flight`,
+    help: "Hook calls running now.",
+    labelNames: ["hook", "package"],
+    registers,
+  });
+  const grpc = new Counter({
+    name: `${prefix}grpc_responses_total`,
+    help: "gRPC calls answered, by package, method and status code.",
+    labelNames: ["package", "method", "code"],
+    registers,
+  });
 
   const dispatchers: Dispatcher[] = [];
   // Label values on the broker metrics come from the wire (any caller can send OnProviderLoaded),

@@ -40,7 +40,8 @@ export function readTlsOptions(files: TlsFiles): http2.SecureServerOptions {
   // Validates now (bad PEM, key not matching the certificate) rather than at the first handshake.
   createSecureContext(material);
   const verify = files.requestClientCert ?? files.ca !== undefined;
-  if (verify && files.ca === undefined) throw new ExHookConfigError("tls.requestClientCert needs tls.ca (the CA that signs client certificates)");
+  if (verify && files.ca === undefined)
+    throw new ExHookConfigError("tls.requestClientCert needs tls.ca (the CA that signs client certificates)");
   return {
     ...material,
     requestCert: verify,
@@ -71,7 +72,11 @@ function readMaterial(files: TlsFiles): SecureContextOptions {
  * the new certificate; existing ones keep theirs. A half-written pair (new cert, old key) fails
  * validation and is retried at the next check. Returns a stop function.
  */
-export function watchTls(server: http2.Http2SecureServer, files: TlsFiles, logger: Logger | undefined): { reload(): boolean; stop(): void } {
+export function watchTls(
+  server: http2.Http2SecureServer,
+  files: TlsFiles,
+  logger: Logger | undefined,
+): { reload(): boolean; stop(): void } {
   const reload = (): boolean => {
     try {
       const material = readMaterial(files);
@@ -80,12 +85,16 @@ export function watchTls(server: http2.Http2SecureServer, files: TlsFiles, logge
       logger?.info({ cert: files.cert }, "TLS certificate reloaded");
       return true;
     } catch (err) {
-      logger?.warn({ err: (err as Error).message, cert: files.cert }, "TLS files changed but could not be loaded; keeping the previous certificate");
+      logger?.warn(
+        { err: (err as Error).message, cert: files.cert },
+        "TLS files changed but could not be loaded; keeping the previous certificate",
+      );
       return false;
     }
   };
   const interval = files.reloadIntervalMs ?? 5000;
-  if (!Number.isFinite(interval) || interval < 0) throw new ExHookConfigError(`tls.reloadIntervalMs must be a non-negative number, got ${JSON.stringify(interval)}`);
+  if (!Number.isFinite(interval) || interval < 0)
+    throw new ExHookConfigError(`tls.reloadIntervalMs must be a non-negative number, got ${JSON.stringify(interval)}`);
   const paths = [files.cert, files.key, ...(files.ca !== undefined ? [files.ca] : [])];
   let pending: NodeJS.Timeout | undefined;
   const onChange = (cur: { mtimeMs: number; ino: number }, prev: { mtimeMs: number; ino: number }) => {

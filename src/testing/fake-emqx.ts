@@ -136,7 +136,10 @@ export interface FakeEmqx {
   /** An MQTT UNSUBSCRIBE. */
   unsubscribe(clientid: string, filter: string): Promise<void>;
   /** An MQTT PUBLISH from a connected client. */
-  publish(clientid: string, message: { readonly topic: string; readonly payload?: string | Uint8Array; readonly qos?: 0 | 1 | 2 }): Promise<PublishResult>;
+  publish(
+    clientid: string,
+    message: { readonly topic: string; readonly payload?: string | Uint8Array; readonly qos?: 0 | 1 | 2 },
+  ): Promise<PublishResult>;
   /** The connection ends (DISCONNECT or loss). Default reason `normal`. */
   disconnect(clientid: string, reason?: string): Promise<void>;
   /** Messages delivered to a client so far. */
@@ -170,7 +173,11 @@ export function formatGrpcTimeout(ms: number): string {
 /** A transport over HTTP/2 to a running ExHook server, sending EMQX's headers. */
 export function socketTransport(url: string, poolSize = 1): ExhookTransport {
   const client = createEmqxLikeClient(url, poolSize);
-  const prefix: Record<WirePackage, string> = { v1: "/emqx.exhook.v1.HookProvider/", v2: "/emqx.exhook.v2.HookProvider/", v3: "/emqx.exhook.v3.HookProvider/" };
+  const prefix: Record<WirePackage, string> = {
+    v1: "/emqx.exhook.v1.HookProvider/",
+    v2: "/emqx.exhook.v2.HookProvider/",
+    v3: "/emqx.exhook.v3.HookProvider/",
+  };
   return {
     async call(pkg, rpc, body, timeoutMs) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -263,7 +270,12 @@ export function createFakeEmqx(options: FakeEmqxOptions): FakeEmqx {
   }
 
   /** The authenticate/authorize fold for one server. */
-  async function decide(key: "onClientAuthenticate" | "onClientAuthorize", clientid: string, request: Record<string, unknown>, input: boolean): Promise<boolean> {
+  async function decide(
+    key: "onClientAuthenticate" | "onClientAuthorize",
+    clientid: string,
+    request: Record<string, unknown>,
+    input: boolean,
+  ): Promise<boolean> {
     const answer = await hook(key, clientid, { ...request, result: input });
     if (answer === undefined) return input;
     const v = readValued(answer);
@@ -305,7 +317,12 @@ export function createFakeEmqx(options: FakeEmqxOptions): FakeEmqx {
     calls,
     async start() {
       const broker = fakeBrokerInfo({ version, sysdescr: meta.sysdescr });
-      const answer = await transport.call(pkg, "OnProviderLoaded", encodeRequestFor(pkg, "loaded", sendsMeta ? { broker, meta } : { broker }), timeoutMs);
+      const answer = await transport.call(
+        pkg,
+        "OnProviderLoaded",
+        encodeRequestFor(pkg, "loaded", sendsMeta ? { broker, meta } : { broker }),
+        timeoutMs,
+      );
       if (answer.status !== 0 || !answer.body) throw new FakeEmqxLoadError(`load failed: gRPC status ${answer.status} ${answer.message}`);
       const res = fromBinary(v3.LoadedResponseSchema, answer.body);
       const next = new Map<HookKey, readonly string[]>();
@@ -331,11 +348,27 @@ export function createFakeEmqx(options: FakeEmqxOptions): FakeEmqx {
     },
     async connect(o) {
       const peerport = o.peerport ?? nextPeerPort();
-      const base = { node, clientid: o.clientid, username: o.username ?? "", peerhost: o.peerhost ?? "127.0.0.1", peerport, sockport: o.sockport ?? 1883 };
+      const base = {
+        node,
+        clientid: o.clientid,
+        username: o.username ?? "",
+        peerhost: o.peerhost ?? "127.0.0.1",
+        peerport,
+        sockport: o.sockport ?? 1883,
+      };
       const conninfo = { ...base, protoName: "MQTT", protoVer: o.protoVer ?? "5", keepalive: 60 } as v3.ConnInfo;
       const conn: Conn = {
         conninfo,
-        clientinfo: { ...base, password: "", protocol: "mqtt", mountpoint: "", isSuperuser: false, anonymous: false, cn: "", dn: "" } as v3.ClientInfo,
+        clientinfo: {
+          ...base,
+          password: "",
+          protocol: "mqtt",
+          mountpoint: "",
+          isSuperuser: false,
+          anonymous: false,
+          cn: "",
+          dn: "",
+        } as v3.ClientInfo,
         subs: new Map(),
       };
       await hook("onClientConnect", o.clientid, { conninfo, props: [] });
@@ -361,9 +394,18 @@ export function createFakeEmqx(options: FakeEmqxOptions): FakeEmqx {
     },
     async subscribe(clientid, filter, qos = 0) {
       const conn = connOf(clientid);
-      const allowed = await decide("onClientAuthorize", clientid, { clientinfo: conn.clientinfo, type: v3.ClientAuthorizeRequest_AuthorizeReqType.SUBSCRIBE, topic: filter }, authzInput);
+      const allowed = await decide(
+        "onClientAuthorize",
+        clientid,
+        { clientinfo: conn.clientinfo, type: v3.ClientAuthorizeRequest_AuthorizeReqType.SUBSCRIBE, topic: filter },
+        authzInput,
+      );
       if (!allowed) return { reasonCode: "not_authorized" };
-      await hook("onClientSubscribe", clientid, { clientinfo: conn.clientinfo, props: [], topicFilters: [{ name: filter, subopts: { qos, rh: 0, rap: 0, nl: 0 } }] });
+      await hook("onClientSubscribe", clientid, {
+        clientinfo: conn.clientinfo,
+        props: [],
+        topicFilters: [{ name: filter, subopts: { qos, rh: 0, rap: 0, nl: 0 } }],
+      });
       conn.subs.set(filter, qos);
       await hook("onSessionSubscribed", clientid, { clientinfo: conn.clientinfo, topic: filter, subopts: { qos, rh: 0, rap: 0, nl: 0 } });
       return { granted: qos };
@@ -375,7 +417,12 @@ export function createFakeEmqx(options: FakeEmqxOptions): FakeEmqx {
     },
     async publish(clientid, m) {
       const conn = connOf(clientid);
-      const allowed = await decide("onClientAuthorize", clientid, { clientinfo: conn.clientinfo, type: v3.ClientAuthorizeRequest_AuthorizeReqType.PUBLISH, topic: m.topic }, authzInput);
+      const allowed = await decide(
+        "onClientAuthorize",
+        clientid,
+        { clientinfo: conn.clientinfo, type: v3.ClientAuthorizeRequest_AuthorizeReqType.PUBLISH, topic: m.topic },
+        authzInput,
+      );
       if (!allowed) return { published: false, reasonCode: "not_authorized" };
       let message: v3.Message = {
         $typeName: "emqx.exhook.v3.Message",

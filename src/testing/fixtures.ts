@@ -83,7 +83,15 @@ export function fakeConnInfo(overrides: Partial<Omit<v3.ConnInfo, "$typeName">> 
 
 /** The `ConnInfo` matching a `ClientInfo` (same connection). */
 export function connInfoOf(ci: v3.ClientInfo, overrides: Partial<Omit<v3.ConnInfo, "$typeName">> = {}): v3.ConnInfo {
-  return fakeConnInfo({ node: ci.node, clientid: ci.clientid, username: ci.username, peerhost: ci.peerhost, peerport: ci.peerport, sockport: ci.sockport, ...overrides });
+  return fakeConnInfo({
+    node: ci.node,
+    clientid: ci.clientid,
+    username: ci.username,
+    peerhost: ci.peerhost,
+    peerport: ci.peerport,
+    sockport: ci.sockport,
+    ...overrides,
+  });
 }
 
 /** What {@link fakeMessage} accepts: a message's fields, with the payload as text or bytes. */

@@ -20,8 +20,25 @@ export {
 } from "./fixtures.js";
 export type { FakeMessageInit } from "./fixtures.js";
 export { createMemoryClient, memoryTransport, encodeRequestFor, decodeAnswer, requestSchemaFor, rpcFor } from "./memory-client.js";
-export type { MemoryClient, MemoryClientOptions, MemoryReply, ExhookTransport, RawAnswer, ProviderOrDispatcher, MemoryTransportOptions } from "./memory-client.js";
+export type {
+  MemoryClient,
+  MemoryClientOptions,
+  MemoryReply,
+  ExhookTransport,
+  RawAnswer,
+  ProviderOrDispatcher,
+  MemoryTransportOptions,
+} from "./memory-client.js";
 export { createFakeEmqx, socketTransport, formatGrpcTimeout, FakeEmqxLoadError } from "./fake-emqx.js";
-export type { FakeEmqx, FakeEmqxOptions, ConnectOptions, ConnectResult, SubscribeResult, PublishResult, ReceivedMessage, FakeCall } from "./fake-emqx.js";
+export type {
+  FakeEmqx,
+  FakeEmqxOptions,
+  ConnectOptions,
+  ConnectResult,
+  SubscribeResult,
+  PublishResult,
+  ReceivedMessage,
+  FakeCall,
+} from "./fake-emqx.js";
 export { createEmqxLikeClient } from "./emqx-client.js";
 export type { EmqxLikeClient, RawReply, RawCallOptions } from "./emqx-client.js";

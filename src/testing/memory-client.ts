@@ -51,10 +51,17 @@ export interface MemoryTransportOptions extends DispatcherOptions {}
  * `grpc-timeout` parsed, the envelope checked and every error mapped to a status exactly as over
  * HTTP/2; only the sockets are missing.
  */
-export function memoryTransport(target: ProviderOrDispatcher, options: MemoryTransportOptions = {}): ExhookTransport & { readonly dispatcher: Dispatcher } {
+export function memoryTransport(
+  target: ProviderOrDispatcher,
+  options: MemoryTransportOptions = {},
+): ExhookTransport & { readonly dispatcher: Dispatcher } {
   const dispatcher = toDispatcher(target, options);
   const service = createUnaryService(dispatcher, {
-    onInternalError: (err) => (options.logger ?? console).error({ err: err instanceof Error ? err.stack : String(err) }, "internal error while serving a call (answered INTERNAL)"),
+    onInternalError: (err) =>
+      (options.logger ?? console).error(
+        { err: err instanceof Error ? err.stack : String(err) },
+        "internal error while serving a call (answered INTERNAL)",
+      ),
   });
   return {
     dispatcher,
@@ -78,13 +85,19 @@ export function memoryTransport(target: ProviderOrDispatcher, options: MemoryTra
           cancel?.abort(new ConnectError("the call was cancelled", Code.Canceled));
           settle({ status: Code.DeadlineExceeded, message: "Waiting for response timeout", body: undefined });
         }, timeoutMs);
-        service.run(head, frameMessage(body), undefined, {
-          ok: (_t, message) => settle({ status: 0, message: "", body: message }),
-          fail: (_t, failure) => settle({ status: failure.code, message: failure.message, body: undefined }),
-        }, (ctx) => {
-          if (timedOut) ctx.abort(new ConnectError("the call was cancelled", Code.Canceled));
-          else cancel = ctx;
-        });
+        service.run(
+          head,
+          frameMessage(body),
+          undefined,
+          {
+            ok: (_t, message) => settle({ status: 0, message: "", body: message }),
+            fail: (_t, failure) => settle({ status: failure.code, message: failure.message, body: undefined }),
+          },
+          (ctx) => {
+            if (timedOut) ctx.abort(new ConnectError("the call was cancelled", Code.Canceled));
+            else cancel = ctx;
+          },
+        );
       });
     },
     close: () => Promise.resolve(),
@@ -119,7 +132,12 @@ export function encodeRequestFor(pkg: WirePackage, target: RpcTarget, request: o
     }
     const broker = init["broker"] as v3.BrokerInfo | undefined;
     if (target === "loaded" && broker) {
-      init["broker"] = { version: broker.version, sysdescr: broker.sysdescr, datetime: broker.datetime, uptime: `${Number(broker.uptime) / 1000 | 0} seconds` };
+      init["broker"] = {
+        version: broker.version,
+        sysdescr: broker.sysdescr,
+        datetime: broker.datetime,
+        uptime: `${(Number(broker.uptime) / 1000) | 0} seconds`,
+      };
     }
   }
   return toBinary(schema, create(schema, init as never));
@@ -153,13 +171,21 @@ export interface MemoryClient {
   readonly package: WirePackage;
   readonly dispatcher: Dispatcher;
   /** Sends `OnProviderLoaded` (as EMQX `version` on `node`); resolves with the announced hooks. */
-  load(options?: { readonly version?: string; readonly node?: string; readonly clusterName?: string }): Promise<Array<{ name: string; topics: string[] }>>;
+  load(options?: {
+    readonly version?: string;
+    readonly node?: string;
+    readonly clusterName?: string;
+  }): Promise<Array<{ name: string; topics: string[] }>>;
   /** Sends `OnProviderUnloaded`. */
   unload(options?: { readonly node?: string }): Promise<void>;
   /** Calls hook `key` with a v3-shaped request (`meta` added when missing). */
   call(key: HookKey, request: object, options?: { readonly timeoutMs?: number }): Promise<MemoryReply>;
   /** Calls `onClientAuthenticate`/`onClientAuthorize`/`onMessagePublish` and decodes the `ValuedResponse`. */
-  valued(key: "onClientAuthenticate" | "onClientAuthorize" | "onMessagePublish", request: object, options?: { readonly timeoutMs?: number }): Promise<MemoryReply<v3.ValuedResponse>>;
+  valued(
+    key: "onClientAuthenticate" | "onClientAuthorize" | "onMessagePublish",
+    request: object,
+    options?: { readonly timeoutMs?: number },
+  ): Promise<MemoryReply<v3.ValuedResponse>>;
 }
 
 /** Creates an in-memory client for a provider (or a dispatcher shared with other clients). */
@@ -179,13 +205,21 @@ export function createMemoryClient(target: ProviderOrDispatcher, options: Memory
     dispatcher: transport.dispatcher,
     async load(o = {}) {
       const version = o.version ?? (pkg === "v1" ? "4.4.19" : pkg === "v2" ? "5.8.9" : "5.9.0");
-      const req = { broker: fakeBrokerInfo({ version }), meta: fakeMeta({ version, node: o.node ?? fakeMeta().node, clusterName: o.clusterName ?? "emqxcl" }) };
+      const req = {
+        broker: fakeBrokerInfo({ version }),
+        meta: fakeMeta({ version, node: o.node ?? fakeMeta().node, clusterName: o.clusterName ?? "emqxcl" }),
+      };
       const answer = await transport.call(pkg, "OnProviderLoaded", encodeRequestFor(pkg, "loaded", req), defaultTimeout);
       if (answer.status !== 0 || !answer.body) throw new Error(`OnProviderLoaded failed: ${answer.status} ${answer.message}`);
       return (decodeAnswer("loaded", answer.body) as v3.LoadedResponse).hooks.map((h) => ({ name: h.name, topics: [...h.topics] }));
     },
     async unload(o = {}) {
-      await transport.call(pkg, "OnProviderUnloaded", encodeRequestFor(pkg, "unloaded", { meta: fakeMeta({ node: o.node ?? fakeMeta().node }) }), defaultTimeout);
+      await transport.call(
+        pkg,
+        "OnProviderUnloaded",
+        encodeRequestFor(pkg, "unloaded", { meta: fakeMeta({ node: o.node ?? fakeMeta().node }) }),
+        defaultTimeout,
+      );
     },
     call,
     valued: (key, request, opts) => call(key, request, opts) as Promise<MemoryReply<v3.ValuedResponse>>,

@@ -160,7 +160,9 @@ export function aclTopicError(topic: string): string | undefined {
 
 /** Why a `peerhost` condition entry is not an IP address or CIDR block, or `undefined`. */
 export function peerhostError(entry: string): string | undefined {
-  return parseCidr(entry) ? undefined : `${JSON.stringify(entry)} is not an IP address or CIDR block (e.g. 10.0.0.0/8, 2001:db8::/32, 192.0.2.7)`;
+  return parseCidr(entry)
+    ? undefined
+    : `${JSON.stringify(entry)} is not an IP address or CIDR block (e.g. 10.0.0.0/8, 2001:db8::/32, 192.0.2.7)`;
 }
 
 function parseCidr(entry: string): { address: string; prefix: number; type: "ipv4" | "ipv6" } | undefined {
@@ -251,7 +253,8 @@ function compileLevel(level: string): Level {
   return parts;
 }
 
-const asList = <T>(v: T | readonly T[] | undefined): readonly T[] | undefined => (v === undefined ? undefined : Array.isArray(v) ? v : [v as T]);
+const asList = <T>(v: T | readonly T[] | undefined): readonly T[] | undefined =>
+  v === undefined ? undefined : Array.isArray(v) ? v : [v as T];
 
 /**
  * Compiles rules (validated: throws an Error naming the rule on a bad one). `where(i)` names rule i
@@ -272,7 +275,8 @@ export function compileAcl(
     const err = aclTopicError(r.topic);
     if (err) throw new Error(`${where(index)}: ${err}`);
     if (r.permission !== "allow" && r.permission !== "deny") throw new Error(`${where(index)}: permission must be "allow" or "deny"`);
-    if (r.overlap !== undefined && r.permission === "allow") throw new Error(`${where(index)}: overlap applies to deny rules only (an allow rule must cover a subscription)`);
+    if (r.overlap !== undefined && r.permission === "allow")
+      throw new Error(`${where(index)}: overlap applies to deny rules only (an allow rule must cover a subscription)`);
     if (r.topic.includes("${client_attrs.")) usesClientAttrs = true;
     const action = r.action ?? "all";
     const eq = r.topic.startsWith("eq ") ? r.topic.slice(3) : undefined;
@@ -289,7 +293,9 @@ export function compileAcl(
     for (const id of asList(r.listener) ?? []) {
       const ports = listeners[id];
       if (ports === undefined) {
-        throw new Error(`${where(index)}: listener ${JSON.stringify(id)} is not a known listener (known: ${Object.keys(listeners).join(", ") || "none"}; add it with its port to acl.listeners)`);
+        throw new Error(
+          `${where(index)}: listener ${JSON.stringify(id)} is not a known listener (known: ${Object.keys(listeners).join(", ") || "none"}; add it with its port to acl.listeners)`,
+        );
       }
       (listenerIds ??= new Set()).add(id);
       listenerPorts ??= new Set();
@@ -362,7 +368,8 @@ export function compileAcl(
       if (list) lists[n++] = list;
     }
     if (always.length > 0) lists[n++] = always;
-    if (overlapIndexed.length > 0 && req.action === "subscribe" && (topic.includes("+") || topic.includes("#"))) lists[n++] = overlapIndexed;
+    if (overlapIndexed.length > 0 && req.action === "subscribe" && (topic.includes("+") || topic.includes("#")))
+      lists[n++] = overlapIndexed;
     peer.v = undefined;
     if (n === 1) {
       // The usual case (one index bucket, nothing else): no merge.
@@ -439,12 +446,21 @@ function peerOf(req: AclRequest, slot: PeerSlot): SocketAddress | null {
  */
 const unknownHolds = (c: Compiled) => !c.allow;
 
-function matches(c: Compiled, req: AclRequest, topic: string, words: readonly string[], knownPorts: ReadonlySet<number>, peer: PeerSlot): boolean {
+function matches(
+  c: Compiled,
+  req: AclRequest,
+  topic: string,
+  words: readonly string[],
+  knownPorts: ReadonlySet<number>,
+  peer: PeerSlot,
+): boolean {
   if (req.action === "publish" ? !c.pub : !c.sub) return false;
   if (c.eq !== undefined) {
     if (c.eq !== topic) return false;
-  } else if (!matchLevels(c.levels, words, req) && !(c.overlap && req.action === "subscribe" && overlapLevels(c.levels, words, req))) return false;
-  if ((c.user !== undefined && !globMatches(c.user, req.username)) || (c.client !== undefined && !globMatches(c.client, req.clientid))) return false;
+  } else if (!matchLevels(c.levels, words, req) && !(c.overlap && req.action === "subscribe" && overlapLevels(c.levels, words, req)))
+    return false;
+  if ((c.user !== undefined && !globMatches(c.user, req.username)) || (c.client !== undefined && !globMatches(c.client, req.clientid)))
+    return false;
   if (c.qos !== undefined) {
     if (req.qos === undefined) {
       if (!unknownHolds(c)) return false;

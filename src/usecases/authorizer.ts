@@ -110,7 +110,13 @@ export function createAuthorizer(options: AuthorizerOptions): Authorizer {
   const attrRules = options.attrRules ?? [];
   const now = options.now ?? Date.now;
   const compiled = new WeakMap<readonly AclRule[], Acl | Error>();
-  const counts: Record<AuthorizeSource, number> = { superuser: 0, "client-rules": 0, "client-rules-expired": 0, "client-rules-invalid": 0, rules: 0 };
+  const counts: Record<AuthorizeSource, number> = {
+    superuser: 0,
+    "client-rules": 0,
+    "client-rules-expired": 0,
+    "client-rules-invalid": 0,
+    rules: 0,
+  };
 
   function compiledFor(rules: readonly AclRule[]): Acl | Error {
     let acl = compiled.get(rules);

@@ -42,7 +42,10 @@ const bytes = z.union([int(1), z.string()]).transform((v, ctx) => {
   if (typeof v === "number") return v;
   const n = parseBytes(v);
   if (n === undefined) {
-    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a size: use a positive number of bytes or e.g. "64MiB", "512KiB", "1GiB"` });
+    ctx.addIssue({
+      code: "custom",
+      message: `${JSON.stringify(v)} is not a size: use a positive number of bytes or e.g. "64MiB", "512KiB", "1GiB"`,
+    });
     return z.NEVER;
   }
   return n;
@@ -53,7 +56,10 @@ const duration = z.union([int(1), z.string()]).transform((v, ctx) => {
   if (typeof v === "number") return v;
   const ms = parseDuration(v);
   if (ms === undefined) {
-    ctx.addIssue({ code: "custom", message: `${JSON.stringify(v)} is not a duration: use a positive number of ms or e.g. "7d", "12h", "30m", "45s", "500ms"` });
+    ctx.addIssue({
+      code: "custom",
+      message: `${JSON.stringify(v)} is not a duration: use a positive number of ms or e.g. "7d", "12h", "30m", "45s", "500ms"`,
+    });
     return z.NEVER;
   }
   return ms;
@@ -69,7 +75,10 @@ const ruleSchema = z
       const err = aclTopicError(t);
       if (err) ctx.addIssue({ code: "custom", message: err });
     }),
-    qos: z.array(z.union([z.literal(0), z.literal(1), z.literal(2)])).min(1).optional(),
+    qos: z
+      .array(z.union([z.literal(0), z.literal(1), z.literal(2)]))
+      .min(1)
+      .optional(),
     retain: z.boolean().optional(),
     username: z.string().min(1).optional(),
     clientid: z.string().min(1).optional(),
@@ -87,7 +96,11 @@ const ruleSchema = z
   })
   .superRefine((r, ctx) => {
     if (r.overlap !== undefined && r.permission === "allow") {
-      ctx.addIssue({ code: "custom", path: ["overlap"], message: "overlap applies to deny rules only (an allow rule must cover a subscription)" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["overlap"],
+        message: "overlap applies to deny rules only (an allow rule must cover a subscription)",
+      });
     }
   });
 
@@ -107,7 +120,22 @@ const throttleLimit = (free: number, baseMs: number, maxMs: number) =>
     })
     .prefault({});
 
-const JWT_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"] as const;
+const JWT_ALGORITHMS = [
+  "HS256",
+  "HS384",
+  "HS512",
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "Ed25519",
+] as const;
 
 const jwtSchema = z
   .strictObject({
@@ -118,7 +146,10 @@ const jwtSchema = z
     secretBase64: z.boolean().default(false),
     /** PEM text (`-----BEGIN PUBLIC KEY-----...`) or the path of a PEM file. */
     publicKey: z.string().min(1).optional(),
-    jwksUrl: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL").optional(),
+    jwksUrl: z
+      .string()
+      .regex(/^https?:\/\//, "must be an http:// or https:// URL")
+      .optional(),
     jwks: z
       .strictObject({
         refreshMs: int(1000).default(300_000),
@@ -137,7 +168,8 @@ const jwtSchema = z
         z.string(),
         z.string().superRefine((t, ctx) => {
           for (const m of t.matchAll(/\$\{([^}]*)\}/g)) {
-            if (m[1] !== "username" && m[1] !== "clientid") ctx.addIssue({ code: "custom", message: `unknown placeholder \${${m[1]}} (allowed: \${username}, \${clientid})` });
+            if (m[1] !== "username" && m[1] !== "clientid")
+              ctx.addIssue({ code: "custom", message: `unknown placeholder \${${m[1]}} (allowed: \${username}, \${clientid})` });
           }
         }),
       )
@@ -166,7 +198,10 @@ export const configSchema = z.strictObject({
       kind: z.enum(["sqlite", "postgres"]).optional(),
       /** SQLite file; default `<dataDir>/exhook.db`. */
       file: z.string().min(1).optional(),
-      url: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL").optional(),
+      url: z
+        .string()
+        .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+        .optional(),
       poolSize: int(1, 1000).default(10),
     })
     .prefault({}),
@@ -177,7 +212,9 @@ export const configSchema = z.strictObject({
       cacheTtlMs: int(0).default(10_000),
       scrypt: z
         .strictObject({
-          N: int(2, 2 ** 22).refine((n) => (n & (n - 1)) === 0, "must be a power of two").default(2 ** 15),
+          N: int(2, 2 ** 22)
+            .refine((n) => (n & (n - 1)) === 0, "must be a power of two")
+            .default(2 ** 15),
           r: int(1, 64).default(8),
           p: int(1, 16).default(1),
           keylen: int(16, 128).default(32),
@@ -198,8 +235,12 @@ export const configSchema = z.strictObject({
       throttle: z
         .strictObject({
           enabled: z.boolean().default(true),
-          perHost: z.union([z.literal(false), throttleLimit(20, 1000, 60_000)]).default({ freeFailures: 20, baseDelayMs: 1000, maxDelayMs: 60_000 }),
-          perUser: z.union([z.literal(false), throttleLimit(5, 1000, 30_000)]).default({ freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 30_000 }),
+          perHost: z
+            .union([z.literal(false), throttleLimit(20, 1000, 60_000)])
+            .default({ freeFailures: 20, baseDelayMs: 1000, maxDelayMs: 60_000 }),
+          perUser: z
+            .union([z.literal(false), throttleLimit(5, 1000, 30_000)])
+            .default({ freeFailures: 5, baseDelayMs: 1000, maxDelayMs: 30_000 }),
           perPair: throttleLimit(5, 1000, 60_000),
           forgetAfterMs: int(1000).default(900_000),
           trustTtlMs: int(0).default(604_800_000),
@@ -220,7 +261,9 @@ export const configSchema = z.strictObject({
       /** Deny rules also match subscriptions that overlap their topic (issue: `users/alice/#` past a deny of `users/alice/secret/#`). */
       denyOverlap: z.boolean().default(true),
       /** Listener ids and their ports, for `listener` conditions (ExHook sends the port, not the name). */
-      listeners: z.record(z.string().regex(/^[a-z]+:[A-Za-z0-9_-]+$/, 'must be an EMQX listener id such as "tcp:default"'), oneOrMany(port)).default({ ...EMQX_DEFAULT_LISTENERS }),
+      listeners: z
+        .record(z.string().regex(/^[a-z]+:[A-Za-z0-9_-]+$/, 'must be an EMQX listener id such as "tcp:default"'), oneOrMany(port))
+        .default({ ...EMQX_DEFAULT_LISTENERS }),
       /**
        * `${client_attrs.NAME}` values derived from what EMQX sends, like EMQX's `mqtt.client_attrs_init`:
        * the `from` field, optionally split on `split` and the `nth` piece taken (1-based).
@@ -240,7 +283,11 @@ export const configSchema = z.strictObject({
       (acl.rules ?? []).forEach((r, i) => {
         for (const id of r.listener === undefined ? [] : Array.isArray(r.listener) ? r.listener : [r.listener]) {
           if (!(id in acl.listeners)) {
-            ctx.addIssue({ code: "custom", path: ["rules", i, "listener"], message: `listener ${JSON.stringify(id)} is not in acl.listeners (known: ${Object.keys(acl.listeners).join(", ") || "none"})` });
+            ctx.addIssue({
+              code: "custom",
+              path: ["rules", i, "listener"],
+              message: `listener ${JSON.stringify(id)} is not in acl.listeners (known: ${Object.keys(acl.listeners).join(", ") || "none"})`,
+            });
           }
         }
       });
@@ -250,7 +297,10 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** The decision cache in front of the hooks below (off: the rules are in memory and cost < 1 µs). */
       enabled: z.boolean().default(false),
-      hooks: z.array(z.enum(["onClientAuthenticate", "onClientAuthorize"])).min(1).default(["onClientAuthorize"]),
+      hooks: z
+        .array(z.enum(["onClientAuthenticate", "onClientAuthorize"]))
+        .min(1)
+        .default(["onClientAuthorize"]),
       /** How long an allow is kept. */
       ttl: duration.default(60_000),
       /** How long a deny (or no-opinion) is kept. */
@@ -263,7 +313,9 @@ export const configSchema = z.strictObject({
       /** Also tell EMQX (its REST API) when users or rules change. */
       emqx: z
         .strictObject({
-          url: z.string().regex(/^https?:\/\//, "must be an http:// or https:// URL (EMQX's dashboard/API listener, e.g. http://emqx:18083)"),
+          url: z
+            .string()
+            .regex(/^https?:\/\//, "must be an http:// or https:// URL (EMQX's dashboard/API listener, e.g. http://emqx:18083)"),
           apiKey: z.string().min(1),
           apiSecret: z.string().min(1),
           /** On a user change: clear the authorization cache of the user's clients, or disconnect them. */
@@ -280,7 +332,8 @@ export const configSchema = z.strictObject({
         .array(
           z.string().superRefine((t, ctx) => {
             const err = aclTopicError(t);
-            if (err || t.includes("${") || t.startsWith("eq ")) ctx.addIssue({ code: "custom", message: err ?? "must be a plain MQTT topic filter" });
+            if (err || t.includes("${") || t.startsWith("eq "))
+              ctx.addIssue({ code: "custom", message: err ?? "must be a plain MQTT topic filter" });
           }),
         )
         .min(1)
@@ -345,7 +398,8 @@ const ENV_KEYS: ReadonlyArray<readonly [string, readonly string[], (v: string) =
 
 /** Settings that moved: a value left in the environment fails the start instead of being ignored. */
 const MOVED_ENV: Readonly<Record<string, string>> = {
-  EXHOOK_HTTP_PORT: "the read API is served on the server's operations port: use --metrics-port / METRICS_PORT (default: the ExHook port + 10)",
+  EXHOOK_HTTP_PORT:
+    "the read API is served on the server's operations port: use --metrics-port / METRICS_PORT (default: the ExHook port + 10)",
   EXHOOK_HTTP_HOST: "the read API is served on the server's operations port: use --metrics-host / METRICS_HOST (default 127.0.0.1)",
 };
 
@@ -389,7 +443,8 @@ export function parseConfig(
   source = "config",
   lineOf: (p: readonly PropertyKey[]) => number | undefined = () => undefined,
 ): StackConfig {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new ExHookConfigError(`${source}: the top level must be a mapping of settings`);
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+    throw new ExHookConfigError(`${source}: the top level must be a mapping of settings`);
   for (const [name, why] of Object.entries(MOVED_ENV)) {
     if (env[name] !== undefined && env[name] !== "") throw new ExHookConfigError(`${name} is no longer read: ${why}`);
   }
@@ -421,7 +476,8 @@ export function parseConfig(
     throw new ExHookConfigError(`invalid configuration:\n${lines.join("\n")}`);
   }
   const cfg = r.data;
-  if (cfg.store.kind === "postgres" && !cfg.store.url) throw new ExHookConfigError(`${source}: store.url: required when store.kind is "postgres" (or set EXHOOK_DB_URL)`);
+  if (cfg.store.kind === "postgres" && !cfg.store.url)
+    throw new ExHookConfigError(`${source}: store.url: required when store.kind is "postgres" (or set EXHOOK_DB_URL)`);
   return cfg;
 }
 
@@ -457,7 +513,12 @@ function allowedKeys(p: readonly PropertyKey[], given: unknown): string {
     // A discriminated union (bridge.sinks[]): the variant the given `kind` names.
     if (t instanceof z.ZodDiscriminatedUnion) {
       const kind = (valueAt(given, at) as { kind?: unknown } | undefined)?.kind;
-      const hit = (t.options as z.ZodType[]).find((o) => o instanceof z.ZodObject && (o.shape as Record<string, z.ZodType>)["kind"] instanceof z.ZodLiteral && ((o.shape as Record<string, z.ZodLiteral>)["kind"] as z.ZodLiteral).value === kind);
+      const hit = (t.options as z.ZodType[]).find(
+        (o) =>
+          o instanceof z.ZodObject &&
+          (o.shape as Record<string, z.ZodType>)["kind"] instanceof z.ZodLiteral &&
+          ((o.shape as Record<string, z.ZodLiteral>)["kind"] as z.ZodLiteral).value === kind,
+      );
       if (hit) t = hit;
     }
     return t;

@@ -108,11 +108,17 @@ export function createDecisionCache(options: DecisionCacheOptions = {}): Decisio
   const identity = options.identity;
   const now = options.now ?? Date.now;
   const random = options.random ?? Math.random;
-  for (const [name, v] of [["ttlMs", ttl], ["negativeTtlMs", negTtl], ["maxEntries", maxEntries], ["maxPerClient", maxPerClient]] as const) {
+  for (const [name, v] of [
+    ["ttlMs", ttl],
+    ["negativeTtlMs", negTtl],
+    ["maxEntries", maxEntries],
+    ["maxPerClient", maxPerClient],
+  ] as const) {
     if (!Number.isFinite(v) || v < 0) throw new Error(`createDecisionCache: ${name} must be a non-negative number, got ${v}`);
   }
   for (const h of hooks) {
-    if (h !== "onClientAuthenticate" && h !== "onClientAuthorize") throw new Error(`createDecisionCache: hooks: ${JSON.stringify(h)} cannot be cached (onClientAuthenticate, onClientAuthorize)`);
+    if (h !== "onClientAuthenticate" && h !== "onClientAuthorize")
+      throw new Error(`createDecisionCache: hooks: ${JSON.stringify(h)} cannot be cached (onClientAuthenticate, onClientAuthorize)`);
   }
   const digestKey = randomBytes(32);
   const buckets = new LRUCache<string, Bucket>({ maxSize: Math.max(1, maxEntries), sizeCalculation: (b) => Math.max(1, b.entries.size) });
@@ -148,7 +154,12 @@ export function createDecisionCache(options: DecisionCacheOptions = {}): Decisio
       (ci?.anonymous ? 1 : 0) +
       (r.result ? 1 : 0);
     if (authorize) k += SEP + (r.type ?? 0) + SEP + (r.topic ?? "");
-    else k += SEP + createHmac("sha256", digestKey).update(ci?.password ?? "").digest("base64");
+    else
+      k +=
+        SEP +
+        createHmac("sha256", digestKey)
+          .update(ci?.password ?? "")
+          .digest("base64");
     if (identity) k += SEP + identity(call);
     return k;
   }
@@ -168,7 +179,15 @@ export function createDecisionCache(options: DecisionCacheOptions = {}): Decisio
     return e;
   }
 
-  function store(clientId: string, key: string, outcome: HookOutcome, username: string, userGen: number, conn: number, authorize: boolean): void {
+  function store(
+    clientId: string,
+    key: string,
+    outcome: HookOutcome,
+    username: string,
+    userGen: number,
+    conn: number,
+    authorize: boolean,
+  ): void {
     const d = outcome.decision as AccessDecision | undefined;
     const life = d?.kind === "allow" ? ttl : negTtl;
     if (outcome.fallback !== undefined || d === undefined || life <= 0) {

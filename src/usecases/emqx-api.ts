@@ -58,7 +58,11 @@ export function createEmqxNotifier(options: EmqxNotifierOptions): EmqxNotifier {
     counts.requests++;
     let res: Response;
     try {
-      res = await fetch(base + path, { method, headers: { authorization: auth, accept: "application/json" }, signal: AbortSignal.timeout(timeoutMs) });
+      res = await fetch(base + path, {
+        method,
+        headers: { authorization: auth, accept: "application/json" },
+        signal: AbortSignal.timeout(timeoutMs),
+      });
     } catch (err) {
       counts.failures++;
       logger?.warn({ method, path, err: (err as Error).message }, "EMQX API request failed; its authorization cache expires by itself");

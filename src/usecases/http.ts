@@ -69,17 +69,27 @@ export function presenceJson(p: PresenceState): Record<string, unknown> {
 /** Parses an ISO 8601 time or milliseconds since the epoch; throws naming `name`. */
 export function parseTime(value: string, name: string): number {
   const ms = /^\d+$/.test(value) ? Number(value) : Date.parse(value);
-  if (!Number.isFinite(ms)) throw new RangeError(`${name} must be an ISO 8601 time (2024-05-01T12:00:00Z) or milliseconds since the epoch, got ${JSON.stringify(value)}`);
+  if (!Number.isFinite(ms))
+    throw new RangeError(
+      `${name} must be an ISO 8601 time (2024-05-01T12:00:00Z) or milliseconds since the epoch, got ${JSON.stringify(value)}`,
+    );
   return ms;
 }
 
 /** Builds a message query from string parameters (HTTP query or CLI flags); throws RangeError on a bad one. */
-export function messageQueryFrom(params: { topic?: string | undefined; since?: string | undefined; until?: string | undefined; limit?: string | undefined; order?: string | undefined }): MessageQuery {
+export function messageQueryFrom(params: {
+  topic?: string | undefined;
+  since?: string | undefined;
+  until?: string | undefined;
+  limit?: string | undefined;
+  order?: string | undefined;
+}): MessageQuery {
   const filter = params.topic || "#";
   const err = topicFilterError(filter);
   if (err) throw new RangeError(`topic ${JSON.stringify(filter)} is not a valid MQTT topic filter: ${err}`);
   const limit = params.limit === undefined || params.limit === "" ? 100 : Number(params.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new RangeError(`limit must be an integer from 1 to 10000, got ${JSON.stringify(params.limit)}`);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 10_000)
+    throw new RangeError(`limit must be an integer from 1 to 10000, got ${JSON.stringify(params.limit)}`);
   if (params.order !== undefined && params.order !== "" && params.order !== "asc" && params.order !== "desc") {
     throw new RangeError(`order must be "asc" or "desc", got ${JSON.stringify(params.order)}`);
   }
@@ -135,12 +145,19 @@ export function createReadApi(options: ReadApiOptions): ReadApi {
     running++;
     try {
       if (req.path === "/messages") {
-        const query = { ...messageQueryFrom({ topic: q("topic"), since: q("since"), until: q("until"), limit: q("limit"), order: q("order") }), timeoutMs, maxBytes };
+        const query = {
+          ...messageQueryFrom({ topic: q("topic"), since: q("since"), until: q("until"), limit: q("limit"), order: q("order") }),
+          timeoutMs,
+          maxBytes,
+        };
         // Make messages accepted so far visible, without waiting on a store that is failing.
         await options.beforeQuery?.();
         const messages = await store.queryMessages(query);
         const bytes = messages.reduce((n, m) => n + m.payload.byteLength, 0);
-        return ok({ messages: messages.map(messageJson), ...(bytes >= maxBytes && messages.length < query.limit ? { truncated: true } : {}) });
+        return ok({
+          messages: messages.map(messageJson),
+          ...(bytes >= maxBytes && messages.length < query.limit ? { truncated: true } : {}),
+        });
       }
       const id = q("clientid");
       if (id !== undefined) {
@@ -148,9 +165,11 @@ export function createReadApi(options: ReadApiOptions): ReadApi {
         return ok({ clients: p ? [presenceJson(p)] : [] });
       }
       const online = q("online");
-      if (online !== undefined && online !== "true" && online !== "false") throw new RangeError(`online must be "true" or "false", got ${JSON.stringify(online)}`);
+      if (online !== undefined && online !== "true" && online !== "false")
+        throw new RangeError(`online must be "true" or "false", got ${JSON.stringify(online)}`);
       const limit = q("limit") === undefined ? 1000 : Number(q("limit"));
-      if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new RangeError(`limit must be an integer from 1 to 100000, got ${JSON.stringify(q("limit"))}`);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 100_000)
+        throw new RangeError(`limit must be an integer from 1 to 100000, got ${JSON.stringify(q("limit"))}`);
       const list = await store.listPresence({ ...(online !== undefined ? { online: online === "true" } : {}), limit, timeoutMs });
       return ok({ clients: list.map(presenceJson) });
     } finally {
@@ -164,7 +183,13 @@ export function createReadApi(options: ReadApiOptions): ReadApi {
       answer(req).catch((err: unknown): OpsResponse => {
         if (err instanceof RangeError) return { status: 400, body: { error: err.message } };
         // A query past its time, or a store that is down or busy: the client may retry.
-        return { status: 503, body: { error: (err as Error).message, ...((err as { code?: unknown }).code === "QUERY_TIMEOUT" ? { code: "QUERY_TIMEOUT" } : {}) } };
+        return {
+          status: 503,
+          body: {
+            error: (err as Error).message,
+            ...((err as { code?: unknown }).code === "QUERY_TIMEOUT" ? { code: "QUERY_TIMEOUT" } : {}),
+          },
+        };
       }),
   };
 }

@@ -6,11 +6,31 @@
 export { createStack, openStore, loadAcl } from "./stack.js";
 export type { Stack, StackOptions, OpenStoreOptions } from "./stack.js";
 export { stackProvider } from "./stack-provider.js";
-export { loadConfig, parseConfig, parseDuration, parseBytes, resolvedStore, configSchema, aclRuleSchema, DEFAULT_ACL_RULES } from "./config.js";
+export {
+  loadConfig,
+  parseConfig,
+  parseDuration,
+  parseBytes,
+  resolvedStore,
+  configSchema,
+  aclRuleSchema,
+  DEFAULT_ACL_RULES,
+} from "./config.js";
 export type { StackConfig, StackConfigInput } from "./config.js";
 // Authentication (H4): passwords in many formats, bounded fair hashing, throttling, JWT, superuser.
 export { createAuthenticator, addUser, usernameError, compileClientIdPatterns, defaultHashConcurrency, DEFAULT_THROTTLE } from "./auth.js";
-export type { Authenticator, AuthenticatorOptions, AuthOutcome, AuthResult, AuthCheckOptions, AuthStats, AuthClientData, ClientAuth, AddUserOptions, AuthThrottleOptions } from "./auth.js";
+export type {
+  Authenticator,
+  AuthenticatorOptions,
+  AuthOutcome,
+  AuthResult,
+  AuthCheckOptions,
+  AuthStats,
+  AuthClientData,
+  ClientAuth,
+  AddUserOptions,
+  AuthThrottleOptions,
+} from "./auth.js";
 export {
   hashPassword,
   verifyPassword,
@@ -43,7 +63,17 @@ export type { Acl, AclRule, AclRequest, AclResult } from "./acl.js";
 export { aclRequestOf, peerhostError, EMQX_DEFAULT_LISTENERS } from "./acl.js";
 export type { AclOptions } from "./acl.js";
 export { createAuthorizer, deriveClientAttrs } from "./authorizer.js";
-export type { Authorizer, AuthorizerOptions, AuthorizeResult, AuthorizeSource, ClientRules, ClientAttrRule, SuperuserCheck, ClientRulesLookup, ClientAttrsLookup } from "./authorizer.js";
+export type {
+  Authorizer,
+  AuthorizerOptions,
+  AuthorizeResult,
+  AuthorizeSource,
+  ClientRules,
+  ClientAttrRule,
+  SuperuserCheck,
+  ClientRulesLookup,
+  ClientAttrsLookup,
+} from "./authorizer.js";
 export { createDecisionCache } from "./decision-cache.js";
 export type { DecisionCache, DecisionCacheOptions, DecisionCacheStats, CacheInvalidation, CacheableHook } from "./decision-cache.js";
 export { createInvalidationHub, LISTENER_APP_NAME } from "./invalidation.js";
@@ -51,7 +81,15 @@ export type { Invalidation, InvalidationHub, InvalidationHubOptions, Invalidatio
 export { createEmqxNotifier } from "./emqx-api.js";
 export type { EmqxNotifier, EmqxNotifierOptions, EmqxNotifierStats } from "./emqx-api.js";
 export { createPersistence, createMessageWriter, createMessageRetention, messageBytes, RETENTION_CHUNK } from "./persistence.js";
-export type { Persistence, PersistenceOptions, MessageWriter, MessageWriterOptions, MessageWriterStats, MessageRetention, MessageRetentionOptions } from "./persistence.js";
+export type {
+  Persistence,
+  PersistenceOptions,
+  MessageWriter,
+  MessageWriterOptions,
+  MessageWriterStats,
+  MessageRetention,
+  MessageRetentionOptions,
+} from "./persistence.js";
 export { createStoredPresence } from "./presence.js";
 export type { StoredPresence, StoredPresenceOptions, StoredPresenceStats } from "./presence.js";
 export { createReadApi, createReadServer, messageJson, messageQueryFrom, parseTime, READ_API_PATHS } from "./http.js";
@@ -67,7 +105,16 @@ export { isPermanentStoreError, backoffDelay } from "./store-retry.js";
 export { QueryTimeoutError, SCAN_CHUNK } from "./store.js";
 export { openPostgresStore } from "./pg-store.js";
 export type { PostgresStoreOptions } from "./pg-store.js";
-export type { Store, UserRecord, UserInput, StoredMessage, MessageQuery, PresenceState, PresenceChange, PresenceListOptions } from "./store.js";
+export type {
+  Store,
+  UserRecord,
+  UserInput,
+  StoredMessage,
+  MessageQuery,
+  PresenceState,
+  PresenceChange,
+  PresenceListOptions,
+} from "./store.js";
 export type { InvalidationRecord, InvalidationScope } from "./store.js";
 // Bridge: messages and events to NATS JetStream, RabbitMQ, Redis Streams through a durable outbox (docs/bridging.md).
 export { createBridge, mergeHookHandlers, resolveSecret } from "./bridge/bridge.js";
@@ -86,4 +133,13 @@ export { compileTemplate, TEMPLATE_VARIABLES } from "./bridge/template.js";
 export type { Template, TemplateStyle, TemplateValues } from "./bridge/template.js";
 export { createBridgeMetrics } from "./bridge/metrics.js";
 export type { BridgeMetrics } from "./bridge/metrics.js";
-export type { OutboxEntry, OutboxRow, OutboxBound, OutboxAppendResult, OutboxLease, OutboxLeaseOptions, OutboxSettlement, OutboxStats } from "./store.js";
+export type {
+  OutboxEntry,
+  OutboxRow,
+  OutboxBound,
+  OutboxAppendResult,
+  OutboxLease,
+  OutboxLeaseOptions,
+  OutboxSettlement,
+  OutboxStats,
+} from "./store.js";

@@ -167,7 +167,8 @@ export function createInvalidationHub(options: InvalidationHubOptions = {}): Inv
 
   return {
     async announce(inv) {
-      if (!isInvalidation(inv)) throw new Error(`invalid invalidation ${JSON.stringify(inv)}: expected { scope: all|user|client|rules, key }`);
+      if (!isInvalidation(inv))
+        throw new Error(`invalid invalidation ${JSON.stringify(inv)}: expected { scope: all|user|client|rules, key }`);
       counts.announced++;
       deliver(inv, "local");
       if (bus) bus.publish(BUS_CHANNEL, { scope: inv.scope, key: inv.key });
@@ -179,7 +180,10 @@ export function createInvalidationHub(options: InvalidationHubOptions = {}): Inv
         }
       } catch (err) {
         counts.recordFailures++;
-        logger?.error({ scope: inv.scope, key: inv.key, err: (err as Error).message }, "invalidation not recorded in the store: other instances keep cached decisions until they expire");
+        logger?.error(
+          { scope: inv.scope, key: inv.key, err: (err as Error).message },
+          "invalidation not recorded in the store: other instances keep cached decisions until they expire",
+        );
         throw err;
       } finally {
         await told;

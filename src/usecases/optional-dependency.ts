@@ -44,6 +44,8 @@ export function loadOptional<T = unknown>(name: OptionalDependency, purpose: str
     if (e.code === "MODULE_NOT_FOUND" && new RegExp(`['"]${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}['"]`).test(e.message)) {
       throw new ExHookConfigError(`${purpose} needs the package ${name}, which is not installed: run ${install}`);
     }
-    throw new ExHookConfigError(`${purpose} needs the package ${name}; it is installed but does not load (${e.message.split("\n")[0]}): reinstall it with ${install}`);
+    throw new ExHookConfigError(
+      `${purpose} needs the package ${name}; it is installed but does not load (${e.message.split("\n")[0]}): reinstall it with ${install}`,
+    );
   }
 }

@@ -170,7 +170,8 @@ export function createMessageWriter(options: MessageWriterOptions): MessageWrite
   function takeBatch(): StoredMessage[] {
     let end = head;
     let bytes = 0;
-    while (end < queue.length && end - head < batchSize && (end === head || bytes + (sizes[end] as number) <= batchBytes)) bytes += sizes[end++] as number;
+    while (end < queue.length && end - head < batchSize && (end === head || bytes + (sizes[end] as number) <= batchBytes))
+      bytes += sizes[end++] as number;
     const batch = queue.slice(head, end);
     head = end;
     queuedBytes -= bytes;

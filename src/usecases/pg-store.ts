@@ -178,7 +178,11 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const pool = new Pool({ ...common, max: options.poolSize ?? 10, query_timeout: options.queryTimeoutMs ?? 30_000 });
   const readPool = new Pool({ ...common, max: options.readPoolSize ?? 2, statement_timeout: options.readStatementTimeoutMs ?? 30_000 });
   // An idle client losing its connection must not crash the process; the next query reconnects.
-  const lost = (which: string) => (err: Error) => options.logger?.warn({ err: err.message, code: (err as { code?: string }).code, pool: which }, "PostgreSQL connection lost; the next query reconnects");
+  const lost = (which: string) => (err: Error) =>
+    options.logger?.warn(
+      { err: err.message, code: (err as { code?: string }).code, pool: which },
+      "PostgreSQL connection lost; the next query reconnects",
+    );
   pool.on("error", lost("main"));
   readPool.on("error", lost("read"));
   try {
@@ -236,7 +240,20 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (clientid, conn_key) DO UPDATE SET node = excluded.node, username = excluded.username, protocol = excluded.protocol,
            live = excluded.live, connected_at = excluded.connected_at, disconnected_at = excluded.disconnected_at, reason = excluded.reason`,
-        [r.clientId, r.key, r.node, r.username, r.peerhost, r.peerport, r.sockport, r.protocol, r.live, r.connectedAt, r.disconnectedAt, r.reason],
+        [
+          r.clientId,
+          r.key,
+          r.node,
+          r.username,
+          r.peerhost,
+          r.peerport,
+          r.sockport,
+          r.protocol,
+          r.live,
+          r.connectedAt,
+          r.disconnectedAt,
+          r.reason,
+        ],
       );
       if (i >= 0) records[i] = r;
       else records.push(r);
@@ -258,11 +275,19 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, hash_format = excluded.hash_format,
            client_ids = excluded.client_ids, superuser = excluded.superuser, updated_at = excluded.updated_at`,
-        [u.username, u.passwordHash, u.hashFormat ?? hashFormatOf(u.passwordHash), JSON.stringify(u.clientIds), u.superuser === true, u.createdAt, u.updatedAt],
+        [
+          u.username,
+          u.passwordHash,
+          u.hashFormat ?? hashFormatOf(u.passwordHash),
+          JSON.stringify(u.clientIds),
+          u.superuser === true,
+          u.createdAt,
+          u.updatedAt,
+        ],
       );
     },
     async listUsers() {
-      return (await pool.query("SELECT * FROM exhook_users ORDER BY username COLLATE \"C\"")).rows.map(toUser);
+      return (await pool.query('SELECT * FROM exhook_users ORDER BY username COLLATE "C"')).rows.map(toUser);
     },
     async removeUser(username) {
       return ((await pool.query("DELETE FROM exhook_users WHERE username = $1", [username])).rowCount ?? 0) > 0;
@@ -273,7 +298,8 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async replaceAclRules(rules) {
       await transaction(async (c) => {
         await c.query("DELETE FROM exhook_acl_rules");
-        for (let i = 0; i < rules.length; i++) await c.query("INSERT INTO exhook_acl_rules (position, rule) VALUES ($1, $2)", [i + 1, JSON.stringify(rules[i])]);
+        for (let i = 0; i < rules.length; i++)
+          await c.query("INSERT INTO exhook_acl_rules (position, rule) VALUES ($1, $2)", [i + 1, JSON.stringify(rules[i])]);
       });
     },
     async insertMessages(batch) {
@@ -284,7 +310,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       for (const m of batch) {
         const b = params.length;
         values.push(`($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, $${b + 10})`);
-        params.push(m.id, m.topic, Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength), m.qos, m.publisher, m.username, m.node, m.timestamp, m.storedAt, JSON.stringify(m.headers));
+        params.push(
+          m.id,
+          m.topic,
+          Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength),
+          m.qos,
+          m.publisher,
+          m.username,
+          m.node,
+          m.timestamp,
+          m.storedAt,
+          JSON.stringify(m.headers),
+        );
       }
       const r = await pool.query(
         `INSERT INTO exhook_messages (id, topic, payload, qos, publisher, username, node, ts, stored_at, headers)
@@ -294,7 +331,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       return r.rowCount ?? 0;
     },
     async deleteMessagesBefore(before, limit) {
-      const r = await pool.query("DELETE FROM exhook_messages WHERE seq IN (SELECT seq FROM exhook_messages WHERE ts < $1 ORDER BY ts, seq LIMIT $2)", [before, limit]);
+      const r = await pool.query(
+        "DELETE FROM exhook_messages WHERE seq IN (SELECT seq FROM exhook_messages WHERE ts < $1 ORDER BY ts, seq LIMIT $2)",
+        [before, limit],
+      );
       return r.rowCount ?? 0;
     },
     queryMessages(query: MessageQuery) {
@@ -310,7 +350,9 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           if (query.until !== undefined) where.push(`ts < ${p(query.until)}`);
           if (cursor) where.push(`(ts, seq) ${cmp} (${p(cursor.ts)}, ${p(cursor.seq)})`);
           const sql = `SELECT seq, ts, topic FROM exhook_messages ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY ts ${dir}, seq ${dir} LIMIT ${p(n)}`;
-          return (await readPool.query(sql, params)).rows.map((r): ScanRow => ({ seq: num(r["seq"]), ts: num(r["ts"]), topic: r["topic"] as string }));
+          return (await readPool.query(sql, params)).rows.map(
+            (r): ScanRow => ({ seq: num(r["seq"]), ts: num(r["ts"]), topic: r["topic"] as string }),
+          );
         },
         async fetch(seqs) {
           return (await readPool.query("SELECT * FROM exhook_messages WHERE seq = ANY($1::bigint[])", [seqs])).rows.map(toMessage);
@@ -332,7 +374,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
           const r =
             after === undefined
               ? await readPool.query('SELECT DISTINCT clientid COLLATE "C" AS clientid FROM exhook_presence ORDER BY 1 LIMIT $1', [n])
-              : await readPool.query('SELECT DISTINCT clientid COLLATE "C" AS clientid FROM exhook_presence WHERE clientid COLLATE "C" > $1 ORDER BY 1 LIMIT $2', [after, n]);
+              : await readPool.query(
+                  'SELECT DISTINCT clientid COLLATE "C" AS clientid FROM exhook_presence WHERE clientid COLLATE "C" > $1 ORDER BY 1 LIMIT $2',
+                  [after, n],
+                );
           return r.rows.map((row) => row["clientid"] as string);
         },
         async rows(first, last) {
@@ -370,10 +415,18 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
     async invalidationsAfter(after, limit) {
       const latest = num((await pool.query("SELECT max(seq) AS seq FROM exhook_invalidations")).rows[0]?.["seq"]);
       if (after < 0) return { latest, records: [] };
-      const r = await pool.query("SELECT seq, scope, key, at FROM exhook_invalidations WHERE seq > $1 ORDER BY seq LIMIT $2", [after, limit]);
+      const r = await pool.query("SELECT seq, scope, key, at FROM exhook_invalidations WHERE seq > $1 ORDER BY seq LIMIT $2", [
+        after,
+        limit,
+      ]);
       return {
         latest,
-        records: r.rows.map((row) => ({ seq: num(row["seq"]), scope: row["scope"] as InvalidationScope, key: row["key"] as string, at: num(row["at"]) })),
+        records: r.rows.map((row) => ({
+          seq: num(row["seq"]),
+          scope: row["scope"] as InvalidationScope,
+          key: row["key"] as string,
+          at: num(row["at"]),
+        })),
       };
     },
     ...pgOutboxMethods(pool),
@@ -396,7 +449,9 @@ async function migrate(pool: pg.Pool): Promise<void> {
       const r = await c.query("SELECT version FROM exhook_schema_version");
       const current = r.rows[0] ? Number(r.rows[0]["version"]) : 0;
       if (current > MIGRATIONS.length) {
-        throw new Error(`the database schema is version ${current}, newer than this emqx-exhook knows (${MIGRATIONS.length}); upgrade emqx-exhook`);
+        throw new Error(
+          `the database schema is version ${current}, newer than this emqx-exhook knows (${MIGRATIONS.length}); upgrade emqx-exhook`,
+        );
       }
       if (current < MIGRATIONS.length) {
         await c.query("BEGIN");

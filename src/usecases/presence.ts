@@ -118,7 +118,15 @@ export function createStoredPresence(options: StoredPresenceOptions): StoredPres
     maxBytes: options.maxQueueBytes ?? 16 * 1024 * 1024,
     ...(options.retryMaxMs !== undefined ? { retryMaxMs: options.retryMaxMs } : {}),
     ...(options.closeTimeoutMs !== undefined ? { closeTimeoutMs: options.closeTimeoutMs } : {}),
-    sizeOf: (c) => 256 + 2 * (c.conn.clientId.length + c.conn.node.length + c.conn.username.length + c.conn.peerhost.length + c.conn.protocol.length + c.reason.length),
+    sizeOf: (c) =>
+      256 +
+      2 *
+        (c.conn.clientId.length +
+          c.conn.node.length +
+          c.conn.username.length +
+          c.conn.peerhost.length +
+          c.conn.protocol.length +
+          c.reason.length),
     async apply({ kind, conn, at, reason }) {
       if (kind === "connected") {
         const { wasOnline, state } = await store.presenceConnected(conn, at, window);
@@ -134,7 +142,9 @@ export function createStoredPresence(options: StoredPresenceOptions): StoredPres
   const pruner =
     pruneEvery > 0
       ? setInterval(() => {
-          store.prunePresence(now() - Math.max(window * 2, 60_000)).catch((err: unknown) => logger?.warn({ err: (err as Error).message }, "presence prune failed"));
+          store
+            .prunePresence(now() - Math.max(window * 2, 60_000))
+            .catch((err: unknown) => logger?.warn({ err: (err as Error).message }, "presence prune failed"));
         }, pruneEvery)
       : undefined;
   pruner?.unref();

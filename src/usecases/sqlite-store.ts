@@ -237,39 +237,73 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
   const insertBatch = db.transaction((batch: readonly StoredMessage[]) => {
     let n = 0;
     for (const m of batch) {
-      n += insertMessage.run(m.id, m.topic, Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength), m.qos, m.publisher, m.username, m.node, m.timestamp, m.storedAt, JSON.stringify(m.headers)).changes;
+      n += insertMessage.run(
+        m.id,
+        m.topic,
+        Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength),
+        m.qos,
+        m.publisher,
+        m.username,
+        m.node,
+        m.timestamp,
+        m.storedAt,
+        JSON.stringify(m.headers),
+      ).changes;
     }
     return n;
   });
   const presenceRows = db.prepare<[string], PresenceDbRow>("SELECT * FROM presence WHERE clientid = ?");
   const firstClientIds = db.prepare<[number], { clientid: string }>("SELECT DISTINCT clientid FROM presence ORDER BY clientid LIMIT ?");
-  const nextClientIds = db.prepare<[string, number], { clientid: string }>("SELECT DISTINCT clientid FROM presence WHERE clientid > ? ORDER BY clientid LIMIT ?");
-  const presenceRange = db.prepare<[string, string], PresenceDbRow>("SELECT * FROM presence WHERE clientid >= ? AND clientid <= ? ORDER BY clientid");
+  const nextClientIds = db.prepare<[string, number], { clientid: string }>(
+    "SELECT DISTINCT clientid FROM presence WHERE clientid > ? ORDER BY clientid LIMIT ?",
+  );
+  const presenceRange = db.prepare<[string, string], PresenceDbRow>(
+    "SELECT * FROM presence WHERE clientid >= ? AND clientid <= ? ORDER BY clientid",
+  );
   const upsertPresence = db.prepare(
     `INSERT INTO presence (clientid, conn_key, node, username, peerhost, peerport, sockport, protocol, live, connected_at, disconnected_at, reason)
      VALUES (@clientId, @key, @node, @username, @peerhost, @peerport, @sockport, @protocol, @live, @connectedAt, @disconnectedAt, @reason)
      ON CONFLICT (clientid, conn_key) DO UPDATE SET node = excluded.node, username = excluded.username, protocol = excluded.protocol,
        live = excluded.live, connected_at = excluded.connected_at, disconnected_at = excluded.disconnected_at, reason = excluded.reason`,
   );
-  const insertInvalidation = db.prepare<[string, string, number], { seq: number }>("INSERT INTO invalidations (scope, key, at) VALUES (?, ?, ?) RETURNING seq");
+  const insertInvalidation = db.prepare<[string, string, number], { seq: number }>(
+    "INSERT INTO invalidations (scope, key, at) VALUES (?, ?, ?) RETURNING seq",
+  );
   const pruneInvalidations = db.prepare<[number]>("DELETE FROM invalidations WHERE at < ?");
-  const invalidationsAfter = db.prepare<[number, number], InvalidationRecord>("SELECT seq, scope, key, at FROM invalidations WHERE seq > ? ORDER BY seq LIMIT ?");
+  const invalidationsAfter = db.prepare<[number, number], InvalidationRecord>(
+    "SELECT seq, scope, key, at FROM invalidations WHERE seq > ? ORDER BY seq LIMIT ?",
+  );
   const latestInvalidation = db.prepare<[], { seq: number | null }>("SELECT max(seq) AS seq FROM invalidations");
   const state = (clientId: string): PresenceState | undefined => derivePresence(presenceRows.all(clientId).map(toRecord));
   // One transaction per event: read the client's records, apply the rule, write the one record.
   const change = (conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): PresenceChange =>
-    db.transaction(() => {
-      const records = presenceRows.all(conn.clientId).map(toRecord);
-      const wasOnline = derivePresence(records)?.online ?? false;
-      const key = connectionKey(conn);
-      const i = records.findIndex((r) => r.key === key);
-      const rec = next(records[i]);
-      const { clientId, key: k, node, username, peerhost, peerport, sockport, protocol, live, connectedAt, disconnectedAt, reason } = rec;
-      upsertPresence.run({ clientId, key: k, node, username, peerhost, peerport, sockport, protocol, live, connectedAt, disconnectedAt, reason });
-      if (i >= 0) records[i] = rec;
-      else records.push(rec);
-      return { wasOnline, state: derivePresence(records) as PresenceState };
-    }).immediate();
+    db
+      .transaction(() => {
+        const records = presenceRows.all(conn.clientId).map(toRecord);
+        const wasOnline = derivePresence(records)?.online ?? false;
+        const key = connectionKey(conn);
+        const i = records.findIndex((r) => r.key === key);
+        const rec = next(records[i]);
+        const { clientId, key: k, node, username, peerhost, peerport, sockport, protocol, live, connectedAt, disconnectedAt, reason } = rec;
+        upsertPresence.run({
+          clientId,
+          key: k,
+          node,
+          username,
+          peerhost,
+          peerport,
+          sockport,
+          protocol,
+          live,
+          connectedAt,
+          disconnectedAt,
+          reason,
+        });
+        if (i >= 0) records[i] = rec;
+        else records.push(rec);
+        return { wasOnline, state: derivePresence(records) as PresenceState };
+      })
+      .immediate();
 
   const toUser = (r: UserRow): UserRecord => ({
     username: r.username,
@@ -300,7 +334,10 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return deleteUser.run(username).changes > 0;
     },
     async listAclRules() {
-      return db.prepare<[], { rule: string }>("SELECT rule FROM acl_rules ORDER BY position").all().map((r) => JSON.parse(r.rule) as unknown);
+      return db
+        .prepare<[], { rule: string }>("SELECT rule FROM acl_rules ORDER BY position")
+        .all()
+        .map((r) => JSON.parse(r.rule) as unknown);
     },
     async replaceAclRules(rules) {
       db.transaction(() => {
@@ -313,7 +350,9 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
       return insertBatch(batch);
     },
     async deleteMessagesBefore(before, limit) {
-      return db.prepare("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE ts < ? ORDER BY ts, seq LIMIT ?)").run(before, limit).changes;
+      return db
+        .prepare("DELETE FROM messages WHERE seq IN (SELECT seq FROM messages WHERE ts < ? ORDER BY ts, seq LIMIT ?)")
+        .run(before, limit).changes;
     },
     queryMessages(query: MessageQuery) {
       const desc = query.order !== "asc";
@@ -358,8 +397,7 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
     },
     listPresence(opts = {}) {
       return scanPresence(opts, {
-        clientIds: async (after, n) =>
-          (after === undefined ? firstClientIds.all(n) : nextClientIds.all(after, n)).map((r) => r.clientid),
+        clientIds: async (after, n) => (after === undefined ? firstClientIds.all(n) : nextClientIds.all(after, n)).map((r) => r.clientid),
         rows: async (first, last) => presenceRange.all(first, last).map(toRecord),
         yield: nextTick,
       });
@@ -399,7 +437,9 @@ function checkVersion(db: Database.Database): void {
   const row = db.prepare<[], { version: number }>("SELECT version FROM schema_version").get();
   const current = row?.version ?? 0;
   if (current !== MIGRATIONS.length) {
-    throw new Error(`the database schema is version ${current}, this emqx-exhook needs ${MIGRATIONS.length}: open it once read-write to migrate, or upgrade emqx-exhook`);
+    throw new Error(
+      `the database schema is version ${current}, this emqx-exhook needs ${MIGRATIONS.length}: open it once read-write to migrate, or upgrade emqx-exhook`,
+    );
   }
 }
 
@@ -409,7 +449,9 @@ function migrate(db: Database.Database): void {
     const row = db.prepare<[], { version: number }>("SELECT version FROM schema_version").get();
     const current = row?.version ?? 0;
     if (current > MIGRATIONS.length) {
-      throw new Error(`the database schema is version ${current}, newer than this emqx-exhook knows (${MIGRATIONS.length}); upgrade emqx-exhook`);
+      throw new Error(
+        `the database schema is version ${current}, newer than this emqx-exhook knows (${MIGRATIONS.length}); upgrade emqx-exhook`,
+      );
     }
     for (let v = current; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
     if (row) db.prepare("UPDATE schema_version SET version = ?").run(MIGRATIONS.length);

@@ -104,14 +104,18 @@ class StoreThread {
       openedReject(new Error(`the SQLite ${this.init.role} thread exited (code ${code}) before opening the store`));
       const lost = [...this.pending.values()];
       this.pending.clear();
-      for (const p of lost) p.reject(Object.assign(new Error(`the SQLite ${this.init.role} thread exited (code ${code})`), { code: "STORE_WORKER_EXITED" }));
+      for (const p of lost)
+        p.reject(Object.assign(new Error(`the SQLite ${this.init.role} thread exited (code ${code})`), { code: "STORE_WORKER_EXITED" }));
       if (this.closing) return;
       // Unexpected: start a new one (after a pause growing with repeated failures); calls made
       // meanwhile wait for it.
       this.backlog = [];
       this.restarts++;
       const delay = Math.min(5000, 100 * 2 ** Math.min(this.restarts, 6));
-      this.logger?.error({ thread: this.init.role, code, failedCalls: lost.length, restartInMs: delay }, "SQLite store thread exited; starting a new one");
+      this.logger?.error(
+        { thread: this.init.role, code, failedCalls: lost.length, restartInMs: delay },
+        "SQLite store thread exited; starting a new one",
+      );
       const t = setTimeout(() => {
         if (!this.closing) this.start();
       }, delay);
@@ -162,7 +166,8 @@ class StoreThread {
     if (this.backlog) {
       // Dead and waiting to be started again: nothing to close; the waiting calls fail.
       this.closing = true;
-      for (const call of this.backlog) this.pending.get(call.id)?.reject(Object.assign(new Error("the SQLite store is closed"), { code: "STORE_CLOSED" }));
+      for (const call of this.backlog)
+        this.pending.get(call.id)?.reject(Object.assign(new Error("the SQLite store is closed"), { code: "STORE_CLOSED" }));
       this.pending.clear();
       this.backlog = undefined;
       return;

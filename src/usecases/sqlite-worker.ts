@@ -46,7 +46,8 @@ function transferables(value: unknown): ArrayBuffer[] {
   const out = new Set<ArrayBuffer>();
   const add = (v: unknown) => {
     const p = (v as { payload?: unknown } | null)?.payload;
-    if (p instanceof Uint8Array && p.byteOffset === 0 && p.byteLength === p.buffer.byteLength && p.buffer instanceof ArrayBuffer) out.add(p.buffer);
+    if (p instanceof Uint8Array && p.byteOffset === 0 && p.byteLength === p.buffer.byteLength && p.buffer instanceof ArrayBuffer)
+      out.add(p.buffer);
   };
   if (Array.isArray(value)) for (const v of value) add(v);
   return [...out];
@@ -73,7 +74,11 @@ function run(): void {
   if (init.role === "scan") lowerPriority(19);
   let store: Store;
   try {
-    store = openSqliteStore({ file: init.file, readonly: init.role !== "writer", ...(init.busyTimeoutMs !== undefined ? { busyTimeoutMs: init.busyTimeoutMs } : {}) });
+    store = openSqliteStore({
+      file: init.file,
+      readonly: init.role !== "writer",
+      ...(init.busyTimeoutMs !== undefined ? { busyTimeoutMs: init.busyTimeoutMs } : {}),
+    });
   } catch (err) {
     port.postMessage({ id: 0, error: toWorkerError(err) } satisfies WorkerReply);
     return;

@@ -40,7 +40,9 @@ export async function stackProvider(setup: ProviderSetup): Promise<Provider> {
       ...(bridge ? { bridging: bridge.sinks.map((s) => `${s.name} (${s.kind})`) } : {}),
       ...(stack.readApi ? { readApi: `${stack.readApi.paths.join(", ")} on the operations port` } : {}),
     },
-    users.length === 0 ? "use-case stack ready; no users yet (add one: emqx-exhook users add <name> --password-stdin)" : "use-case stack ready",
+    users.length === 0
+      ? "use-case stack ready; no users yet (add one: emqx-exhook users add <name> --password-stdin)"
+      : "use-case stack ready",
   );
   return stack.provider;
 }

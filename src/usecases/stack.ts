@@ -8,7 +8,14 @@ import { defineProvider, type HookHandlers, type Logger, type Provider } from ".
 import { compileAcl, type Acl, type AclRule } from "./acl.js";
 import { createAuthenticator, type Authenticator, type AuthenticatorOptions } from "./auth.js";
 import { createBridge, mergeHookHandlers, type Bridge } from "./bridge/bridge.js";
-import { createAuthorizer, type Authorizer, type ClientAttrRule, type ClientAttrsLookup, type ClientRulesLookup, type SuperuserCheck } from "./authorizer.js";
+import {
+  createAuthorizer,
+  type Authorizer,
+  type ClientAttrRule,
+  type ClientAttrsLookup,
+  type ClientRulesLookup,
+  type SuperuserCheck,
+} from "./authorizer.js";
 import { createDecisionCache, type DecisionCache } from "./decision-cache.js";
 import { createEmqxNotifier, type EmqxNotifier } from "./emqx-api.js";
 import { createInvalidationHub, type Invalidation, type InvalidationHub } from "./invalidation.js";
@@ -115,11 +122,17 @@ export function parseAclRules(raw: readonly unknown[], where: (i: number) => str
 }
 
 /** The rules in force, in order, with where each comes from: the config (or the defaults), then the store. */
-export async function effectiveAclRules(cfg: StackConfig, store: Store): Promise<Array<{ readonly source: string; readonly rule: AclRule }>> {
+export async function effectiveAclRules(
+  cfg: StackConfig,
+  store: Store,
+): Promise<Array<{ readonly source: string; readonly rule: AclRule }>> {
   const fileRules = (cfg.acl.rules ?? DEFAULT_ACL_RULES) as AclRule[];
   const fileSource = cfg.acl.rules ? (i: number) => `acl.rules[${i}]` : (i: number) => `default rule #${i + 1}`;
   const storeRules = cfg.acl.useStoreRules ? parseAclRules(await store.listAclRules()) : [];
-  return [...fileRules.map((rule, i) => ({ source: fileSource(i), rule })), ...storeRules.map((rule, i) => ({ source: `store ACL rule #${i + 1}`, rule }))];
+  return [
+    ...fileRules.map((rule, i) => ({ source: fileSource(i), rule })),
+    ...storeRules.map((rule, i) => ({ source: `store ACL rule #${i + 1}`, rule })),
+  ];
 }
 
 /** Compiles rules read by {@link effectiveAclRules}; an error names the rule by its source. */
@@ -178,7 +191,16 @@ export function authenticatorOptions(cfg: StackConfig, store: Store, logger?: Lo
     rehash: a.rehash,
     maxClientIdLength: a.maxClientIdLength,
     hashing: a.hashing,
-    throttle: t.enabled ? { perHost: t.perHost, perUser: t.perUser, perPair: t.perPair, forgetAfterMs: t.forgetAfterMs, trustTtlMs: t.trustTtlMs, maxKeys: t.maxKeys } : false,
+    throttle: t.enabled
+      ? {
+          perHost: t.perHost,
+          perUser: t.perUser,
+          perPair: t.perPair,
+          forgetAfterMs: t.forgetAfterMs,
+          trustTtlMs: t.trustTtlMs,
+          maxKeys: t.maxKeys,
+        }
+      : false,
     ...(j
       ? {
           jwt: {
@@ -231,7 +253,9 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
         ...authenticatorOptions(cfg, store, logger),
         // Changes made through the authenticator reach the decision cache, the other workers and instances.
         onUserChanged: (username) =>
-          void hub?.announce({ scope: "user", key: username }).catch((err: unknown) => logger?.error({ username, err: (err as Error).message }, "user change not announced")),
+          void hub
+            ?.announce({ scope: "user", key: username })
+            .catch((err: unknown) => logger?.error({ username, err: (err as Error).message }, "user change not announced")),
       });
       handlers.onClientAuthenticate = auth.handler;
     }
@@ -260,7 +284,11 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       aclText = JSON.stringify(rules);
       authorizer = createAuthorizer({
         acl: () => acl as Acl,
-        compile: (own) => compileAcl(own, "no-opinion", (i) => `per-client rule #${i + 1}`, { listeners: cfg.acl.listeners, denyOverlap: cfg.acl.denyOverlap }),
+        compile: (own) =>
+          compileAcl(own, "no-opinion", (i) => `per-client rule #${i + 1}`, {
+            listeners: cfg.acl.listeners,
+            denyOverlap: cfg.acl.denyOverlap,
+          }),
         attrRules: cfg.acl.clientAttrs as ClientAttrRule[],
         // Superuser and a JWT's ACL claim: what the authenticator recorded for the connection, unless given.
         ...(options.isSuperuser ? { isSuperuser: options.isSuperuser } : auth ? { isSuperuser: superuserOf(auth) } : {}),
@@ -284,7 +312,11 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       if (inv.scope === "rules") {
         reloadAcl().then(
           (changed) => (changed ? undefined : cache?.invalidate({ scope: "all" })),
-          (err: unknown) => logger?.error({ err: (err as Error).message }, "ACL store rules not reloaded after a change was announced; keeping the previous rules"),
+          (err: unknown) =>
+            logger?.error(
+              { err: (err as Error).message },
+              "ACL store rules not reloaded after a change was announced; keeping the previous rules",
+            ),
         );
         return;
       }
@@ -316,7 +348,12 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onClientDisconnected = presence.onClientDisconnected;
     }
     if (cfg.bridge.enabled) {
-      bridge = createBridge({ config: cfg.bridge, store, ...(logger ? { logger } : {}), ...(options.registry ? { registry: options.registry } : {}) });
+      bridge = createBridge({
+        config: cfg.bridge,
+        store,
+        ...(logger ? { logger } : {}),
+        ...(options.registry ? { registry: options.registry } : {}),
+      });
       Object.assign(handlers, mergeHookHandlers(handlers, bridge.handlers));
     }
   } catch (err) {
@@ -346,7 +383,9 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
     ...(acl ? { acl: { rules: acl.size, ...(authorizer ? { answers: authorizer.stats() } : {}) } } : {}),
     ...(cache ? { cache: cache.stats() } : {}),
     invalidations: { ...(hub as InvalidationHub).stats(), ...(emqx ? { emqx: emqx.stats() } : {}) },
-    ...(persistence ? { persistence: { ...persistence.writer.stats(), ...(persistence.retention ? { retention: persistence.retention.stats() } : {}) } } : {}),
+    ...(persistence
+      ? { persistence: { ...persistence.writer.stats(), ...(persistence.retention ? { retention: persistence.retention.stats() } : {}) } }
+      : {}),
     ...(presence ? { presence: presence.stats() } : {}),
     ...(bridge ? { bridge: bridge.stats() } : {}),
   });
@@ -371,7 +410,9 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
   const ping = () =>
     (pinging ??= Promise.race([
       store.ping(),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS).unref()),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS).unref(),
+      ),
     ])
       .then(
         () => void (pinged = { at: Date.now(), reason: undefined }),

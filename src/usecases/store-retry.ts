@@ -106,7 +106,10 @@ export function createOutageLog(what: string, logger: Logger | undefined, everyM
         downSince = t;
         lastLog = t;
         outages++;
-        logger?.error({ err: errorText(err), ...details() }, `${what}: store write failed; holding the data and retrying until the store is back`);
+        logger?.error(
+          { err: errorText(err), ...details() },
+          `${what}: store write failed; holding the data and retrying until the store is back`,
+        );
       } else if (t - lastLog >= everyMs) {
         lastLog = t;
         logger?.error(
@@ -168,10 +171,13 @@ export function createLossLog(message: string, logger: Logger | undefined, every
       // Losses inside the quiet period are reported together when it ends.
       pendingDetails = details;
       if (!timer) {
-        timer = setTimeout(() => {
-          timer = undefined;
-          if (sinceLog > 0) emit(pendingDetails ?? details);
-        }, Math.max(0, everyMs - (now() - lastLog)));
+        timer = setTimeout(
+          () => {
+            timer = undefined;
+            if (sinceLog > 0) emit(pendingDetails ?? details);
+          },
+          Math.max(0, everyMs - (now() - lastLog)),
+        );
         timer.unref?.();
       }
     },

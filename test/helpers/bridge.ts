@@ -17,7 +17,8 @@ export interface MemoryLogger extends Logger {
 
 export function memoryLogger(): MemoryLogger {
   const lines: MemoryLogger["lines"] = [];
-  const at = (level: string) => (obj: object, msg?: string) => void lines.push({ level, msg: msg ?? "", obj: obj as Record<string, unknown> });
+  const at = (level: string) => (obj: object, msg?: string) =>
+    void lines.push({ level, msg: msg ?? "", obj: obj as Record<string, unknown> });
   return {
     lines,
     warn: at("warn"),
@@ -47,7 +48,11 @@ export interface TestBridgeOptions {
 }
 
 /** Starts a bridge from a `bridge` config section (validated like the config file) with connected fake clients. */
-export async function openTestBridge(bridgeSection: Record<string, unknown>, clients: readonly string[], options: TestBridgeOptions = {}): Promise<TestBridge> {
+export async function openTestBridge(
+  bridgeSection: Record<string, unknown>,
+  clients: readonly string[],
+  options: TestBridgeOptions = {},
+): Promise<TestBridge> {
   const cfg = parseConfig({ bridge: { enabled: true, ...bridgeSection } }, {});
   const dir = options.store ? undefined : mkdtempSync(join(tmpdir(), "exhook-bridge-"));
   const store = options.store ?? openSqliteStore({ file: join(dir as string, "exhook.db") });
@@ -55,7 +60,11 @@ export async function openTestBridge(bridgeSection: Record<string, unknown>, cli
   const bridge = createBridge({ config: cfg.bridge, store, logger, ...(options.owner ? { owner: options.owner } : {}) });
   const provider = defineProvider(bridge.handlers);
   const quiet = memoryLogger();
-  const emqx = createFakeEmqx({ provider, logger: quiet, ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}) });
+  const emqx = createFakeEmqx({
+    provider,
+    logger: quiet,
+    ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+  });
   await emqx.start();
   for (const c of clients) await emqx.connect({ clientid: c, username: `user-${c}` });
   bridge.start();
@@ -83,7 +92,11 @@ export async function openTestBridge(bridgeSection: Record<string, unknown>, cli
 }
 
 /** Payload order per client: returns the payloads missing and those that arrived before an earlier one (first arrivals only). */
-export function checkOrder(payloads: readonly string[], clients: readonly string[], count: number): { missing: string[]; outOfOrder: string[] } {
+export function checkOrder(
+  payloads: readonly string[],
+  clients: readonly string[],
+  count: number,
+): { missing: string[]; outOfOrder: string[] } {
   const first = new Map<string, number>();
   payloads.forEach((p, i) => {
     if (!first.has(p)) first.set(p, i);

@@ -17,8 +17,10 @@ import { join } from "node:path";
 export const NATS_URL = process.env["EXHOOK_TEST_NATS_URL"];
 export const AMQP_URL = process.env["EXHOOK_TEST_AMQP_URL"];
 export const REDIS_URL = process.env["EXHOOK_TEST_REDIS_URL"];
-export const NATS_BIN = process.env["EXHOOK_TEST_NATS_BIN"] ?? (require("node:fs").existsSync("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : undefined);
-export const REDIS_BIN = process.env["EXHOOK_TEST_REDIS_BIN"] ?? (require("node:fs").existsSync("/usr/bin/redis-server") ? "/usr/bin/redis-server" : undefined);
+export const NATS_BIN =
+  process.env["EXHOOK_TEST_NATS_BIN"] ?? (require("node:fs").existsSync("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : undefined);
+export const REDIS_BIN =
+  process.env["EXHOOK_TEST_REDIS_BIN"] ?? (require("node:fs").existsSync("/usr/bin/redis-server") ? "/usr/bin/redis-server" : undefined);
 export const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
 
 /** A name unique to this run (streams, exchanges, queues, keys, sinks). */
@@ -142,7 +144,10 @@ export function startRedis(): Promise<EngineProcess> {
   if (!REDIS_BIN) throw new Error("no redis-server binary");
   return engineProcess(
     (p) => `redis://127.0.0.1:${p}`,
-    (p, dir) => [REDIS_BIN as string, ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir]],
+    (p, dir) => [
+      REDIS_BIN as string,
+      ["--port", String(p), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir],
+    ],
   );
 }
 
@@ -292,7 +297,14 @@ export async function readRedisStream(url: string, key: string): Promise<Landed[
 interface AmqpMsg {
   content: Buffer;
   fields: { routingKey: string };
-  properties: { messageId?: string; headers?: Record<string, unknown>; timestamp?: number; type?: string; appId?: string; deliveryMode?: number };
+  properties: {
+    messageId?: string;
+    headers?: Record<string, unknown>;
+    timestamp?: number;
+    type?: string;
+    appId?: string;
+    deliveryMode?: number;
+  };
 }
 interface AmqpChannel {
   assertQueue(q: string, o: object): Promise<unknown>;
@@ -336,7 +348,10 @@ export async function drainAmqpQueue(url: string, queue: string): Promise<Array<
 }
 
 /** Checks that each client's messages arrived in the order given (first arrival of each id), and returns the ids missing. */
-export function orderAndGaps(landed: readonly Landed[], sent: ReadonlyMap<string, readonly string[]>): { missing: string[]; outOfOrder: string[] } {
+export function orderAndGaps(
+  landed: readonly Landed[],
+  sent: ReadonlyMap<string, readonly string[]>,
+): { missing: string[]; outOfOrder: string[] } {
   const firstSeen = new Map<string, number>();
   landed.forEach((l, i) => {
     const id = l.meta["id"] as string;

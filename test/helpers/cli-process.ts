@@ -34,7 +34,9 @@ export function spawnCli(args: readonly string[], options: Omit<SpawnOptions, "s
   });
   child.stderr?.on("data", (c: Buffer) => (err += c.toString()));
   // "close", not "exit": by then stdout and stderr are read to the end.
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("close", (code, signal) => resolve({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("close", (code, signal) => resolve({ code, signal })),
+  );
   const printed = () => `stdout:\n${out}\nstderr:\n${err}`;
   return {
     child,
@@ -52,8 +54,15 @@ export function spawnCli(args: readonly string[], options: Omit<SpawnOptions, "s
           const matches = [...out.matchAll(pattern)];
           if (matches.length >= count) done(() => resolve(matches));
         };
-        const guard = setTimeout(() => done(() => reject(new Error(`${pattern} not printed ${count} time(s) in ${timeoutMs} ms; ${printed()}`))), timeoutMs);
-        void exit.then(({ code, signal }) => done(() => reject(new Error(`exited (${signal ?? `code ${code}`}) before ${pattern} was printed ${count} time(s); ${printed()}`))));
+        const guard = setTimeout(
+          () => done(() => reject(new Error(`${pattern} not printed ${count} time(s) in ${timeoutMs} ms; ${printed()}`))),
+          timeoutMs,
+        );
+        void exit.then(({ code, signal }) =>
+          done(() =>
+            reject(new Error(`exited (${signal ?? `code ${code}`}) before ${pattern} was printed ${count} time(s); ${printed()}`)),
+          ),
+        );
         watchers.add(check);
         check();
       });
@@ -67,7 +76,9 @@ export function spawnCli(args: readonly string[], options: Omit<SpawnOptions, "s
       let guard: NodeJS.Timeout | undefined;
       return Promise.race([
         exit.finally(() => clearTimeout(guard)),
-        new Promise<never>((_, reject) => (guard = setTimeout(() => reject(new Error(`no exit within ${timeoutMs} ms; ${printed()}`)), timeoutMs))),
+        new Promise<never>(
+          (_, reject) => (guard = setTimeout(() => reject(new Error(`no exit within ${timeoutMs} ms; ${printed()}`)), timeoutMs)),
+        ),
       ]);
     },
   };

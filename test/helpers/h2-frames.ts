@@ -9,7 +9,18 @@ import * as net from "node:net";
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
-export const FrameType = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
+export const FrameType = {
+  DATA: 0,
+  HEADERS: 1,
+  PRIORITY: 2,
+  RST_STREAM: 3,
+  SETTINGS: 4,
+  PUSH_PROMISE: 5,
+  PING: 6,
+  GOAWAY: 7,
+  WINDOW_UPDATE: 8,
+  CONTINUATION: 9,
+} as const;
 export const Flag = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4 } as const;
 
 /** One frame. */
@@ -77,9 +88,12 @@ export const settings = (values: ReadonlyArray<readonly [number, number]> = []):
   return frame(FrameType.SETTINGS, 0, 0, payload);
 };
 export const settingsAck = (): Buffer => frame(FrameType.SETTINGS, Flag.ACK, 0);
-export const headers = (streamId: number, block: Uint8Array, flags: number = Flag.END_HEADERS): Buffer => frame(FrameType.HEADERS, flags, streamId, block);
-export const continuation = (streamId: number, block: Uint8Array, flags: number = 0): Buffer => frame(FrameType.CONTINUATION, flags, streamId, block);
-export const data = (streamId: number, payload: Uint8Array, flags: number = Flag.END_STREAM): Buffer => frame(FrameType.DATA, flags, streamId, payload);
+export const headers = (streamId: number, block: Uint8Array, flags: number = Flag.END_HEADERS): Buffer =>
+  frame(FrameType.HEADERS, flags, streamId, block);
+export const continuation = (streamId: number, block: Uint8Array, flags: number = 0): Buffer =>
+  frame(FrameType.CONTINUATION, flags, streamId, block);
+export const data = (streamId: number, payload: Uint8Array, flags: number = Flag.END_STREAM): Buffer =>
+  frame(FrameType.DATA, flags, streamId, payload);
 /** A body as DATA frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE), END_STREAM on the last. */
 export const dataFrames = (streamId: number, payload: Uint8Array, maxFrameSize = 16384): Buffer => {
   const frames: Buffer[] = [];
@@ -112,7 +126,14 @@ export const windowUpdate = (streamId: number, increment: number): Buffer => {
 };
 
 /** SETTINGS identifiers. */
-export const Setting = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6 } as const;
+export const Setting = {
+  HEADER_TABLE_SIZE: 1,
+  ENABLE_PUSH: 2,
+  MAX_CONCURRENT_STREAMS: 3,
+  INITIAL_WINDOW_SIZE: 4,
+  MAX_FRAME_SIZE: 5,
+  MAX_HEADER_LIST_SIZE: 6,
+} as const;
 
 /** A raw connection: the preface and our SETTINGS are sent on connect. */
 export interface RawH2 {
@@ -129,7 +150,10 @@ export interface RawH2 {
  * Opens a raw HTTP/2 connection. `read: false` never reads the socket (the kernel buffers fill,
  * then the server's writes stall), which is what a client that stops reading looks like.
  */
-export function rawConnect(port: number, options: { settings?: ReadonlyArray<readonly [number, number]>; read?: boolean } = {}): Promise<RawH2> {
+export function rawConnect(
+  port: number,
+  options: { settings?: ReadonlyArray<readonly [number, number]>; read?: boolean } = {},
+): Promise<RawH2> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1");
     const received: RawH2["received"] = [];
@@ -143,7 +167,12 @@ export function rawConnect(port: number, options: { settings?: ReadonlyArray<rea
         while (buf.length >= 9) {
           const len = buf.readUIntBE(0, 3);
           if (buf.length < 9 + len) break;
-          const f = { type: buf[3] as number, flags: buf[4] as number, streamId: buf.readUInt32BE(5) & 0x7fffffff, payload: buf.subarray(9, 9 + len) };
+          const f = {
+            type: buf[3] as number,
+            flags: buf[4] as number,
+            streamId: buf.readUInt32BE(5) & 0x7fffffff,
+            payload: buf.subarray(9, 9 + len),
+          };
           received.push(f);
           buf = buf.subarray(9 + len);
           // Answer the server's SETTINGS so it applies ours.

@@ -43,7 +43,9 @@ export function parseMetrics(text: string): Map<string, number> {
 
 /** A metric key as {@link parseMetrics} writes it. */
 export function key(name: string, labels: Record<string, string> = {}): string {
-  const l = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).sort();
+  const l = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .sort();
   return l.length ? `${name}{${l.join(",")}}` : name;
 }
 
@@ -85,8 +87,28 @@ export function createTestPki(): TestPki {
       const signer = options.signer ?? "ca";
       ssl("req", ...ecKey, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`);
       const ext = path.join(dir, `${name}.ext`);
-      fs.writeFileSync(ext, options.server ? "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" : "extendedKeyUsage=clientAuth\n");
-      ssl("x509", "-req", "-in", `${name}.csr`, "-CA", `${signer}.crt`, "-CAkey", `${signer}.key`, "-set_serial", String(serial++), "-out", `${name}.crt`, "-days", "2", "-extfile", ext);
+      fs.writeFileSync(
+        ext,
+        options.server ? "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n" : "extendedKeyUsage=clientAuth\n",
+      );
+      ssl(
+        "x509",
+        "-req",
+        "-in",
+        `${name}.csr`,
+        "-CA",
+        `${signer}.crt`,
+        "-CAkey",
+        `${signer}.key`,
+        "-set_serial",
+        String(serial++),
+        "-out",
+        `${name}.crt`,
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+      );
       return { cert: path.join(dir, `${name}.crt`), key: path.join(dir, `${name}.key`) };
     },
     cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),

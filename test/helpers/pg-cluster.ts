@@ -22,7 +22,9 @@ export function pgBinDir(): string | undefined {
   }
   const root = "/usr/lib/postgresql";
   if (!existsSync(root)) return undefined;
-  const versions = readdirSync(root).filter((v) => existsSync(path.join(root, v, "bin", "initdb"))).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(path.join(root, v, "bin", "initdb")))
+    .sort((a, b) => Number(b) - Number(a));
   return versions[0] ? path.join(root, versions[0], "bin") : undefined;
 }
 
@@ -54,7 +56,8 @@ export async function startPgCluster(bin: string): Promise<PgCluster> {
   const dir = mkdtempSync(path.join(tmpdir(), "exhook-pgc-"));
   const runAs = process.getuid?.() === 0 ? (process.env["EXHOOK_TEST_PG_RUNAS"] ?? "postgres") : undefined;
   if (runAs) {
-    if (spawnSync("id", [runAs]).status !== 0) execFileSync("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", runAs]);
+    if (spawnSync("id", [runAs]).status !== 0)
+      execFileSync("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", runAs]);
     const uid = Number(execFileSync("id", ["-u", runAs], { encoding: "utf8" }).trim());
     chownSync(dir, uid, -1);
   }
@@ -67,7 +70,18 @@ export async function startPgCluster(bin: string): Promise<PgCluster> {
   const data = path.join(dir, "data");
   run("initdb", ["-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"]);
   const start = () =>
-    run("pg_ctl", ["-D", data, "-l", path.join(dir, "server.log"), "-w", "-t", "30", "-o", `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c full_page_writes=off`, "start"]);
+    run("pg_ctl", [
+      "-D",
+      data,
+      "-l",
+      path.join(dir, "server.log"),
+      "-w",
+      "-t",
+      "30",
+      "-o",
+      `-c listen_addresses=127.0.0.1 -p ${port} -k ${dir} -c fsync=off -c full_page_writes=off`,
+      "start",
+    ]);
   start();
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,

@@ -41,7 +41,13 @@ export const PRESENCE_CASES: readonly PresenceCase[] = [
   },
   {
     name: "three quick reconnects in a row",
-    steps: [step("C", 1, 1000, true), step("D", 1, 1100, false), step("C", 2, 1200, true), step("D", 2, 1300, false), step("C", 3, 1400, true, 1)],
+    steps: [
+      step("C", 1, 1000, true),
+      step("D", 1, 1100, false),
+      step("C", 2, 1200, true),
+      step("D", 2, 1300, false),
+      step("C", 3, 1400, true, 1),
+    ],
   },
   {
     name: "takeover: the new connected before the old disconnected",
@@ -57,7 +63,13 @@ export const PRESENCE_CASES: readonly PresenceCase[] = [
   },
   {
     name: "quick reconnect whose second connection's events arrive swapped",
-    steps: [step("C", 1, 1000, true), step("D", 1, 2000, false), step("D", 2, 4000, false), step("C", 2, 4001, false, 0), step("C", 3, 6000, true, 1)],
+    steps: [
+      step("C", 1, 1000, true),
+      step("D", 1, 2000, false),
+      step("D", 2, 4000, false),
+      step("C", 2, 4001, false, 0),
+      step("C", 3, 6000, true, 1),
+    ],
   },
   {
     name: "a disconnect whose connect never came is forgotten after the reorder window",
@@ -67,5 +79,13 @@ export const PRESENCE_CASES: readonly PresenceCase[] = [
 
 /** The connection of step `conn` in a case, with or without peer ports. */
 export function caseConnection(clientId: string, conn: number, withPeerport: boolean): Connection {
-  return connectionOf({ clientid: clientId, node: "emqx@n1", username: "u", peerhost: "10.0.0.9", peerport: withPeerport ? 40_000 + conn : 0, sockport: 1883, protocol: "mqtt" });
+  return connectionOf({
+    clientid: clientId,
+    node: "emqx@n1",
+    username: "u",
+    peerhost: "10.0.0.9",
+    peerport: withPeerport ? 40_000 + conn : 0,
+    sockport: 1883,
+    protocol: "mqtt",
+  });
 }

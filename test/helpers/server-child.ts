@@ -61,11 +61,19 @@ export interface ServerChild {
 }
 
 /** Starts `serve <provider> --port 0 --metrics-port 0` from `tree` and waits until it listens. */
-export async function startServerChild(tree: CompiledTree, provider: string, args: readonly string[] = [], env: Record<string, string> = {}): Promise<ServerChild> {
-  const cli = spawnCli([path.join(tree.dir, "src", "cli.js"), "serve", provider, "--port", "0", "--host", "127.0.0.1", "--metrics-port", "0", ...args], {
-    cwd: tree.dir,
-    env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules"), LOG_LEVEL: "warn", ...env },
-  });
+export async function startServerChild(
+  tree: CompiledTree,
+  provider: string,
+  args: readonly string[] = [],
+  env: Record<string, string> = {},
+): Promise<ServerChild> {
+  const cli = spawnCli(
+    [path.join(tree.dir, "src", "cli.js"), "serve", provider, "--port", "0", "--host", "127.0.0.1", "--metrics-port", "0", ...args],
+    {
+      cwd: tree.dir,
+      env: { ...process.env, NODE_PATH: path.join(ROOT, "node_modules"), LOG_LEVEL: "warn", ...env },
+    },
+  );
   const [m] = await cli.waitFor(/listening on 127\.0\.0\.1:(\d+)/g);
   const [mm] = await cli.waitFor(/metrics and probes on http:\/\/127\.0\.0\.1:(\d+)/g);
   const pid = cli.child.pid as number;
@@ -94,7 +102,12 @@ export function rssOf(pid: number): number {
  * One authenticate call on a fresh connection; resolves with the gRPC status and how long the
  * whole thing took (connect included), or rejects after `guardMs`.
  */
-export function freshCall(port: number, body: Uint8Array, servicePath = "/emqx.exhook.v3.HookProvider/OnClientAuthenticate", guardMs = 5000): Promise<{ status: number; ms: number; message: Buffer | undefined }> {
+export function freshCall(
+  port: number,
+  body: Uint8Array,
+  servicePath = "/emqx.exhook.v3.HookProvider/OnClientAuthenticate",
+  guardMs = 5000,
+): Promise<{ status: number; ms: number; message: Buffer | undefined }> {
   const start = performance.now();
   return new Promise((resolve, reject) => {
     const session = http2.connect(`http://127.0.0.1:${port}`);
@@ -106,7 +119,13 @@ export function freshCall(port: number, body: Uint8Array, servicePath = "/emqx.e
       clearTimeout(guard);
       reject(err);
     });
-    const req = session.request({ ":method": "POST", ":path": servicePath, "content-type": "application/grpc+proto", te: "trailers", "grpc-timeout": "5S" });
+    const req = session.request({
+      ":method": "POST",
+      ":path": servicePath,
+      "content-type": "application/grpc+proto",
+      te: "trailers",
+      "grpc-timeout": "5S",
+    });
     let head: http2.IncomingHttpHeaders | undefined;
     let trailers: http2.IncomingHttpHeaders | undefined;
     const chunks: Buffer[] = [];

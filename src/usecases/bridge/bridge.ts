@@ -104,7 +104,12 @@ function routeOf(cfg: SinkConfig, i: number): SinkRoute {
   const where = `bridge.sinks[${i}]`;
   switch (cfg.kind) {
     case "nats":
-      return { name: cfg.name, style: "nats", messageTemplate: compileTemplate(cfg.subject, "nats", `${where}.subject`), eventTemplate: compileTemplate(cfg.eventSubject, "nats", `${where}.eventSubject`) };
+      return {
+        name: cfg.name,
+        style: "nats",
+        messageTemplate: compileTemplate(cfg.subject, "nats", `${where}.subject`),
+        eventTemplate: compileTemplate(cfg.eventSubject, "nats", `${where}.eventSubject`),
+      };
     case "rabbitmq":
       return {
         name: cfg.name,
@@ -113,7 +118,12 @@ function routeOf(cfg: SinkConfig, i: number): SinkRoute {
         eventTemplate: compileTemplate(cfg.eventRoutingKey, "amqp", `${where}.eventRoutingKey`),
       };
     case "redis":
-      return { name: cfg.name, style: "raw", messageTemplate: compileTemplate(cfg.stream, "raw", `${where}.stream`), eventTemplate: compileTemplate(cfg.eventStream, "raw", `${where}.eventStream`) };
+      return {
+        name: cfg.name,
+        style: "raw",
+        messageTemplate: compileTemplate(cfg.stream, "raw", `${where}.stream`),
+        eventTemplate: compileTemplate(cfg.eventStream, "raw", `${where}.eventStream`),
+      };
   }
 }
 
@@ -206,7 +216,10 @@ export function createBridge(options: BridgeOptions): Bridge {
   if (pbr.enabled) {
     for (const s of sinkCfgs) {
       if (s.hooks.includes("message.publish") && s.outbox.overflow === "drop-oldest") {
-        logger?.warn({ sink: s.name }, "bridge: persistBeforeRoute with outbox.overflow drop-oldest: a full outbox evicts messages subscribers already received; refuse-new keeps both sides consistent");
+        logger?.warn(
+          { sink: s.name },
+          "bridge: persistBeforeRoute with outbox.overflow drop-oldest: a full outbox evicts messages subscribers already received; refuse-new keeps both sides consistent",
+        );
       }
     }
   }
@@ -222,7 +235,10 @@ export function createBridge(options: BridgeOptions): Bridge {
     const topics = new Set<string>();
     sinkCfgs.forEach((s, i) => {
       if (!s.hooks.includes(hook)) return;
-      hookRoutes.push({ route: routes[i] as SinkRoute, match: isMessage && !s.topics.includes("#") ? compileTopicFilters(s.topics) : undefined });
+      hookRoutes.push({
+        route: routes[i] as SinkRoute,
+        match: isMessage && !s.topics.includes("#") ? compileTopicFilters(s.topics) : undefined,
+      });
       for (const t of s.topics) topics.add(t);
     });
     const topicList = isMessage && !topics.has("#") ? [...topics] : undefined;
@@ -238,7 +254,16 @@ export function createBridge(options: BridgeOptions): Bridge {
         for (const r of hookRoutes) {
           if (r.match && !r.match(m.topic)) continue;
           payload ??= m.payload.slice();
-          caps.push({ route: r.route, hook, request: req, payload, at, deadline: ctx.deadline, state: CaptureState.queued, done: undefined });
+          caps.push({
+            route: r.route,
+            hook,
+            request: req,
+            payload,
+            at,
+            deadline: ctx.deadline,
+            state: CaptureState.queued,
+            done: undefined,
+          });
         }
         if (caps.length === 0) return KEEP;
         return new Promise<PublishDecision>((resolve) => {
@@ -253,7 +278,12 @@ export function createBridge(options: BridgeOptions): Bridge {
           }
         });
       };
-      handlers[def.key] = { handler, ...(topicList ? { topics: topicList } : {}), timeoutMs: pbr.timeoutMs, fallback: pbr.fallback } satisfies HookConfig<"onMessagePublish">;
+      handlers[def.key] = {
+        handler,
+        ...(topicList ? { topics: topicList } : {}),
+        timeoutMs: pbr.timeoutMs,
+        fallback: pbr.fallback,
+      } satisfies HookConfig<"onMessagePublish">;
     } else if (isMessage) {
       const handler = (req: { message?: { topic: string; payload: Uint8Array } }) => {
         const m = req.message;
@@ -272,7 +302,8 @@ export function createBridge(options: BridgeOptions): Bridge {
     } else {
       handlers[def.key] = (req: unknown) => {
         const at = Date.now();
-        for (const r of hookRoutes) w.push({ route: r.route, hook, request: req, payload: undefined, at, deadline: 0, state: CaptureState.queued, done: undefined });
+        for (const r of hookRoutes)
+          w.push({ route: r.route, hook, request: req, payload: undefined, at, deadline: 0, state: CaptureState.queued, done: undefined });
       };
     }
   }
@@ -297,7 +328,13 @@ export function createBridge(options: BridgeOptions): Bridge {
         const sink = sinks[i] as Sink;
         const st = forwarders.get(s.name)?.stats();
         const ok = sink.connected();
-        return [{ name: `bridge sink ${s.name} (${s.kind})`, ok, detail: ok ? "connected" : `not connected${st?.lastError ? `: ${st.lastError}` : ""}` }];
+        return [
+          {
+            name: `bridge sink ${s.name} (${s.kind})`,
+            ok,
+            detail: ok ? "connected" : `not connected${st?.lastError ? `: ${st.lastError}` : ""}`,
+          },
+        ];
       });
     },
     outboxStats,
@@ -313,7 +350,15 @@ export function createBridge(options: BridgeOptions): Bridge {
       (closing ??= (async () => {
         await w.close();
         await Promise.all([...forwarders.values()].map((f) => f.stop()));
-        await Promise.all(sinks.map((s) => s.close().catch((err: unknown) => logger?.warn({ sink: s.name, err: (err as Error).message }, "bridge: closing the engine connection failed"))));
+        await Promise.all(
+          sinks.map((s) =>
+            s
+              .close()
+              .catch((err: unknown) =>
+                logger?.warn({ sink: s.name, err: (err as Error).message }, "bridge: closing the engine connection failed"),
+              ),
+          ),
+        );
       })()),
   };
 }
@@ -386,7 +431,13 @@ interface NormalHook {
 }
 
 function normalize(entry: unknown): NormalHook {
-  if (typeof entry === "function") return { handler: entry as NormalHook["handler"], topics: undefined, timeoutMs: undefined, fallback: undefined };
+  if (typeof entry === "function")
+    return { handler: entry as NormalHook["handler"], topics: undefined, timeoutMs: undefined, fallback: undefined };
   const c = entry as { handler: NormalHook["handler"]; topics?: readonly string[]; timeoutMs?: number; fallback?: string };
-  return { handler: c.handler, topics: c.topics && c.topics.length > 0 ? c.topics : undefined, timeoutMs: c.timeoutMs, fallback: c.fallback };
+  return {
+    handler: c.handler,
+    topics: c.topics && c.topics.length > 0 ? c.topics : undefined,
+    timeoutMs: c.timeoutMs,
+    fallback: c.fallback,
+  };
 }

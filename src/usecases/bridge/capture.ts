@@ -67,7 +67,11 @@ export interface Capture {
 }
 
 const SCHEMA = new Map<string, DescMessage>(HOOKS.map((h) => [h.name, h.input]));
-const SHORT: Readonly<Record<string, string>> = { "message.dropped": "dropped", "message.delivered": "delivered", "message.acked": "acked" };
+const SHORT: Readonly<Record<string, string>> = {
+  "message.dropped": "dropped",
+  "message.delivered": "delivered",
+  "message.acked": "acked",
+};
 const utf8 = new TextEncoder();
 
 interface ClientLike {
@@ -132,7 +136,8 @@ export function buildEntry(c: Capture): OutboxEntry | string {
     }
     if (c.hook === "message.dropped" && req.reason !== undefined) headers["reason"] = req.reason;
     if (req.userProps && req.userProps.length > 0) headers["user-properties"] = JSON.stringify(req.userProps.map((p) => [p.name, p.value]));
-    if (req.props && req.props.length > 0) headers["properties"] = JSON.stringify(Object.fromEntries(req.props.map((p) => [p.name, p.value])));
+    if (req.props && req.props.length > 0)
+      headers["properties"] = JSON.stringify(Object.fromEntries(req.props.map((p) => [p.name, p.value])));
   } else {
     const who = req.clientinfo ?? req.conninfo ?? {};
     clientid = who.clientid ?? "";

@@ -196,10 +196,13 @@ export const bridgeSchema = z
       .superRefine((sinks, ctx) => {
         const seen = new Set<string>();
         sinks.forEach((s, i) => {
-          if (seen.has(s.name)) ctx.addIssue({ code: "custom", path: [i, "name"], message: `duplicate sink name ${JSON.stringify(s.name)}` });
+          if (seen.has(s.name))
+            ctx.addIssue({ code: "custom", path: [i, "name"], message: `duplicate sink name ${JSON.stringify(s.name)}` });
           seen.add(s.name);
-          if (s.retry.maxMs < s.retry.initialMs) ctx.addIssue({ code: "custom", path: [i, "retry", "maxMs"], message: "must be at least retry.initialMs" });
-          if (s.tls && (s.tls.cert === undefined) !== (s.tls.key === undefined)) ctx.addIssue({ code: "custom", path: [i, "tls"], message: "give both cert and key, or neither" });
+          if (s.retry.maxMs < s.retry.initialMs)
+            ctx.addIssue({ code: "custom", path: [i, "retry", "maxMs"], message: "must be at least retry.initialMs" });
+          if (s.tls && (s.tls.cert === undefined) !== (s.tls.key === undefined))
+            ctx.addIssue({ code: "custom", path: [i, "tls"], message: "give both cert and key, or neither" });
         });
       }),
   })
@@ -208,10 +211,15 @@ export const bridgeSchema = z
     b.sinks.forEach((s, i) => {
       // A lease must outlive a batch's confirm wait, so an instance renews between batches in time.
       if (s.confirmTimeoutMs * 3 > b.leaseMs) {
-        ctx.addIssue({ code: "custom", path: ["sinks", i, "confirmTimeoutMs"], message: `must be at most a third of bridge.leaseMs (${b.leaseMs})` });
+        ctx.addIssue({
+          code: "custom",
+          path: ["sinks", i, "confirmTimeoutMs"],
+          message: `must be at most a third of bridge.leaseMs (${b.leaseMs})`,
+        });
       }
     });
-    if (b.enabled && b.sinks.length === 0) ctx.addIssue({ code: "custom", path: ["sinks"], message: "bridge.enabled is true but no sink is configured" });
+    if (b.enabled && b.sinks.length === 0)
+      ctx.addIssue({ code: "custom", path: ["sinks"], message: "bridge.enabled is true but no sink is configured" });
   });
 
 /** A validated sink. */

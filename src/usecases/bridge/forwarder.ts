@@ -226,9 +226,16 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     if (unreachable) observer?.failed(unreachable, "unreachable");
     if (settled.parked > 0) {
       observer?.parked(settled.parked);
-      logger?.error({ sink: sink.name, parked: settled.parked, maxAttempts: retry.maxAttempts, err: firstError }, "bridge: messages parked after repeated refusals (emqx-exhook outbox replay to retry them)");
+      logger?.error(
+        { sink: sink.name, parked: settled.parked, maxAttempts: retry.maxAttempts, err: firstError },
+        "bridge: messages parked after repeated refusals (emqx-exhook outbox replay to retry them)",
+      );
     }
-    if (failed.size > 0 && failing === 0) logger?.warn({ sink: sink.name, failed: failed.size, of: f.rows.length, err: firstError }, "bridge: engine did not confirm; retrying with backoff");
+    if (failed.size > 0 && failing === 0)
+      logger?.warn(
+        { sink: sink.name, failed: failed.size, of: f.rows.length, err: firstError },
+        "bridge: engine did not confirm; retrying with backoff",
+      );
     return firstError;
   }
 
@@ -262,7 +269,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         const msg = (err as Error).message;
         s.connectFailures++;
         observer?.connectFailed();
-        if (failing === 0 || msg !== lastError) logger?.warn({ sink: sink.name, kind: sink.kind, err: msg }, "bridge: cannot connect to the engine; retrying with backoff");
+        if (failing === 0 || msg !== lastError)
+          logger?.warn({ sink: sink.name, kind: sink.kind, err: msg }, "bridge: cannot connect to the engine; retrying with backoff");
         fail(msg);
         return "wait";
       }
@@ -317,7 +325,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         flight = undefined;
         cursor = 0;
         const msg = (err as Error).message;
-        if (failing === 0 || msg !== lastError) logger?.error({ sink: sink.name, err: msg }, "bridge: outbox store error; retrying with backoff");
+        if (failing === 0 || msg !== lastError)
+          logger?.error({ sink: sink.name, err: msg }, "bridge: outbox store error; retrying with backoff");
         fail(msg);
         // A failed lease is tried again after the backoff too (never in a tight loop: a store that
         // fails at once, such as a closed pool, would otherwise starve the event loop).
@@ -351,7 +360,9 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       if (lingerTimer) clearTimeout(lingerTimer);
       wake?.();
       await loop;
-      await store.outboxRelease(sink.name, owner).catch((err: unknown) => logger?.warn({ sink: sink.name, err: (err as Error).message }, "bridge: could not release outbox leases"));
+      await store
+        .outboxRelease(sink.name, owner)
+        .catch((err: unknown) => logger?.warn({ sink: sink.name, err: (err as Error).message }, "bridge: could not release outbox leases"));
     },
     stats: () => ({ ...s, failing, partitions: [...held], connected: sink.connected(), lastError }),
   };

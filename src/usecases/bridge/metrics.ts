@@ -49,13 +49,48 @@ export interface BridgeMetrics {
 export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetrics {
   const prefix = options.prefix ?? "exhook_";
   const registers = [options.registry];
-  const committed = new Counter({ name: `${prefix}bridge_committed_total`, help: "Entries committed to the bridge outbox.", labelNames: ["sink"], registers });
-  const delivered = new Counter({ name: `${prefix}bridge_delivered_total`, help: "Messages the engine confirmed.", labelNames: ["sink"], registers });
-  const failed = new Counter({ name: `${prefix}bridge_failed_total`, help: "Sends the engine did not confirm, by reason (unreachable, rejected).", labelNames: ["sink", "reason"], registers });
-  const retries = new Counter({ name: `${prefix}bridge_retries_total`, help: "Messages sent again after a failed attempt.", labelNames: ["sink"], registers });
-  const connectFailures = new Counter({ name: `${prefix}bridge_connect_failures_total`, help: "Failed connection attempts to the engine.", labelNames: ["sink"], registers });
-  const parked = new Counter({ name: `${prefix}bridge_parked_total`, help: "Messages parked after too many refusals.", labelNames: ["sink"], registers });
-  const lost = new Counter({ name: `${prefix}bridge_lost_total`, help: "Messages not bridged, by reason.", labelNames: ["sink", "reason"], registers });
+  const committed = new Counter({
+    name: `${prefix}bridge_committed_total`,
+    help: "Entries committed to the bridge outbox.",
+    labelNames: ["sink"],
+    registers,
+  });
+  const delivered = new Counter({
+    name: `${prefix}bridge_delivered_total`,
+    help: "Messages the engine confirmed.",
+    labelNames: ["sink"],
+    registers,
+  });
+  const failed = new Counter({
+    name: `${prefix}bridge_failed_total`,
+    help: "Sends the engine did not confirm, by reason (unreachable, rejected).",
+    labelNames: ["sink", "reason"],
+    registers,
+  });
+  const retries = new Counter({
+    name: `${prefix}bridge_retries_total`,
+    help: "Messages sent again after a failed attempt.",
+    labelNames: ["sink"],
+    registers,
+  });
+  const connectFailures = new Counter({
+    name: `${prefix}bridge_connect_failures_total`,
+    help: "Failed connection attempts to the engine.",
+    labelNames: ["sink"],
+    registers,
+  });
+  const parked = new Counter({
+    name: `${prefix}bridge_parked_total`,
+    help: "Messages parked after too many refusals.",
+    labelNames: ["sink"],
+    registers,
+  });
+  const lost = new Counter({
+    name: `${prefix}bridge_lost_total`,
+    help: "Messages not bridged, by reason.",
+    labelNames: ["sink", "reason"],
+    registers,
+  });
   const confirm = new Histogram({
     name: `${prefix}bridge_confirm_duration_seconds`,
     help: "Time from sending a batch to its last confirm, in seconds.",
@@ -63,7 +98,12 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
     buckets: [...DEFAULT_LATENCY_BUCKETS],
     registers,
   });
-  const held = new Gauge({ name: `${prefix}bridge_partitions_held`, help: "Outbox partitions this instance forwards.", labelNames: ["sink"], registers });
+  const held = new Gauge({
+    name: `${prefix}bridge_partitions_held`,
+    help: "Outbox partitions this instance forwards.",
+    labelNames: ["sink"],
+    registers,
+  });
   new Gauge({
     name: `${prefix}bridge_outbox_depth`,
     help: "Rows in the bridge outbox, by state (pending, parked).",
@@ -83,7 +123,8 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
     registers,
     async collect() {
       const now = Date.now();
-      for (const st of await options.outboxStats()) this.set({ sink: st.sink }, st.oldestCreatedAt === null ? 0 : Math.max(0, now - st.oldestCreatedAt) / 1000);
+      for (const st of await options.outboxStats())
+        this.set({ sink: st.sink }, st.oldestCreatedAt === null ? 0 : Math.max(0, now - st.oldestCreatedAt) / 1000);
     },
   });
   new Gauge({

@@ -103,7 +103,9 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
   async function open(): Promise<void> {
     const { transport, jetstream } = mods;
     const authenticator = cfg.credsFile
-      ? transport.credsAuthenticator(new TextEncoder().encode(await import("node:fs").then((fs) => fs.readFileSync(cfg.credsFile as string, "utf8"))))
+      ? transport.credsAuthenticator(
+          new TextEncoder().encode(await import("node:fs").then((fs) => fs.readFileSync(cfg.credsFile as string, "utf8"))),
+        )
       : undefined;
     const conn = await transport.connect({
       servers: cfg.servers,
@@ -126,7 +128,10 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
               ...(cfg.tls.cert ? { certFile: cfg.tls.cert } : {}),
               ...(cfg.tls.key ? { keyFile: cfg.tls.key } : {}),
               // Passed through to tls.connect by the Node transport.
-              ...({ rejectUnauthorized: cfg.tls.rejectUnauthorized, ...(cfg.tls.servername ? { servername: cfg.tls.servername } : {}) } as object),
+              ...({
+                rejectUnauthorized: cfg.tls.rejectUnauthorized,
+                ...(cfg.tls.servername ? { servername: cfg.tls.servername } : {}),
+              } as object),
             },
           }
         : {}),
@@ -230,10 +235,18 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
  * "no responders" status (no stream takes the subject: refused).
  */
 function ackOutcome(msg: NatsMsg, decoder: TextDecoder): SinkOutcome {
-  if (msg.data.length === 0 && msg.headers?.code === 503) return { error: "no JetStream stream takes this subject (no responders)", rejected: true };
+  if (msg.data.length === 0 && msg.headers?.code === 503)
+    return { error: "no JetStream stream takes this subject (no responders)", rejected: true };
   try {
-    const ack = JSON.parse(decoder.decode(msg.data)) as { stream?: string; error?: { code?: number; err_code?: number; description?: string } };
-    if (ack.error) return { error: `JetStream refused: ${ack.error.description ?? "error"} (${ack.error.err_code ?? ack.error.code ?? "?"})`, rejected: true };
+    const ack = JSON.parse(decoder.decode(msg.data)) as {
+      stream?: string;
+      error?: { code?: number; err_code?: number; description?: string };
+    };
+    if (ack.error)
+      return {
+        error: `JetStream refused: ${ack.error.description ?? "error"} (${ack.error.err_code ?? ack.error.code ?? "?"})`,
+        rejected: true,
+      };
     if (typeof ack.stream === "string" && ack.stream !== "") return null;
     return { error: "invalid JetStream ack", rejected: true };
   } catch {
@@ -251,4 +264,3 @@ async function ensureStream(jsm: JetStreamManager, stream: NonNullable<NatsSinkC
   }
   await jsm.streams.add({ name: stream.name, subjects: [...stream.subjects], storage: stream.storage });
 }
-

@@ -195,7 +195,10 @@ export function createOutboxWriter(options: OutboxWriterOptions): OutboxWriter {
           if (n.evicted > 0) lost(sink, "evicted", n.evicted);
           if (n.refused > 0) lost(sink, "outbox_full", n.refused);
           if (n.evicted > 0 || n.refused > 0) {
-            logger?.warn({ sink, evicted: n.evicted, refused: n.refused, policy: bounds[sink]?.overflow, maxDepth: bounds[sink]?.maxDepth }, "bridge: outbox full");
+            logger?.warn(
+              { sink, evicted: n.evicted, refused: n.refused, policy: bounds[sink]?.overflow, maxDepth: bounds[sink]?.maxDepth },
+              "bridge: outbox full",
+            );
           }
         }
         s.refusedOutboxFull += refusedCount;
@@ -217,7 +220,10 @@ export function createOutboxWriter(options: OutboxWriterOptions): OutboxWriter {
             lost(c.route.name, "write_failed");
             finish(c, CaptureState.failed);
           }
-          logger?.error({ err: (err as Error).message, entries: entries.length, attempts: attempt + 1 }, "bridge: outbox write failed; these messages are not bridged");
+          logger?.error(
+            { err: (err as Error).message, entries: entries.length, attempts: attempt + 1 },
+            "bridge: outbox write failed; these messages are not bridged",
+          );
           return;
         }
         logger?.warn({ err: (err as Error).message, attempt: attempt + 1 }, "bridge: outbox write failed; retrying");

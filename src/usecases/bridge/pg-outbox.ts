@@ -59,7 +59,15 @@ function toRow(r: Record<string, unknown>): OutboxRow {
 
 type OutboxMethods = Pick<
   Store,
-  "outboxAppend" | "outboxLease" | "outboxFetch" | "outboxSettle" | "outboxStats" | "outboxList" | "outboxPurge" | "outboxReplay" | "outboxRelease"
+  | "outboxAppend"
+  | "outboxLease"
+  | "outboxFetch"
+  | "outboxSettle"
+  | "outboxStats"
+  | "outboxList"
+  | "outboxPurge"
+  | "outboxReplay"
+  | "outboxRelease"
 >;
 
 /** The outbox methods of a PostgreSQL store on `pool` (its schema already migrated). */
@@ -107,7 +115,12 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
           const { evict, refuseNewest, refuseOldest } = applyBound(depth, group.length, bounds[sink]);
           const evicted =
             evict > 0
-              ? ((await c.query("DELETE FROM exhook_outbox WHERE seq IN (SELECT seq FROM exhook_outbox WHERE sink = $1 ORDER BY seq LIMIT $2)", [sink, evict])).rowCount ?? 0)
+              ? ((
+                  await c.query(
+                    "DELETE FROM exhook_outbox WHERE seq IN (SELECT seq FROM exhook_outbox WHERE sink = $1 ORDER BY seq LIMIT $2)",
+                    [sink, evict],
+                  )
+                ).rowCount ?? 0)
               : 0;
           const cols: unknown[][] = [[], [], [], [], [], [], []];
           const keepTo = group.length - refuseNewest;
@@ -161,24 +174,36 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
           [sink, owner, until],
         );
         await c.query("DELETE FROM exhook_outbox_members WHERE sink = $1 AND (until < $2 OR owner = ANY($3::text[]))", [sink, now, expire]);
-        if (expire.length > 0) await c.query("UPDATE exhook_outbox_leases SET owner = NULL, until = 0 WHERE sink = $1 AND owner = ANY($2::text[])", [sink, expire]);
+        if (expire.length > 0)
+          await c.query("UPDATE exhook_outbox_leases SET owner = NULL, until = 0 WHERE sink = $1 AND owner = ANY($2::text[])", [
+            sink,
+            expire,
+          ]);
         await c.query(
           "INSERT INTO exhook_outbox_leases (sink, part, owner, until) SELECT $1, g, NULL, 0 FROM generate_series(0, $2::int - 1) g ON CONFLICT (sink, part) DO NOTHING",
           [sink, partitions],
         );
         await c.query("DELETE FROM exhook_outbox_leases WHERE sink = $1 AND part >= $2", [sink, partitions]);
-        const live = (await c.query("SELECT owner FROM exhook_outbox_members WHERE sink = $1 AND until >= $2 ORDER BY owner", [sink, now])).rows.map(
-          (r) => r["owner"] as string,
-        );
+        const live = (
+          await c.query("SELECT owner FROM exhook_outbox_members WHERE sink = $1 AND until >= $2 ORDER BY owner", [sink, now])
+        ).rows.map((r) => r["owner"] as string);
         const share = fairShare(partitions, live.length);
         const held = (
-          await c.query("UPDATE exhook_outbox_leases SET until = $3 WHERE sink = $1 AND owner = $2 AND until >= $4 RETURNING part", [sink, owner, until, now])
+          await c.query("UPDATE exhook_outbox_leases SET until = $3 WHERE sink = $1 AND owner = $2 AND until >= $4 RETURNING part", [
+            sink,
+            owner,
+            until,
+            now,
+          ])
         ).rows
           .map((r) => num(r["part"]))
           .sort((a, b) => a - b);
         if (held.length > share) {
           const extra = held.splice(share);
-          await c.query("UPDATE exhook_outbox_leases SET owner = NULL, until = 0 WHERE sink = $1 AND owner = $2 AND part = ANY($3::int[])", [sink, owner, extra]);
+          await c.query(
+            "UPDATE exhook_outbox_leases SET owner = NULL, until = 0 WHERE sink = $1 AND owner = $2 AND part = ANY($3::int[])",
+            [sink, owner, extra],
+          );
         } else if (held.length < share) {
           const claimed = await c.query(
             `UPDATE exhook_outbox_leases SET owner = $2, until = $3 WHERE sink = $1 AND part IN (
@@ -209,7 +234,8 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
         let parked = 0;
         if (s.delivered.length > 0) {
           await lockDepth(c, sink);
-          deleted = (await c.query("DELETE FROM exhook_outbox WHERE sink = $1 AND seq = ANY($2::bigint[])", [sink, s.delivered])).rowCount ?? 0;
+          deleted =
+            (await c.query("DELETE FROM exhook_outbox WHERE sink = $1 AND seq = ANY($2::bigint[])", [sink, s.delivered])).rowCount ?? 0;
           if (deleted > 0) await addDepth(c, sink, -deleted);
         }
         if (s.rejected.length > 0) {
@@ -235,19 +261,29 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
       );
       return r.rows.map((x): OutboxStats => {
         const parked = num(x["parked"]);
-        return { sink: x["sink"] as string, pending: Math.max(0, num(x["total"]) - parked), parked, oldestCreatedAt: x["oldest"] === null ? null : num(x["oldest"]) };
+        return {
+          sink: x["sink"] as string,
+          pending: Math.max(0, num(x["total"]) - parked),
+          parked,
+          oldestCreatedAt: x["oldest"] === null ? null : num(x["oldest"]),
+        };
       });
     },
 
     async outboxList(sink, options) {
-      const r = await pool.query("SELECT * FROM exhook_outbox WHERE sink = $1 AND parked = $2 ORDER BY seq LIMIT $3", [sink, options.parked, options.limit]);
+      const r = await pool.query("SELECT * FROM exhook_outbox WHERE sink = $1 AND parked = $2 ORDER BY seq LIMIT $3", [
+        sink,
+        options.parked,
+        options.limit,
+      ]);
       return r.rows.map(toRow);
     },
 
     async outboxPurge(sink, options) {
       return tx(async (c) => {
         await lockDepth(c, sink);
-        const n = (await c.query(`DELETE FROM exhook_outbox WHERE sink = $1${options.parkedOnly ? " AND parked" : ""}`, [sink])).rowCount ?? 0;
+        const n =
+          (await c.query(`DELETE FROM exhook_outbox WHERE sink = $1${options.parkedOnly ? " AND parked" : ""}`, [sink])).rowCount ?? 0;
         if (n > 0) await addDepth(c, sink, -n);
         return n;
       });

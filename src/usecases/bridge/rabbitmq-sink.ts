@@ -135,14 +135,27 @@ export function createRabbitmqSink(cfg: RabbitmqSinkConfig, events: SinkEvents, 
             },
             (err: unknown) => {
               if (outcomes[i] !== undefined) return;
-              if (err) outcomes[i] = { error: `RabbitMQ nacked: ${(err as Error).message ?? String(err)}`, rejected: !/closed/i.test(String((err as Error).message)) };
-              else if (returned.has(r.id)) outcomes[i] = { error: `RabbitMQ returned it: no queue bound for routing key ${JSON.stringify(r.dest)} on exchange ${cfg.exchange}`, rejected: true };
+              if (err)
+                outcomes[i] = {
+                  error: `RabbitMQ nacked: ${(err as Error).message ?? String(err)}`,
+                  rejected: !/closed/i.test(String((err as Error).message)),
+                };
+              else if (returned.has(r.id))
+                outcomes[i] = {
+                  error: `RabbitMQ returned it: no queue bound for routing key ${JSON.stringify(r.dest)} on exchange ${cfg.exchange}`,
+                  rejected: true,
+                };
               else outcomes[i] = null;
               if (--left === 0) finish();
             },
           );
           // The socket's buffer is full: wait until it drains before writing more.
-          if (!ok) await withTimeout(new Promise<void>((resolve) => channel.once("drain", () => resolve())), cfg.confirmTimeoutMs, "RabbitMQ drain");
+          if (!ok)
+            await withTimeout(
+              new Promise<void>((resolve) => channel.once("drain", () => resolve())),
+              cfg.confirmTimeoutMs,
+              "RabbitMQ drain",
+            );
         }
         await withTimeout(all, cfg.confirmTimeoutMs, "RabbitMQ");
       } catch (err) {

@@ -113,7 +113,12 @@ export function createRedisSink(cfg: RedisSinkConfig, events: SinkEvents, logger
     async close() {
       closed = true;
       // QUIT only makes sense on a live connection; otherwise stop reconnecting at once.
-      if (redis.status === "ready") await withTimeout(redis.quit().then(() => undefined), 2000, "Redis quit").catch(() => redis.disconnect());
+      if (redis.status === "ready")
+        await withTimeout(
+          redis.quit().then(() => undefined),
+          2000,
+          "Redis quit",
+        ).catch(() => redis.disconnect());
       else redis.disconnect();
       if (up) events.status("disconnected", "closed");
       up = false;

@@ -64,7 +64,15 @@ const toRow = (r: Row): OutboxRow => ({
 
 type OutboxMethods = Pick<
   Store,
-  "outboxAppend" | "outboxLease" | "outboxFetch" | "outboxSettle" | "outboxStats" | "outboxList" | "outboxPurge" | "outboxReplay" | "outboxRelease"
+  | "outboxAppend"
+  | "outboxLease"
+  | "outboxFetch"
+  | "outboxSettle"
+  | "outboxStats"
+  | "outboxList"
+  | "outboxPurge"
+  | "outboxReplay"
+  | "outboxRelease"
 >;
 
 const intList = (xs: readonly number[]): string => xs.map((x) => String(Math.trunc(x))).join(",");
@@ -93,7 +101,9 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
   const freeLeases = db.prepare("UPDATE outbox_leases SET owner = NULL, until = 0 WHERE sink = ? AND owner = ?");
   const ensureLease = db.prepare("INSERT OR IGNORE INTO outbox_leases (sink, part, owner, until) VALUES (?, ?, NULL, 0)");
   const dropExtraParts = db.prepare("DELETE FROM outbox_leases WHERE sink = ? AND part >= ?");
-  const liveMembers = db.prepare<[string, number], { owner: string }>("SELECT owner FROM outbox_members WHERE sink = ? AND until >= ? ORDER BY owner");
+  const liveMembers = db.prepare<[string, number], { owner: string }>(
+    "SELECT owner FROM outbox_members WHERE sink = ? AND until >= ? ORDER BY owner",
+  );
   const mine = db.prepare<[string, string, number], { part: number }>(
     "SELECT part FROM outbox_leases WHERE sink = ? AND owner = ? AND until >= ? ORDER BY part",
   );
@@ -104,38 +114,51 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
   );
   const claim = db.prepare("UPDATE outbox_leases SET owner = ?, until = ? WHERE sink = ? AND part = ?");
   const parkedCount = db.prepare<[string], { n: number }>("SELECT count(*) AS n FROM outbox WHERE sink = ? AND parked = 1");
-  const oldest = db.prepare<[string], { created_at: number }>("SELECT created_at FROM outbox WHERE sink = ? AND parked = 0 ORDER BY seq LIMIT 1");
+  const oldest = db.prepare<[string], { created_at: number }>(
+    "SELECT created_at FROM outbox WHERE sink = ? AND parked = 0 ORDER BY seq LIMIT 1",
+  );
   const fetchStatements = new Map<string, Database.Statement<[string, number, number], Row>>();
   const sinksWithRows = db.prepare<[], { sink: string }>("SELECT sink FROM outbox_depth ORDER BY sink");
 
-  const append = db.transaction((entries: readonly OutboxEntry[], bounds: Readonly<Record<string, { maxDepth: number; overflow: "drop-oldest" | "refuse-new" }>>) => {
-    const result: OutboxAppendResult = { refused: [], perSink: {} };
-    for (const [sink, group] of groupBySink(entries)) {
-      const depth = depthOf.get(sink)?.total ?? 0;
-      const { evict, refuseNewest, refuseOldest } = applyBound(depth, group.length, bounds[sink]);
-      const evicted = evict > 0 ? evictOldest.run(sink, evict).changes : 0;
-      let appended = 0;
-      let duplicates = 0;
-      const keepFrom = refuseOldest;
-      const keepTo = group.length - refuseNewest;
-      for (let i = 0; i < group.length; i++) {
-        const { entry: e, index } = group[i] as { entry: OutboxEntry; index: number };
-        if (i < keepFrom || i >= keepTo) {
-          result.refused.push(index);
-          continue;
+  const append = db.transaction(
+    (entries: readonly OutboxEntry[], bounds: Readonly<Record<string, { maxDepth: number; overflow: "drop-oldest" | "refuse-new" }>>) => {
+      const result: OutboxAppendResult = { refused: [], perSink: {} };
+      for (const [sink, group] of groupBySink(entries)) {
+        const depth = depthOf.get(sink)?.total ?? 0;
+        const { evict, refuseNewest, refuseOldest } = applyBound(depth, group.length, bounds[sink]);
+        const evicted = evict > 0 ? evictOldest.run(sink, evict).changes : 0;
+        let appended = 0;
+        let duplicates = 0;
+        const keepFrom = refuseOldest;
+        const keepTo = group.length - refuseNewest;
+        for (let i = 0; i < group.length; i++) {
+          const { entry: e, index } = group[i] as { entry: OutboxEntry; index: number };
+          if (i < keepFrom || i >= keepTo) {
+            result.refused.push(index);
+            continue;
+          }
+          const p = e.payload;
+          const changes = insert.run(
+            e.sink,
+            e.id,
+            e.key,
+            e.khash,
+            e.dest,
+            Buffer.from(p.buffer, p.byteOffset, p.byteLength),
+            JSON.stringify(e.headers),
+            e.createdAt,
+          ).changes;
+          if (changes > 0) appended++;
+          else duplicates++;
         }
-        const p = e.payload;
-        const changes = insert.run(e.sink, e.id, e.key, e.khash, e.dest, Buffer.from(p.buffer, p.byteOffset, p.byteLength), JSON.stringify(e.headers), e.createdAt).changes;
-        if (changes > 0) appended++;
-        else duplicates++;
+        addDepth.run(sink, appended - evicted);
+        // drop-oldest: the batch's own oldest entries, dropped when it alone exceeds the bound, count as evicted.
+        result.perSink[sink] = { appended, duplicates, evicted: evicted + refuseOldest, refused: refuseNewest };
       }
-      addDepth.run(sink, appended - evicted);
-      // drop-oldest: the batch's own oldest entries, dropped when it alone exceeds the bound, count as evicted.
-      result.perSink[sink] = { appended, duplicates, evicted: evicted + refuseOldest, refused: refuseNewest };
-    }
-    result.refused.sort((a, b) => a - b);
-    return result;
-  });
+      result.refused.sort((a, b) => a - b);
+      return result;
+    },
+  );
 
   const lease = db.transaction((sink: string, owner: string, partitions: number, leaseMs: number, expire: readonly string[]) => {
     const now = Date.now();
@@ -164,17 +187,19 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
     return { held, others: live.filter((o) => o !== owner) };
   });
 
-  const settle = db.transaction((sink: string, delivered: readonly number[], rejected: ReadonlyArray<{ seq: number; error: string }>, maxAttempts: number) => {
-    let deleted = 0;
-    for (const seq of delivered) deleted += deleteSeq.run(sink, seq).changes;
-    let parked = 0;
-    for (const r of rejected) {
-      const row = reject.get(r.error.slice(0, 1000), maxAttempts, maxAttempts, r.seq, sink, 0);
-      if (row?.parked === 1) parked++;
-    }
-    if (deleted > 0) addDepth.run(sink, -deleted);
-    return { deleted, parked };
-  });
+  const settle = db.transaction(
+    (sink: string, delivered: readonly number[], rejected: ReadonlyArray<{ seq: number; error: string }>, maxAttempts: number) => {
+      let deleted = 0;
+      for (const seq of delivered) deleted += deleteSeq.run(sink, seq).changes;
+      let parked = 0;
+      for (const r of rejected) {
+        const row = reject.get(r.error.slice(0, 1000), maxAttempts, maxAttempts, r.seq, sink, 0);
+        if (row?.parked === 1) parked++;
+      }
+      if (deleted > 0) addDepth.run(sink, -deleted);
+      return { deleted, parked };
+    },
+  );
 
   const purge = db.transaction((sink: string, parkedOnly: boolean) => {
     const n = db.prepare(`DELETE FROM outbox WHERE sink = ?${parkedOnly ? " AND parked = 1" : ""}`).run(sink).changes;
@@ -197,7 +222,9 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
       if (!stmt) {
         // One prepared statement per partition set (few: they change only when leases move).
         if (fetchStatements.size > 64) fetchStatements.clear();
-        stmt = db.prepare<[string, number, number], Row>(`SELECT * FROM outbox WHERE sink = ? AND parked = 0 AND seq > ?${filter} ORDER BY seq LIMIT ?`);
+        stmt = db.prepare<[string, number, number], Row>(
+          `SELECT * FROM outbox WHERE sink = ? AND parked = 0 AND seq > ?${filter} ORDER BY seq LIMIT ?`,
+        );
         fetchStatements.set(filter, stmt);
       }
       return stmt.all(sink, afterSeq, limit).map(toRow);

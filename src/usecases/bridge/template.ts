@@ -40,7 +40,13 @@ export type Template = (values: TemplateValues) => string;
 
 /** Characters a NATS token cannot carry as they are: `%` (the escape itself), `.`, `*`, `>`, whitespace, controls. */
 const natsUnsafe = (code: number): boolean =>
-  code <= 0x20 || code === 0x7f || code === 0x25 || code === 0x2e || code === 0x2a || code === 0x3e || (code > 0x7f && /\s/.test(String.fromCharCode(code)));
+  code <= 0x20 ||
+  code === 0x7f ||
+  code === 0x25 ||
+  code === 0x2e ||
+  code === 0x2a ||
+  code === 0x3e ||
+  (code > 0x7f && /\s/.test(String.fromCharCode(code)));
 const natsToken = (s: string): string => {
   if (s === "") return "_";
   let out = "";
@@ -64,7 +70,9 @@ export function compileTemplate(template: string, style: TemplateStyle, where: s
   for (const m of template.matchAll(/\$\{([^}]*)\}/g)) {
     const name = m[1] as string;
     if (!(TEMPLATE_VARIABLES as readonly string[]).includes(name)) {
-      throw new ExHookConfigError(`${where}: unknown placeholder \${${name}} in ${JSON.stringify(template)} (allowed: ${TEMPLATE_VARIABLES.map((v) => `\${${v}}`).join(", ")})`);
+      throw new ExHookConfigError(
+        `${where}: unknown placeholder \${${name}} in ${JSON.stringify(template)} (allowed: ${TEMPLATE_VARIABLES.map((v) => `\${${v}}`).join(", ")})`,
+      );
     }
     parts.push(template.slice(last, m.index));
     parts.push(name as keyof TemplateValues);
@@ -99,7 +107,8 @@ export function destinationError(dest: string, style: TemplateStyle): string | u
     if (tokens.some((t) => t === "")) return "a NATS subject cannot have an empty token (.. or a leading/trailing .)";
     if (tokens.some((t) => t.includes("*") || t.includes(">"))) return "a NATS subject to publish to cannot contain the wildcards * or >";
   }
-  if (style === "amqp" && Buffer.byteLength(dest) > 255) return `an AMQP routing key is at most 255 bytes (this one is ${Buffer.byteLength(dest)})`;
+  if (style === "amqp" && Buffer.byteLength(dest) > 255)
+    return `an AMQP routing key is at most 255 bytes (this one is ${Buffer.byteLength(dest)})`;
   if (style === "raw" && Buffer.byteLength(dest) > 65_536) return "a key longer than 64 KiB";
   return undefined;
 }
