@@ -5,6 +5,7 @@
  * handling the two connections of a takeover still agree.
  */
 import type pg from "pg";
+import { pgTransaction } from "./pg-transaction.js";
 import { connectionKey, type Connection } from "../connection.js";
 import { derivePresence, recordConnected, recordDisconnected, type ConnectionRecord } from "../presence.js";
 import type { Logger } from "../provider.js";
@@ -203,28 +204,7 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
   const rowsOf = async (q: pg.Pool | pg.PoolClient, clientId: string): Promise<ConnectionRecord[]> =>
     (await q.query("SELECT * FROM exhook_presence WHERE clientid = $1", [clientId])).rows.map(toRecord);
 
-  /** Runs `fn` in a transaction; a connection that failed is dropped, not returned to the pool. */
-  async function transaction<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await pool.connect();
-    let failed: Error | undefined;
-    // A checked-out client has no listener of the pool's: without one, the server ending the
-    // connection between two statements (a restart: 57P01) would be an unhandled 'error' event.
-    const onError = (err: Error) => (failed ??= err);
-    c.on("error", onError);
-    try {
-      await c.query("BEGIN");
-      const result = await fn(c);
-      await c.query("COMMIT");
-      return result;
-    } catch (err) {
-      failed = err as Error;
-      await c.query("ROLLBACK").catch(() => {});
-      throw err;
-    } finally {
-      c.off("error", onError);
-      c.release(failed);
-    }
-  }
+  const transaction = <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => pgTransaction(pool, fn);
 
   // One transaction per event, under a per-client-id lock: read the client's records, apply the rule, write the one record.
   function change(conn: Connection, next: (prev: ConnectionRecord | undefined) => ConnectionRecord): Promise<PresenceChange> {

@@ -2,8 +2,23 @@
  * What the two outbox backends (SQLite, PostgreSQL) share: the partition of an ordering key, the
  * fair share of partitions per live owner, and how a bound turns into evictions and refusals.
  */
+import type { Store } from "../store.js";
 
 /** Default number of partitions of a sink's outbox (the most instances that forward in parallel). */
+/** The Store methods an outbox implementation (SQLite, PostgreSQL) provides. */
+export type OutboxMethods = Pick<
+  Store,
+  | "outboxAppend"
+  | "outboxLease"
+  | "outboxFetch"
+  | "outboxSettle"
+  | "outboxStats"
+  | "outboxList"
+  | "outboxPurge"
+  | "outboxReplay"
+  | "outboxRelease"
+>;
+
 export const DEFAULT_OUTBOX_PARTITIONS = 16;
 
 /**

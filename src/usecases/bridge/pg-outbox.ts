@@ -7,8 +7,9 @@
  * sink commit in `seq` order.
  */
 import type pg from "pg";
-import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats, Store } from "../store.js";
-import { applyBound, fairShare, groupBySink } from "./outbox-shared.js";
+import { pgTransaction } from "../pg-transaction.js";
+import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats } from "../store.js";
+import { applyBound, fairShare, groupBySink, type OutboxMethods } from "./outbox-shared.js";
 
 /** The schema migration that adds the outbox (appended to the PostgreSQL store's migrations). */
 export const PG_OUTBOX_MIGRATION = `
@@ -57,43 +58,9 @@ function toRow(r: Record<string, unknown>): OutboxRow {
   };
 }
 
-type OutboxMethods = Pick<
-  Store,
-  | "outboxAppend"
-  | "outboxLease"
-  | "outboxFetch"
-  | "outboxSettle"
-  | "outboxStats"
-  | "outboxList"
-  | "outboxPurge"
-  | "outboxReplay"
-  | "outboxRelease"
->;
-
 /** The outbox methods of a PostgreSQL store on `pool` (its schema already migrated). */
 export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
-  async function tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    const c = await pool.connect();
-    let failed: Error | undefined;
-    // A checked-out client has no listener of the pool's: without one, the server ending the
-    // connection between two statements (a restart: 57P01) is an unhandled 'error' that kills the
-    // process. A connection that failed is dropped, not returned to the pool.
-    const onError = (err: Error) => (failed ??= err);
-    c.on("error", onError);
-    try {
-      await c.query("BEGIN");
-      const out = await fn(c);
-      await c.query("COMMIT");
-      return out;
-    } catch (err) {
-      failed ??= err as Error;
-      await c.query("ROLLBACK").catch(() => {});
-      throw err;
-    } finally {
-      c.off("error", onError);
-      c.release(failed);
-    }
-  }
+  const tx = <T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> => pgTransaction(pool, fn);
 
   /** Locks the sink's depth row (creating it) and returns the depth. */
   async function lockDepth(c: pg.PoolClient, sink: string): Promise<number> {

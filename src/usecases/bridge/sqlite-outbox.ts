@@ -6,8 +6,8 @@
  * serializes them across processes, which is the row locking this backend needs.
  */
 import type Database from "better-sqlite3";
-import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats, Store } from "../store.js";
-import { applyBound, fairShare, groupBySink } from "./outbox-shared.js";
+import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats } from "../store.js";
+import { applyBound, fairShare, groupBySink, type OutboxMethods } from "./outbox-shared.js";
 
 /** The schema migration that adds the outbox (appended to the SQLite store's migrations). */
 export const SQLITE_OUTBOX_MIGRATION = `
@@ -61,19 +61,6 @@ const toRow = (r: Row): OutboxRow => ({
   parked: r.parked === 1,
   lastError: r.last_error,
 });
-
-type OutboxMethods = Pick<
-  Store,
-  | "outboxAppend"
-  | "outboxLease"
-  | "outboxFetch"
-  | "outboxSettle"
-  | "outboxStats"
-  | "outboxList"
-  | "outboxPurge"
-  | "outboxReplay"
-  | "outboxRelease"
->;
 
 const intList = (xs: readonly number[]): string => xs.map((x) => String(Math.trunc(x))).join(",");
 
