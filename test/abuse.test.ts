@@ -28,7 +28,7 @@ import { allow, defineProvider } from "../src/index.js";
 import { createExHookServer } from "../src/server.js";
 import { memoryLogger } from "./helpers/ops.js";
 import { encode, servicePath } from "./helpers/proto.js";
-import { compiledTree, freshCall, startServerChild, type CompiledTree, type ServerChild } from "./helpers/server-child.js";
+import { freshCall, serverForEachCase, type ServerChild } from "./helpers/server-child.js";
 
 const AUTH_PATH = servicePath("v3", "OnClientAuthenticate");
 const MiB = 1024 * 1024;
@@ -143,60 +143,30 @@ async function flood(raw: RawH2, frames: Buffer[]): Promise<void> {
 }
 
 describe.each(["native", "connect"] as const)("%s transport", (transport) => {
-  let tree: CompiledTree;
-  let child: ServerChild;
-  let idleRss = 0;
-
-  let provider = "";
-  let crashes = 0;
-  async function start(): Promise<void> {
-    child = await startServerChild(tree, provider, ["--transport", transport], { LOG_LEVEL: "warn" });
-    for (let i = 0; i < 20; i++) await freshCall(child.port, authBody("alice"));
-    idleRss = child.rss();
-  }
-
-  beforeAll(async () => {
-    tree = compiledTree("exhook-abuse-");
-    provider = tree.write("abuse-provider.js", PROVIDER);
-    await start();
-  }, 30_000);
-
-  // A case that killed the server fails; the next one gets a new server, so each case stands alone.
-  beforeEach(async () => {
-    const healthy =
-      child.alive() &&
-      (await freshCall(child.port, authBody("alice")).then(
-        (r) => r.status === 0,
-        () => false,
-      ));
-    if (!healthy) {
-      crashes++;
-      await child.stop();
-      await start();
-    }
-  }, 30_000);
-
-  afterAll(async () => {
-    await child?.stop();
-    tree?.cleanup();
+  const server = serverForEachCase({
+    prefix: "exhook-abuse-",
+    providerFile: "abuse-provider.js",
+    providerSource: PROVIDER,
+    args: ["--transport", transport],
+    body: authBody("alice"),
   });
 
   function expectUnharmed(what: string, report: ProbeReport): void {
-    if (!child.alive()) throw new Error(`the server died during ${what}:\n${child.cli.stderr()}`);
+    if (!server.child.alive()) throw new Error(`the server died during ${what}:\n${server.child.cli.stderr()}`);
     expect({ what, failures: report.failures, probed: report.probes > 0 }).toEqual({ what, failures: [], probed: true });
     expect(report.peakRssGrowth).toBeLessThan(256 * MiB);
   }
 
   test("rapid reset: 10,000 calls (HEADERS + DATA) each reset right away (RST_STREAM) on one connection", async () => {
-    const raw = await rawConnect(child.port);
+    const raw = await rawConnect(server.child.port);
     const block = headerBlock(grpcRequestHeaders(AUTH_PATH));
     const body = data(0, grpcFrame(authBody("alice"))).subarray(9);
     const frames = Array.from({ length: 10_000 }, (_, i) =>
       Buffer.concat([headers(1 + 2 * i, block), data(1 + 2 * i, body), rstStream(1 + 2 * i, http2.constants.NGHTTP2_CANCEL)]),
     );
     const report = await probeWhile(
-      child,
-      idleRss,
+      server.child,
+      server.idleRss,
       flood(raw, frames).then(() => processed(raw)),
     );
     raw.socket.destroy();
@@ -204,15 +174,15 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   });
 
   test("CONTINUATION flood: one header block that never ends (10,000 CONTINUATION frames of 4 KiB)", async () => {
-    const raw = await rawConnect(child.port);
+    const raw = await rawConnect(server.child.port);
     const filler = headerBlock([["x-flood", "a".repeat(4000)]]);
     const frames = [
       headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH)), 0),
       ...Array.from({ length: 10_000 }, () => continuation(1, filler)),
     ];
     const report = await probeWhile(
-      child,
-      idleRss,
+      server.child,
+      server.idleRss,
       flood(raw, frames).then(() => processed(raw)),
     );
     raw.socket.destroy();
@@ -220,12 +190,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   });
 
   test("PING flood: 100,000 PINGs from a client that never reads the ACKs, then one that does", async () => {
-    const deaf = await rawConnect(child.port, { read: false });
+    const deaf = await rawConnect(server.child.port, { read: false });
     const pings = Array.from({ length: 100_000 }, (_, i) => ping(i));
-    const reader = await rawConnect(child.port);
+    const reader = await rawConnect(server.child.port);
     const report = await probeWhile(
-      child,
-      idleRss,
+      server.child,
+      server.idleRss,
       Promise.all([
         flood(deaf, pings).then(() => Promise.race([deaf.closed, new Promise((r) => setTimeout(r, 500))])),
         flood(reader, pings).then(() => processed(reader)),
@@ -237,13 +207,13 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   });
 
   test("GOAWAY flood: 10,000 GOAWAY frames on one connection, and 200 connections that each send GOAWAY(PROTOCOL_ERROR) mid-call", async () => {
-    const raw = await rawConnect(child.port);
+    const raw = await rawConnect(server.child.port);
     const frames = Array.from({ length: 10_000 }, (_, i) => goaway(0, i % 14));
     const many = async () => {
       for (let round = 0; round < 10; round++) {
         await Promise.all(
           Array.from({ length: 20 }, async () => {
-            const c = await rawConnect(child.port);
+            const c = await rawConnect(server.child.port);
             await c.write(
               Buffer.concat([
                 headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH))),
@@ -256,7 +226,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
         );
       }
     };
-    const report = await probeWhile(child, idleRss, Promise.all([flood(raw, frames).then(() => processed(raw)), many()]));
+    const report = await probeWhile(server.child, server.idleRss, Promise.all([flood(raw, frames).then(() => processed(raw)), many()]));
     raw.socket.destroy();
     expectUnharmed("a GOAWAY flood", report);
   });
@@ -270,7 +240,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
         "19",
         process.execPath,
         path.join(__dirname, "fixtures", "h2-load.js"),
-        String(child.port),
+        String(server.child.port),
         "64",
         "100",
         "5",
@@ -282,7 +252,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
     let out = "";
     load.stdout.on("data", (c: Buffer) => (out += c.toString()));
     const finished = new Promise<void>((resolve) => load.on("close", () => resolve()));
-    const report = await probeWhile(child, idleRss, finished);
+    const report = await probeWhile(server.child, server.idleRss, finished);
     process.stdout.write(
       `${transport} 64x100: ${JSON.stringify({ worstProbeMs: Math.round(report.worstMs), peakRssGrowthMiB: Math.round(report.peakRssGrowth / MiB), load: JSON.parse(out) })}\n`,
     );
@@ -295,7 +265,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   }, 30_000);
 
   test("no crash, nothing written to stderr", () => {
-    expect({ crashes, stderr: child.cli.stderr() }).toEqual({ crashes: 0, stderr: "" });
+    expect({ crashes: server.crashes, stderr: server.child.cli.stderr() }).toEqual({ crashes: 0, stderr: "" });
   });
 });
 

@@ -9,7 +9,7 @@ import * as http2 from "node:http2";
 import { writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { rawConnect, grpcFrame, grpcRequestHeaders, headerBlock, headers, data, dataFrames, Setting } from "./helpers/h2-frames.js";
-import { compiledTree, freshCall, startServerChild, type CompiledTree, type ServerChild } from "./helpers/server-child.js";
+import { freshCall, serverForEachCase, type ServerChild } from "./helpers/server-child.js";
 import { encode, servicePath } from "./helpers/proto.js";
 import { until } from "./helpers/ops.js";
 
@@ -87,48 +87,17 @@ function connect(port: number, options: http2.ClientSessionOptions = {}): Promis
 let seq = 0;
 
 describe.each(["native", "connect"] as const)("%s transport", (transport) => {
-  let tree: CompiledTree;
-  let child: ServerChild;
-  let idleRss = 0;
-
-  let provider = "";
-  let crashes = 0;
-  async function start(): Promise<void> {
-    child = await startServerChild(tree, provider, ["--transport", transport], { LOG_LEVEL: "warn" });
-    // Warm up, then take the idle RSS.
-    for (let i = 0; i < 20; i++) await freshCall(child.port, authBody("alice"));
-    idleRss = child.rss();
-  }
-
-  beforeAll(async () => {
-    tree = compiledTree("exhook-faults-");
-    provider = tree.write("fault-provider.js", PROVIDER);
-    await start();
-  }, 30_000);
-
-  // A case that killed the server fails; the next one gets a new server, so each case stands alone.
-  beforeEach(async () => {
-    const healthy =
-      child.alive() &&
-      (await freshCall(child.port, authBody("alice")).then(
-        (r) => r.status === 0,
-        () => false,
-      ));
-    if (!healthy) {
-      crashes++;
-      await child.stop();
-      await start();
-    }
-  }, 30_000);
-
-  afterAll(async () => {
-    await child?.stop();
-    tree?.cleanup();
+  const server = serverForEachCase({
+    prefix: "exhook-faults-",
+    providerFile: "fault-provider.js",
+    providerSource: PROVIDER,
+    args: ["--transport", transport],
+    body: authBody("alice"),
   });
 
   /** Streams the server has closed so far (any status), from its own metrics. */
   async function streamsClosed(): Promise<number> {
-    const m = await child.metrics();
+    const m = await server.child.metrics();
     return [...m.entries()].filter(([k]) => k.startsWith("exhook_grpc_responses_total{")).reduce((s, [, v]) => s + v, 0);
   }
 
@@ -138,7 +107,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
    */
   async function settled(before: number, n: number): Promise<void> {
     const stop = Date.now() + 5000;
-    while (child.alive() && Date.now() < stop) {
+    while (server.child.alive() && Date.now() < stop) {
       try {
         if ((await streamsClosed()) >= before + n) return;
       } catch {
@@ -152,21 +121,21 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   async function stillServing(what: string): Promise<void> {
     const died = async () => {
       // The exit may not have reached us yet: give it a moment to arrive, then say what happened.
-      await child.cli.exited(2000).catch(() => undefined);
-      return new Error(`the server ${child.alive() ? "did not answer" : "died"} after ${what}:\n${child.cli.stderr()}`);
+      await server.child.cli.exited(2000).catch(() => undefined);
+      return new Error(`the server ${server.child.alive() ? "did not answer" : "died"} after ${what}:\n${server.child.cli.stderr()}`);
     };
-    if (!child.alive()) throw await died();
-    const fresh = await freshCall(child.port, authBody("alice")).catch(async (err: Error) => {
+    if (!server.child.alive()) throw await died();
+    const fresh = await freshCall(server.child.port, authBody("alice")).catch(async (err: Error) => {
       throw Object.assign(await died(), { cause: err });
     });
     expect({ what, status: fresh.status, answeredWithin1s: fresh.ms < 1000 }).toEqual({ what, status: 0, answeredWithin1s: true });
-    expect(child.alive()).toBe(true);
-    expect(child.rss() - idleRss).toBeLessThan(256 * MiB);
+    expect(server.child.alive()).toBe(true);
+    expect(server.child.rss() - server.idleRss).toBeLessThan(256 * MiB);
   }
 
   test("TCP RST with calls in flight", async () => {
-    const session = await connect(child.port);
-    await callsInFlight(child, session, `rst${seq++}`, 5);
+    const session = await connect(server.child.port);
+    await callsInFlight(server.child, session, `rst${seq++}`, 5);
     const before = await streamsClosed();
     session.socket.resetAndDestroy();
     await settled(before, 5);
@@ -175,12 +144,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
 
   test("FIN with calls in flight", async () => {
     // node:http2 will not half-close its socket for us: the calls go over a raw connection.
-    const raw = await rawConnect(child.port);
+    const raw = await rawConnect(server.child.port);
     const tag = `fin${seq++}`;
     const block = headerBlock(grpcRequestHeaders(AUTH_PATH));
     for (let i = 0; i < 5; i++)
       raw.socket.write(Buffer.concat([headers(1 + 2 * i, block), data(1 + 2 * i, grpcFrame(authBody(`wait:${tag}-${i}`)))]));
-    await child.cli.waitFor(new RegExp(`started ${tag}-\\d+`, "g"), 5);
+    await server.child.cli.waitFor(new RegExp(`started ${tag}-\\d+`, "g"), 5);
     const before = await streamsClosed();
     raw.socket.end();
     await settled(before, 5);
@@ -189,8 +158,8 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   });
 
   test("RST_STREAM with every error code 0..13 on an in-flight call", async () => {
-    const session = await connect(child.port);
-    const streams = await callsInFlight(child, session, `code${seq++}`, 14);
+    const session = await connect(server.child.port);
+    const streams = await callsInFlight(server.child, session, `code${seq++}`, 14);
     const before = await streamsClosed();
     for (const [code, s] of streams.entries()) s.close(code);
     await settled(before, 14);
@@ -211,9 +180,9 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   });
 
   test("GOAWAY with an error code on 16 connections with calls in flight", async () => {
-    const sessions = await Promise.all(Array.from({ length: 16 }, () => connect(child.port)));
+    const sessions = await Promise.all(Array.from({ length: 16 }, () => connect(server.child.port)));
     const tag = `goaway${seq++}`;
-    await Promise.all(sessions.map((s, i) => callsInFlight(child, s, `${tag}x${i}x`, 4)));
+    await Promise.all(sessions.map((s, i) => callsInFlight(server.child, s, `${tag}x${i}x`, 4)));
     const before = await streamsClosed();
     for (const s of sessions) {
       s.goaway(http2.constants.NGHTTP2_PROTOCOL_ERROR);
@@ -224,7 +193,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   });
 
   test("answers owed on a zero flow-control window, then a TCP reset", async () => {
-    const session = await connect(child.port, { settings: { initialWindowSize: 0 } });
+    const session = await connect(server.child.port, { settings: { initialWindowSize: 0 } });
     // 64 publish calls of 256 KiB each: every answer (the message echoed back) waits on the window.
     const answered = Array.from({ length: 64 }, (_, i) => {
       const req = session.request(REQUEST_HEADERS(PUBLISH_PATH));
@@ -234,7 +203,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
       return new Promise((r) => req.once("response", r));
     });
     await Promise.all(answered);
-    expect(child.rss() - idleRss).toBeLessThan(256 * MiB);
+    expect(server.child.rss() - server.idleRss).toBeLessThan(256 * MiB);
     const before = await streamsClosed();
     session.socket.resetAndDestroy();
     await settled(before, 64);
@@ -243,7 +212,7 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
 
   test("a client that never reads its socket", async () => {
     // 200 publish calls of 128 KiB: 25 MiB of answers the client never takes.
-    const raw = await rawConnect(child.port, { read: false, settings: [[Setting.INITIAL_WINDOW_SIZE, 16 * MiB - 1]] });
+    const raw = await rawConnect(server.child.port, { read: false, settings: [[Setting.INITIAL_WINDOW_SIZE, 16 * MiB - 1]] });
     const block = headerBlock(grpcRequestHeaders(PUBLISH_PATH));
     // Written without waiting: once the server stops reading us, our own socket buffers them.
     for (let i = 0; i < 200; i++) {
@@ -259,16 +228,16 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
   });
 
   test("the deadline expires and the peer resets before the late answer is written", async () => {
-    const marker = path.join(tree.dir, `marker-${seq++}`);
+    const marker = path.join(server.dir, `marker-${seq++}`);
     const before = await streamsClosed();
-    const raw = await rawConnect(child.port);
+    const raw = await rawConnect(server.child.port);
     raw.socket.write(
       Buffer.concat([headers(1, headerBlock(grpcRequestHeaders(AUTH_PATH, "100m"))), data(1, grpcFrame(authBody(`spin:${marker}`)))]),
     );
     // The handler blocks the server's event loop until the marker file exists. Meanwhile the
     // deadline passes and the peer resets its connection; then the handler answers, late, to a
     // connection that is gone.
-    await child.cli.waitFor(new RegExp(`spinning spin:${marker.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "g"));
+    await server.child.cli.waitFor(new RegExp(`spinning spin:${marker.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "g"));
     await new Promise((r) => setTimeout(r, 150)); // past the 100 ms deadline (not a wait for the server)
     raw.socket.resetAndDestroy();
     await raw.closed;
@@ -279,12 +248,12 @@ describe.each(["native", "connect"] as const)("%s transport", (transport) => {
 
   test("the faults were counted (exhook_peer_errors_total) and nothing was logged above warn", async () => {
     await until(async () => {
-      const m = await child.metrics();
+      const m = await server.child.metrics();
       return [...m.keys()].some((k) => k.startsWith("exhook_peer_errors_total{"));
     }, "peer errors in /metrics");
-    const m = await child.metrics();
+    const m = await server.child.metrics();
     const total = [...m.entries()].filter(([k]) => k.startsWith("exhook_peer_errors_total{")).reduce((s, [, v]) => s + v, 0);
     expect(total).toBeGreaterThan(0);
-    expect({ crashes, stderr: child.cli.stderr() }).toEqual({ crashes: 0, stderr: "" });
+    expect({ crashes: server.crashes, stderr: server.child.cli.stderr() }).toEqual({ crashes: 0, stderr: "" });
   });
 });

@@ -148,3 +148,67 @@ export function freshCall(
     req.end(frame);
   });
 }
+
+/** A server child shared by the cases of one `describe`, replaced after a case that killed it. */
+export interface CaseServer {
+  readonly child: ServerChild;
+  /** The child's RSS after warm-up (bytes). */
+  readonly idleRss: number;
+  /** How many cases left the server dead or unable to answer. */
+  readonly crashes: number;
+  /** The compiled tree the server runs from (the provider file sits in it). */
+  readonly dir: string;
+}
+
+/**
+ * Registers beforeAll/beforeEach/afterAll that run `serve <providerSource>` (written into a
+ * compiled tree as `providerFile`) with `args`, warmed up by 20 calls of `body` on fresh
+ * connections before its idle RSS is taken. Before each case the server must answer `body` with
+ * status 0; if it does not (a previous case killed it), it counts as a crash and a new server
+ * starts, so each case stands alone.
+ */
+export function serverForEachCase(options: {
+  prefix: string;
+  providerFile: string;
+  providerSource: string;
+  args: readonly string[];
+  body: Uint8Array;
+}): CaseServer {
+  let tree: CompiledTree;
+  let provider = "";
+  const state: { child: ServerChild; idleRss: number; crashes: number; dir: string } = {
+    child: undefined as unknown as ServerChild,
+    idleRss: 0,
+    crashes: 0,
+    dir: "",
+  };
+  async function start(): Promise<void> {
+    state.child = await startServerChild(tree, provider, options.args, { LOG_LEVEL: "warn" });
+    for (let i = 0; i < 20; i++) await freshCall(state.child.port, options.body);
+    state.idleRss = state.child.rss();
+  }
+  beforeAll(async () => {
+    tree = compiledTree(options.prefix);
+    state.dir = tree.dir;
+    provider = tree.write(options.providerFile, options.providerSource);
+    await start();
+  }, 30_000);
+  beforeEach(async () => {
+    const healthy =
+      state.child.alive() &&
+      (await freshCall(state.child.port, options.body).then(
+        (r) => r.status === 0,
+        () => false,
+      ));
+    if (!healthy) {
+      state.crashes++;
+      await state.child.stop();
+      await start();
+    }
+  }, 30_000);
+  afterAll(async () => {
+    await state.child?.stop();
+    tree?.cleanup();
+  });
+  return state;
+}
