@@ -3,6 +3,7 @@
  * EXHOOK_TEST_PG_URL is set (scripts/with-postgres.sh sets it; without it the PostgreSQL half is
  * skipped with a message saying so).
  */
+import { spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +21,8 @@ import {
 import { MIGRATIONS as PG_MIGRATIONS } from "../src/usecases/pg-store";
 import { MIGRATIONS as SQLITE_MIGRATIONS } from "../src/usecases/sqlite-store";
 import { caseConnection, PRESENCE_CASES, REORDER_WINDOW_MS } from "./helpers/presence-cases";
+import { ROOT } from "./helpers/compile";
+import { compiledTree } from "./helpers/server-child";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
 if (!PG_URL) {
@@ -441,6 +444,31 @@ describe("SQLite worker threads", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test("close() returns in a script with nothing else running (the threads stay referenced until they exit)", () => {
+    // In jest other handles keep the loop alive; a script's last `await store.close()` has none.
+    const tree = compiledTree("exhook-store-close-");
+    try {
+      const script = tree.write(
+        "close.js",
+        `const { openSqliteWorkerStore } = require("./src/usecases/sqlite-worker-store.js");
+(async () => {
+  const store = await openSqliteWorkerStore({ file: ${JSON.stringify(join(tree.dir, "exhook.db"))} });
+  await store.insertMessages([]);
+  await store.close();
+  process.stdout.write("closed\\n");
+})();`,
+      );
+      const r = spawnSync(process.execPath, [script], {
+        encoding: "utf8",
+        timeout: 20_000,
+        env: { ...process.env, NODE_PATH: join(ROOT, "node_modules") },
+      });
+      expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 0, stdout: "closed\n", stderr: "" });
+    } finally {
+      tree.cleanup();
+    }
+  }, 30_000);
 });
 
 contract("SQLite", sqliteBackend);

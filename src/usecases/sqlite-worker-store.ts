@@ -91,7 +91,9 @@ class StoreThread {
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
-      if (this.pending.size === 0) worker.unref();
+      // Closing: the thread stays referenced until it has exited, so `await close()` returns even
+      // when nothing else keeps the process alive (a script's last statement).
+      if (this.pending.size === 0 && !this.closing) worker.unref();
       if (msg.error) p.reject(toError(msg.error));
       else p.resolve(msg.value);
     });
