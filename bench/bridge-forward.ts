@@ -14,7 +14,7 @@ import {
   createRedisSink,
   newOwnerId,
   openPostgresStore,
-  openSqliteStore,
+  openSqliteWorkerStore,
   sinkSchema,
   type Sink,
   type SinkConfig,
@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   const cfg = sinkSchema.parse(JSON.parse(sinkJson)) as SinkConfig;
   const store = outbox.startsWith("postgres")
     ? await openPostgresStore({ url: outbox, poolSize: 4 })
-    : openSqliteStore({ file: outbox.replace(/^sqlite:/, "") });
+    : await openSqliteWorkerStore({ file: outbox.replace(/^sqlite:/, "") });
   const events = { status() {} };
   const sink: Sink =
     cfg.kind === "nats"

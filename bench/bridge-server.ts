@@ -13,7 +13,7 @@
  */
 import { createExHookServer } from "../src/server.js";
 import { defineProvider, keep, type HookHandler, type Logger } from "../src/index.js";
-import { createBridge, openPostgresStore, openSqliteStore, parseConfig, type Bridge, type Store } from "../src/usecases/index.js";
+import { createBridge, openPostgresStore, openSqliteWorkerStore, parseConfig, type Bridge, type Store } from "../src/usecases/index.js";
 
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
   if (mode === "on") {
     store = outbox.startsWith("postgres")
       ? await openPostgresStore({ url: outbox, poolSize: 4 })
-      : openSqliteStore({ file: outbox.replace(/^sqlite:/, "") });
+      : await openSqliteWorkerStore({ file: outbox.replace(/^sqlite:/, "") });
     const cfg = parseConfig({
       bridge: {
         enabled: true,
