@@ -114,7 +114,7 @@ describe("bridge config", () => {
       );
       expect(r.stderr).toBe("");
       expect(r.stdout.trim()).toBe(
-        'ExHookConfigError: a bridge sink of kind nats needs the package @nats-io/transport-node, which is not installed: run npm install @nats-io/transport-node@"^3.4.0"',
+        'ExHookConfigError: a bridge sink of kind nats needs the package @nats-io/transport-node, which is not installed: run npm install @nats-io/transport-node@"^3.3.1"',
       );
     } finally {
       rmSync(out, { recursive: true, force: true });

@@ -20,8 +20,8 @@ export const OPTIONAL_DEPENDENCIES = {
   "better-sqlite3": "~12.11",
   pg: "^8.23.1",
   // The bridge's engine clients (src/usecases/bridge), loaded when a sink of that kind is configured.
-  "@nats-io/transport-node": "^3.4.0",
-  "@nats-io/jetstream": "^3.4.0",
+  "@nats-io/transport-node": "^3.3.1",
+  "@nats-io/jetstream": "^3.3.1",
   amqplib: "^2.3.1",
   ioredis: "^6.0.0",
 } as const;
