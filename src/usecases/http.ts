@@ -12,9 +12,8 @@
  * stops adding messages once their payloads reach `maxResponseBytes` (`truncated: true`). On
  * SQLite the queries run in the store's scan thread, on PostgreSQL on a pool of their own.
  */
-import type { AddressInfo } from "node:net";
 import type { OpsRequest, OpsResponse } from "../provider.js";
-import { createOpsServer } from "../ops/http-probes.js";
+import { createOpsServer, type OpsServer } from "../ops/http-probes.js";
 import { topicFilterError } from "../topic.js";
 import type { MessageQuery, PresenceState, Store, StoredMessage } from "./store.js";
 
@@ -204,12 +203,8 @@ export interface ReadServerOptions extends ReadApiOptions {
   readonly token?: string;
 }
 
-/** A running standalone read server. */
-export interface ReadServer {
-  listen(): Promise<AddressInfo>;
-  close(): Promise<void>;
-  readonly address: AddressInfo | undefined;
-}
+/** A running standalone read server: an operations server serving the read API. */
+export type ReadServer = OpsServer;
 
 /**
  * The read API on a port of its own (with `/healthz` and `/readyz`), for programs that assemble
