@@ -46,6 +46,8 @@ export interface BackoffOptions {
   readonly minMs?: number;
   /** Longest pause, in ms. Default 5000. */
   readonly maxMs?: number;
+  /** Random numbers in [0, 1) for the jitter. Default `Math.random`. */
+  readonly random?: () => number;
 }
 
 /**
@@ -57,7 +59,7 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}): num
   const min = options.minMs ?? 100;
   const max = options.maxMs ?? 5000;
   const exp = Math.min(max, min * 2 ** Math.min(attempt, 30));
-  return Math.round(exp / 2 + (Math.random() * exp) / 2);
+  return Math.round(exp / 2 + ((options.random ?? Math.random)() * exp) / 2);
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts (a close that stopped waiting). */

@@ -19,6 +19,7 @@ import { hostname } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { Logger } from "../../provider.js";
 import type { OutboxRow, Store } from "../store.js";
+import { backoffDelay } from "../store-retry.js";
 import { parseOwner } from "./outbox-shared.js";
 import type { Sink, SinkOutcome } from "./sink.js";
 
@@ -130,11 +131,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     });
   }
 
-  function backoff(): number {
-    const d = Math.min(retry.maxMs, retry.initialMs * 2 ** Math.min(30, failing - 1));
-    // Full jitter over the upper half: never a busy retry, and instances do not retry in step.
-    return d / 2 + random() * (d / 2);
-  }
+  // Jitter over the upper half: never a busy retry, and instances do not retry in step.
+  const backoff = (): number => backoffDelay(failing - 1, { minMs: retry.initialMs, maxMs: retry.maxMs, random });
 
   async function lease(): Promise<void> {
     const before = held.join(",");
