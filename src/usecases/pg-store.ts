@@ -13,6 +13,8 @@ import { loadOptional } from "./optional-dependency.js";
 import { PG_OUTBOX_MIGRATION, pgOutboxMethods } from "./bridge/pg-outbox.js";
 import {
   INVALIDATION_KEEP_MS,
+  MESSAGE_COLUMNS,
+  messageValues,
   scanPresence,
   scanQuery,
   type InvalidationScope,
@@ -290,22 +292,10 @@ export async function openPostgresStore(options: PostgresStoreOptions): Promise<
       for (const m of batch) {
         const b = params.length;
         values.push(`($${b + 1}, $${b + 2}, $${b + 3}, $${b + 4}, $${b + 5}, $${b + 6}, $${b + 7}, $${b + 8}, $${b + 9}, $${b + 10})`);
-        params.push(
-          m.id,
-          m.topic,
-          Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength),
-          m.qos,
-          m.publisher,
-          m.username,
-          m.node,
-          m.timestamp,
-          m.storedAt,
-          JSON.stringify(m.headers),
-        );
+        params.push(...messageValues(m));
       }
       const r = await pool.query(
-        `INSERT INTO exhook_messages (id, topic, payload, qos, publisher, username, node, ts, stored_at, headers)
-         VALUES ${values.join(", ")} ON CONFLICT (id) DO NOTHING`,
+        `INSERT INTO exhook_messages (${MESSAGE_COLUMNS}) VALUES ${values.join(", ")} ON CONFLICT (id) DO NOTHING`,
         params,
       );
       return r.rowCount ?? 0;

@@ -21,6 +21,8 @@ import { loadOptional } from "./optional-dependency.js";
 import { SQLITE_OUTBOX_MIGRATION, sqliteOutboxMethods } from "./bridge/sqlite-outbox.js";
 import {
   INVALIDATION_KEEP_MS,
+  MESSAGE_COLUMNS,
+  messageValues,
   parseHeaders,
   scanPresence,
   scanQuery,
@@ -230,25 +232,11 @@ export function openSqliteStore(options: SqliteStoreOptions): Store {
        client_ids = excluded.client_ids, superuser = excluded.superuser, updated_at = excluded.updated_at`,
   );
   const deleteUser = db.prepare("DELETE FROM users WHERE username = ?");
-  const insertMessage = db.prepare(
-    `INSERT OR IGNORE INTO messages (id, topic, payload, qos, publisher, username, node, ts, stored_at, headers)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-  );
+  const insertMessage = db.prepare(`INSERT OR IGNORE INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   const insertBatch = db.transaction((batch: readonly StoredMessage[]) => {
     let n = 0;
     for (const m of batch) {
-      n += insertMessage.run(
-        m.id,
-        m.topic,
-        Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength),
-        m.qos,
-        m.publisher,
-        m.username,
-        m.node,
-        m.timestamp,
-        m.storedAt,
-        JSON.stringify(m.headers),
-      ).changes;
+      n += insertMessage.run(...messageValues(m)).changes;
     }
     return n;
   });

@@ -56,6 +56,25 @@ export interface StoredMessage {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/** The message table's columns as both stores insert them, in the order of {@link messageValues}. */
+export const MESSAGE_COLUMNS = "id, topic, payload, qos, publisher, username, node, ts, stored_at, headers";
+
+/** A message's values for {@link MESSAGE_COLUMNS} (the payload as a Buffer over the same bytes). */
+export function messageValues(m: StoredMessage): unknown[] {
+  return [
+    m.id,
+    m.topic,
+    Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength),
+    m.qos,
+    m.publisher,
+    m.username,
+    m.node,
+    m.timestamp,
+    m.storedAt,
+    JSON.stringify(m.headers),
+  ];
+}
+
 /** A query over stored messages. */
 export interface MessageQuery {
   /** MQTT topic filter the topic must match. Default `#` (everything not starting with `$`). */
