@@ -18,7 +18,7 @@ import type { Logger } from "../../provider.js";
 import { loadOptional } from "../optional-dependency.js";
 import type { OutboxRow } from "../store.js";
 import type { NatsSinkConfig } from "./config-schema.js";
-import { failAll, withTimeout, type Sink, type SinkEvents, type SinkOutcome } from "./sink.js";
+import { batchOutcomes, failAll, withTimeout, type Sink, type SinkEvents, type SinkOutcome } from "./sink.js";
 
 /*
  * The small part of the NATS client API used here, declared locally: the packages' own .d.ts files
@@ -188,32 +188,25 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
       if (!conn || conn.isClosed()) return failAll(rows, "not connected to NATS");
       const { headers } = mods.transport;
       const batch = `${++batchSeq}`;
-      const outcomes: Array<SinkOutcome | undefined> = new Array(rows.length);
-      let left = rows.length;
-      let finish!: () => void;
-      const all = new Promise<void>((resolve) => (finish = resolve));
+      const outcomes = batchOutcomes(rows.length);
+      let error = "";
       try {
         for (let i = 0; i < rows.length; i++) {
           const r = rows[i] as OutboxRow;
           const token = `${batch}.${i}`;
-          waiting.set(token, (o) => {
-            if (outcomes[i] !== undefined) return;
-            outcomes[i] = o;
-            if (--left === 0) finish();
-          });
+          waiting.set(token, (o) => outcomes.set(i, o));
           const h = headers();
           h.set("Nats-Msg-Id", r.id);
           for (const k in r.headers) h.set(natsHeaderName(k), r.headers[k] as string);
           conn.publish(r.dest, r.payload, { reply: `${inbox}.${token}`, headers: h });
         }
-        await withTimeout(all, cfg.confirmTimeoutMs, "NATS JetStream");
+        await withTimeout(outcomes.all, cfg.confirmTimeoutMs, "NATS JetStream");
       } catch (err) {
-        const msg = (err as Error).message;
-        for (let i = 0; i < rows.length; i++) if (outcomes[i] === undefined) outcomes[i] = { error: msg, rejected: false };
+        error = (err as Error).message;
       } finally {
         for (let i = 0; i < rows.length; i++) waiting.delete(`${batch}.${i}`);
       }
-      return outcomes as SinkOutcome[];
+      return outcomes.result(error);
     },
     async close() {
       const conn = nc;

@@ -15,7 +15,7 @@ import type { Logger } from "../../provider.js";
 import { loadOptional } from "../optional-dependency.js";
 import type { OutboxRow } from "../store.js";
 import type { RabbitmqSinkConfig } from "./config-schema.js";
-import { failAll, withTimeout, type Sink, type SinkEvents, type SinkOutcome } from "./sink.js";
+import { batchOutcomes, failAll, withTimeout, type Sink, type SinkEvents, type SinkOutcome } from "./sink.js";
 
 type Amqp = typeof import("amqplib");
 
@@ -112,10 +112,8 @@ export function createRabbitmqSink(cfg: RabbitmqSinkConfig, events: SinkEvents, 
       const channel = ch;
       if (!channel || !up) return failAll(rows, "not connected to RabbitMQ");
       returned.clear();
-      const outcomes: Array<SinkOutcome | undefined> = new Array(rows.length);
-      let left = rows.length;
-      let finish!: () => void;
-      const all = new Promise<void>((resolve) => (finish = resolve));
+      const outcomes = batchOutcomes(rows.length);
+      let error = "";
       try {
         for (let i = 0; i < rows.length; i++) {
           const r = rows[i] as OutboxRow;
@@ -134,19 +132,18 @@ export function createRabbitmqSink(cfg: RabbitmqSinkConfig, events: SinkEvents, 
               headers: amqpHeaders(r.headers),
             },
             (err: unknown) => {
-              if (outcomes[i] !== undefined) return;
+              if (outcomes.has(i)) return;
               if (err)
-                outcomes[i] = {
+                outcomes.set(i, {
                   error: `RabbitMQ nacked: ${(err as Error).message ?? String(err)}`,
                   rejected: !/closed/i.test(String((err as Error).message)),
-                };
+                });
               else if (returned.has(r.id))
-                outcomes[i] = {
+                outcomes.set(i, {
                   error: `RabbitMQ returned it: no queue bound for routing key ${JSON.stringify(r.dest)} on exchange ${cfg.exchange}`,
                   rejected: true,
-                };
-              else outcomes[i] = null;
-              if (--left === 0) finish();
+                });
+              else outcomes.set(i, null);
             },
           );
           // The socket's buffer is full: wait until it drains before writing more.
@@ -157,12 +154,11 @@ export function createRabbitmqSink(cfg: RabbitmqSinkConfig, events: SinkEvents, 
               "RabbitMQ drain",
             );
         }
-        await withTimeout(all, cfg.confirmTimeoutMs, "RabbitMQ");
+        await withTimeout(outcomes.all, cfg.confirmTimeoutMs, "RabbitMQ");
       } catch (err) {
-        const msg = (err as Error).message;
-        for (let i = 0; i < rows.length; i++) if (outcomes[i] === undefined) outcomes[i] = { error: msg, rejected: false };
+        error = (err as Error).message;
       }
-      return outcomes as SinkOutcome[];
+      return outcomes.result(error);
     },
     async close() {
       const c = conn;

@@ -60,3 +60,37 @@ export function withTimeout<T>(work: Promise<T>, ms: number, what: string): Prom
   });
   return Promise.race([work, guard]).finally(() => clearTimeout(timer));
 }
+
+/** The outcomes of one batch, filled in as the engine's confirms arrive (see {@link batchOutcomes}). */
+export interface BatchOutcomes {
+  /** Records row `i`'s outcome; only the first one for a row counts. */
+  set(i: number, outcome: SinkOutcome): void;
+  /** Whether row `i` has its outcome. */
+  has(i: number): boolean;
+  /** Resolves once every row has its outcome. */
+  readonly all: Promise<void>;
+  /** Every row's outcome; a row still without one failed with `error` (not reached: retried, never parked). */
+  result(error: string): SinkOutcome[];
+}
+
+/** Collects the outcomes of a batch of `n` rows whose confirms arrive one by one. */
+export function batchOutcomes(n: number): BatchOutcomes {
+  const outcomes: Array<SinkOutcome | undefined> = new Array(n);
+  let left = n;
+  let finish!: () => void;
+  const all = new Promise<void>((resolve) => (finish = resolve));
+  if (n === 0) finish();
+  return {
+    set(i, outcome) {
+      if (outcomes[i] !== undefined) return;
+      outcomes[i] = outcome;
+      if (--left === 0) finish();
+    },
+    has: (i) => outcomes[i] !== undefined,
+    all,
+    result(error) {
+      for (let i = 0; i < n; i++) if (outcomes[i] === undefined) outcomes[i] = { error, rejected: false };
+      return outcomes as SinkOutcome[];
+    },
+  };
+}
