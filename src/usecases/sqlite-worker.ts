@@ -4,11 +4,10 @@
  * message per call. Generic over the interface: a method added to `Store` (and to the SQLite
  * backend) is reachable without touching this file.
  */
-import { readlinkSync } from "node:fs";
-import { setPriority } from "node:os";
 import { parentPort, workerData } from "node:worker_threads";
 import { openSqliteStore, type SqliteStoreOptions } from "./sqlite-store.js";
 import type { Store } from "./store.js";
+import { lowerThreadPriority } from "./thread-priority.js";
 
 /** A call from the main thread. */
 export interface WorkerCall {
@@ -53,25 +52,12 @@ function transferables(value: unknown): ArrayBuffer[] {
   return [...out];
 }
 
-/**
- * Lowers this thread's CPU priority (Linux: nice is per thread). The scan thread runs the read
- * API's long scans: when the CPU is short, the thread answering EMQX must win. Elsewhere, or when
- * not allowed, it runs at the normal priority.
- */
-function lowerPriority(nice: number): void {
-  try {
-    const tid = Number(readlinkSync("/proc/thread-self").split("/").pop());
-    if (Number.isInteger(tid) && tid > 0) setPriority(tid, nice);
-  } catch {
-    // Not Linux, or no /proc: normal priority.
-  }
-}
-
 function run(): void {
   const port = parentPort;
   if (!port) throw new Error("sqlite-worker.js runs as a worker thread (openSqliteWorkerStore starts it)");
   const init = workerData as WorkerInit;
-  if (init.role === "scan") lowerPriority(19);
+  // The read API's long scans: when the CPU is short, the thread answering EMQX must win.
+  if (init.role === "scan") lowerThreadPriority(19);
   let store: Store;
   try {
     store = openSqliteStore({
