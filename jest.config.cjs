@@ -14,10 +14,11 @@ module.exports = {
   },
   transformIgnorePatterns: ["/node_modules/(?!jose/)"],
   // Worker threads cannot run TypeScript: globalSetup compiles the sources once, and the module that
-  // names the SQLite worker's file points at that copy (test/helpers/sqlite-worker-file.ts).
+  // names a worker's file points at that copy (test/helpers/sqlite-worker-file.ts, forward-worker-file.ts).
   globalSetup: "<rootDir>/test/helpers/global-setup.ts",
   moduleNameMapper: {
     "^\\./sqlite-worker-file(\\.js)?$": "<rootDir>/test/helpers/sqlite-worker-file.ts",
+    "^\\./forward-worker-file(\\.js)?$": "<rootDir>/test/helpers/forward-worker-file.ts",
     "^(\\.{1,2}/.*)\\.js$": "$1",
   },
   testTimeout: 30000,

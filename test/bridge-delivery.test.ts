@@ -173,7 +173,14 @@ pgRedisTest(
     const r = redisClient(REDIS_URL as string);
     try {
       a = await openTestBridge(section, clientsA, { store: storeA, owner: "host-a/1/a" });
-      b = await openTestBridge(section, clientsB, { store: storeB, owner: "host-b/1/b" });
+      // a forwards on its own thread (so closing storeA below takes its forwarder's store away); b
+      // forwards in a forwarding thread with a PostgreSQL pool of its own, as `serve` does.
+      b = await openTestBridge(section, clientsB, {
+        store: storeB,
+        owner: "host-b/1/b",
+        forwardStore: { kind: "postgres", url: u.toString() },
+      });
+      expect([a.bridge.forwarding, b.bridge.forwarding]).toEqual(["main", "thread"]);
       // Wait until the partitions are shared (a gives up its extras at its next renewal).
       await eventually(
         () =>

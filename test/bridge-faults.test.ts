@@ -312,6 +312,8 @@ natsTest(
     try {
       await tb.publishMany(["c1"], 0, 5);
       await eventually(async () => (await tb.store.outboxStats())[0]?.parked === 5 || undefined, 15_000, "5 parked");
+      // The counters come from the forwarding thread's reports (after each batch): wait for the one after parking.
+      await eventually(() => (tb.bridge.stats().sinks["js"]?.parked === 5 ? true : undefined), 5_000, "parking reported");
       expect(tb.bridge.stats().sinks["js"]).toMatchObject({ parked: 5, rejected: 15, delivered: 0 });
       expect(await metric(tb, "exhook_bridge_parked_total", 'sink="js"')).toBe(5);
       expect(await metric(tb, "exhook_bridge_failed_total", 'sink="js",reason="rejected"')).toBe(15);

@@ -125,7 +125,8 @@ bridge:
       expect(metrics).toMatch(/^exhook_bridge_outbox_depth\{sink="rs",state="pending"\} \d+$/m);
       expect(metrics).toContain("exhook_hook_calls_total");
       // The dead process's partitions were taken over at once, not after the 15 s lease.
-      expect(cli.stdout()).toContain("bridge: taking over the outbox partitions of a dead process");
+      // (Logged by the forwarding thread, which may start after everything already landed: wait for it.)
+      await cli.waitFor(/bridge: taking over the outbox partitions of a dead process/g);
       // Re-sends carry the same id: one payload per id.
       const byId = new Map<string, string>();
       for (const l of landed) {

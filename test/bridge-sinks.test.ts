@@ -247,6 +247,8 @@ redisTest(
         ],
       },
       CLIENTS,
+      // Forwarding on this thread: the test also calls the sink directly (bridge.sinks).
+      { forwardStore: false },
     );
     const r = redisClient(REDIS_URL as string);
     try {

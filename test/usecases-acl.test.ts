@@ -248,6 +248,7 @@ describe("validation", () => {
         partitions: 16,
         leaseMs: 15000,
         pollMs: 1000,
+        forwarding: { mode: "thread", nice: 10 },
         writer: { maxQueue: 20000, batchSize: 500, lingerMs: 5, retries: 5 },
         persistBeforeRoute: { enabled: false, timeoutMs: 2000, fallback: "drop" },
         sinks: [],

@@ -37,7 +37,7 @@ export async function stackProvider(setup: ProviderSetup): Promise<Provider> {
       aclRules: stack.acl()?.size ?? 0,
       aclNoMatch: cfg.acl.noMatch,
       persisting: cfg.persistence.enabled ? cfg.persistence.topics : [],
-      ...(bridge ? { bridging: bridge.sinks.map((s) => `${s.name} (${s.kind})`) } : {}),
+      ...(bridge ? { bridging: cfg.bridge.sinks.map((s) => `${s.name} (${s.kind})`), forwarding: bridge.forwarding } : {}),
       ...(stack.readApi ? { readApi: `${stack.readApi.paths.join(", ")} on the operations port` } : {}),
     },
     users.length === 0

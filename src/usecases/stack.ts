@@ -348,9 +348,15 @@ export async function createStack(cfg: StackConfig, options: StackOptions = {}):
       handlers.onClientDisconnected = presence.onClientDisconnected;
     }
     if (cfg.bridge.enabled) {
+      // The forwarding thread opens the same database again: only for a store opened here from the
+      // configuration (a store handed in may be one the thread cannot reach, such as a memory one).
+      const fromConfig = options.store === undefined && (storeCfg.kind === "postgres" || storeCfg.file !== ":memory:");
       bridge = createBridge({
         config: cfg.bridge,
         store,
+        ...(fromConfig
+          ? { forwardStore: storeCfg.kind === "sqlite" ? { kind: "sqlite", file: storeCfg.file } : { kind: "postgres", url: storeCfg.url } }
+          : {}),
         ...(logger ? { logger } : {}),
         ...(options.registry ? { registry: options.registry } : {}),
       });

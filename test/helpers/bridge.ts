@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { defineProvider, type Logger } from "../../src/index";
 import { createFakeEmqx, type FakeEmqx } from "../../src/testing/index";
 import { createBridge, openSqliteStore, parseConfig, type Bridge, type Store } from "../../src/usecases/index";
+import type { ForwardStoreSpec } from "../../src/usecases/bridge/forward-worker";
 
 /** A logger keeping every line (level, message, fields). */
 export interface MemoryLogger extends Logger {
@@ -45,6 +46,12 @@ export interface TestBridgeOptions {
   readonly store?: Store;
   readonly owner?: string;
   readonly requestTimeoutMs?: number;
+  /**
+   * How the forwarding thread opens the store. Default: the temp SQLite file when the bridge owns
+   * its store (so the tests run the shipped mode, forwarding in a thread), none with `store` given
+   * (forwarding on this thread). `false`: no thread.
+   */
+  readonly forwardStore?: ForwardStoreSpec | false;
 }
 
 /** Starts a bridge from a `bridge` config section (validated like the config file) with connected fake clients. */
@@ -55,9 +62,17 @@ export async function openTestBridge(
 ): Promise<TestBridge> {
   const cfg = parseConfig({ bridge: { enabled: true, ...bridgeSection } }, {});
   const dir = options.store ? undefined : mkdtempSync(join(tmpdir(), "exhook-bridge-"));
-  const store = options.store ?? openSqliteStore({ file: join(dir as string, "exhook.db") });
+  const file = join(dir ?? "", "exhook.db");
+  const store = options.store ?? openSqliteStore({ file });
   const logger = memoryLogger();
-  const bridge = createBridge({ config: cfg.bridge, store, logger, ...(options.owner ? { owner: options.owner } : {}) });
+  const forwardStore = options.forwardStore ?? (options.store ? false : ({ kind: "sqlite", file } as const));
+  const bridge = createBridge({
+    config: cfg.bridge,
+    store,
+    logger,
+    ...(options.owner ? { owner: options.owner } : {}),
+    ...(forwardStore ? { forwardStore } : {}),
+  });
   const provider = defineProvider(bridge.handlers);
   const quiet = memoryLogger();
   const emqx = createFakeEmqx({

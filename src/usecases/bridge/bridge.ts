@@ -19,13 +19,13 @@ import { compileTopicFilters, type TopicMatcher } from "../../topic.js";
 import type { OutboxBound, OutboxStats, Store } from "../store.js";
 import { CaptureState, type Capture, type SinkRoute } from "./capture.js";
 import { MESSAGE_HOOKS, type BridgeConfig, type BridgeHook, type SinkConfig } from "./config-schema.js";
-import { createForwarder, newOwnerId, type Forwarder, type ForwarderStats } from "./forwarder.js";
+import { createForwardThread, type ForwardThread } from "./forward-thread.js";
+import type { ForwardStoreSpec } from "./forward-worker.js";
+import { newOwnerId, type ForwarderStats } from "./forwarder.js";
+import { createLocalForwarding, createSink, loadSinkClient, logSinkStatus, type Forwarding, type ForwardingSpec } from "./forwarding.js";
 import { createBridgeMetrics } from "./metrics.js";
-import { createNatsSink } from "./nats-sink.js";
 import { createOutboxWriter, type OutboxWriter, type OutboxWriterStats } from "./outbox-writer.js";
-import { createRabbitmqSink } from "./rabbitmq-sink.js";
-import { createRedisSink } from "./redis-sink.js";
-import type { Sink, SinkEvents } from "./sink.js";
+import type { Sink } from "./sink.js";
 import { compileTemplate } from "./template.js";
 
 /** Options of {@link createBridge}. */
@@ -40,6 +40,14 @@ export interface BridgeOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** This instance's owner id for partition leases. Default: `host/pid/random`. */
   readonly owner?: string;
+  /**
+   * How the forwarding thread reaches the store (`config.forwarding.mode: "thread"`): the same
+   * database as `store`, opened again by the thread. Without it (an in-memory store, say) the
+   * forwarders run on this thread whatever the mode says. `createStack` passes it for the store it opens.
+   */
+  readonly forwardStore?: ForwardStoreSpec;
+  /** The compiled forwarding-thread entry (tests). Default: forward-worker.js of this package. */
+  readonly forwardWorkerFile?: string;
 }
 
 /** Counters and state of the bridge. */
@@ -54,7 +62,12 @@ export interface BridgeStats {
 export interface Bridge {
   /** Hook handlers to serve (merge them into a provider's handlers; see `mergeHookHandlers`). */
   readonly handlers: HookHandlers;
+  /** Where the forwarders run: `thread` (a worker thread of their own) or `main` (this thread). */
+  readonly forwarding: "thread" | "main";
+  /** The engine clients, when the forwarders run on this thread (empty when they run in the forwarding thread). */
   readonly sinks: readonly Sink[];
+  /** The forwarding thread, when there is one. */
+  readonly forwardThread: ForwardThread | undefined;
   readonly writer: OutboxWriter;
   readonly registry: Registry;
   readonly owner: string;
@@ -87,17 +100,6 @@ function withSecrets(s: SinkConfig, i: number, env: NodeJS.ProcessEnv): SinkConf
     if (typeof v === "string") out[k] = resolveSecret(v, `bridge.sinks[${i}].${k}`, env);
   }
   return out as SinkConfig;
-}
-
-function createSink(cfg: SinkConfig, events: SinkEvents, logger: Logger | undefined): Sink {
-  switch (cfg.kind) {
-    case "nats":
-      return createNatsSink(cfg, events, logger);
-    case "rabbitmq":
-      return createRabbitmqSink(cfg, events, logger);
-    case "redis":
-      return createRedisSink(cfg, events, logger);
-  }
 }
 
 function routeOf(cfg: SinkConfig, i: number): SinkRoute {
@@ -143,19 +145,6 @@ export function createBridge(options: BridgeOptions): Bridge {
   const registry = options.registry ?? new Registry();
   const sinkCfgs = config.sinks.map((s, i) => withSecrets(s, i, env));
   const routes = sinkCfgs.map(routeOf);
-  const sinks = sinkCfgs.map((cfg) =>
-    createSink(
-      cfg,
-      {
-        status(status, detail) {
-          if (status === "connected") logger?.info({ sink: cfg.name, kind: cfg.kind, server: detail }, "bridge: engine connected");
-          else if (detail === "closed") logger?.info({ sink: cfg.name, kind: cfg.kind }, "bridge: engine connection closed (stopping)");
-          else logger?.warn({ sink: cfg.name, kind: cfg.kind, reason: detail }, "bridge: engine disconnected; messages wait in the outbox");
-        },
-      },
-      logger,
-    ),
-  );
   let lastStats: readonly OutboxStats[] = [];
   let statsRead: { at: number; p: Promise<readonly OutboxStats[]> } | undefined;
   const outboxStats = (): Promise<readonly OutboxStats[]> => {
@@ -167,31 +156,39 @@ export function createBridge(options: BridgeOptions): Bridge {
     return p;
   };
   let writer: OutboxWriter | undefined;
+  const threaded = config.forwarding.mode === "thread" && options.forwardStore !== undefined;
+  // Where the forwarders run, the engine clients load here: a missing package fails at start.
+  if (threaded) for (const c of sinkCfgs) loadSinkClient(c.kind);
+  const sinks = threaded ? [] : sinkCfgs.map((cfg) => createSink(cfg, logSinkStatus(logger, cfg), logger));
+  let forwarding: Forwarding | undefined;
   const metrics = createBridgeMetrics({
     registry,
     outboxStats,
-    sinkUp: () => sinks.map((s) => ({ sink: s.name, kind: s.kind, up: s.connected() })),
+    sinkUp: () => sinkCfgs.map((s) => ({ sink: s.name, kind: s.kind, up: forwarding?.connected(s.name) ?? false })),
     writerQueue: () => writer?.stats().queued ?? 0,
   });
-  const forwarders = new Map<string, Forwarder>();
-  sinkCfgs.forEach((cfg, i) => {
-    forwarders.set(
-      cfg.name,
-      createForwarder({
-        sink: sinks[i] as Sink,
-        store,
-        owner,
-        partitions: config.partitions,
-        leaseMs: config.leaseMs,
-        pollMs: config.pollMs,
-        batchSize: cfg.batch.size,
-        lingerMs: cfg.batch.lingerMs,
-        retry: cfg.retry,
-        observer: metrics.forwarder(cfg.name),
+  const spec: ForwardingSpec = {
+    sinks: sinkCfgs,
+    partitions: config.partitions,
+    leaseMs: config.leaseMs,
+    pollMs: config.pollMs,
+    owner,
+  };
+  const forwardThread = threaded
+    ? createForwardThread({
+        spec,
+        store: options.forwardStore as ForwardStoreSpec,
+        nice: config.forwarding.nice,
+        observer: (sink) => metrics.forwarder(sink),
+        onRestart: () => metrics.forwardThreadRestarted(),
+        ...(options.forwardWorkerFile ? { workerFile: options.forwardWorkerFile } : {}),
         ...(logger ? { logger } : {}),
-      }),
-    );
-  });
+      })
+    : undefined;
+  const fwd: Forwarding =
+    forwardThread ??
+    createLocalForwarding({ spec, store, sinks, observer: (sink) => metrics.forwarder(sink), ...(logger ? { logger } : {}) });
+  forwarding = fwd;
   const bounds: Record<string, OutboxBound> = {};
   for (const s of sinkCfgs) bounds[s.name] = s.outbox;
   const w = createOutboxWriter({
@@ -204,7 +201,7 @@ export function createBridge(options: BridgeOptions): Bridge {
     onCommitted(perSink) {
       for (const [sink, n] of perSink) {
         metrics.committed(sink, n);
-        forwarders.get(sink)?.notify(n);
+        fwd.notify(sink, n);
       }
     },
     onLost: (sink, reason, n) => metrics.lost(sink, reason, n),
@@ -312,22 +309,23 @@ export function createBridge(options: BridgeOptions): Bridge {
   let closing: Promise<void> | undefined;
   return {
     handlers: handlers as HookHandlers,
+    forwarding: forwardThread ? "thread" : "main",
     sinks,
+    forwardThread,
     writer: w,
     registry,
     owner,
     start() {
       if (started) return;
       started = true;
-      for (const f of forwarders.values()) f.start();
+      fwd.start();
     },
     flush: () => w.flush(),
     readiness() {
-      return sinkCfgs.flatMap((s, i) => {
+      return sinkCfgs.flatMap((s) => {
         if (!s.readiness) return [];
-        const sink = sinks[i] as Sink;
-        const st = forwarders.get(s.name)?.stats();
-        const ok = sink.connected();
+        const st = fwd.stats(s.name);
+        const ok = fwd.connected(s.name);
         return [
           {
             name: `bridge sink ${s.name} (${s.kind})`,
@@ -340,25 +338,16 @@ export function createBridge(options: BridgeOptions): Bridge {
     outboxStats,
     stats() {
       const out: Record<string, ForwarderStats & { kind: string }> = {};
-      sinkCfgs.forEach((s, i) => {
-        const f = forwarders.get(s.name);
-        if (f) out[s.name] = { ...f.stats(), kind: (sinks[i] as Sink).kind };
-      });
+      for (const s of sinkCfgs) {
+        const st = fwd.stats(s.name);
+        if (st) out[s.name] = { ...st, kind: s.kind };
+      }
       return { writer: w.stats(), sinks: out, outbox: lastStats };
     },
     close: () =>
       (closing ??= (async () => {
         await w.close();
-        await Promise.all([...forwarders.values()].map((f) => f.stop()));
-        await Promise.all(
-          sinks.map((s) =>
-            s
-              .close()
-              .catch((err: unknown) =>
-                logger?.warn({ sink: s.name, err: (err as Error).message }, "bridge: closing the engine connection failed"),
-              ),
-          ),
-        );
+        await fwd.stop();
       })()),
   };
 }

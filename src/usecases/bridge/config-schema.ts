@@ -167,6 +167,20 @@ export const bridgeSchema = z
     leaseMs: int(1000, 600_000).default(15_000),
     /** How often an idle forwarder looks for rows written by other instances, in ms. */
     pollMs: int(10, 600_000).default(1000),
+    /**
+     * Where the forwarders run. `thread` (default): a worker thread of their own, with their own
+     * store connection and engine clients, at a lower CPU priority (`nice`), so forwarding never
+     * holds up an answer to EMQX and a crash in an engine client cannot end the server. `main`: on
+     * the event loop that answers EMQX (always so for a store the stack did not open from this
+     * file, such as an in-memory one).
+     */
+    forwarding: z
+      .strictObject({
+        mode: z.enum(["thread", "main"]).default("thread"),
+        /** Linux: the thread's nice value (0 = the serving thread's priority; 19 = the lowest). */
+        nice: int(0, 19).default(10),
+      })
+      .prefault({}),
     /** The writer between the hooks and the outbox. */
     writer: z
       .strictObject({

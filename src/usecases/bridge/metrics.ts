@@ -17,7 +17,9 @@
  * - `exhook_bridge_confirm_duration_seconds{sink}` — send-to-last-confirm time of a batch;
  * - `exhook_bridge_sink_up{sink,kind}` — 1 while the engine connection is up;
  * - `exhook_bridge_partitions_held{sink}` — outbox partitions this instance forwards;
- * - `exhook_bridge_writer_queue` — captures waiting for their outbox commit.
+ * - `exhook_bridge_writer_queue` — captures waiting for their outbox commit;
+ * - `exhook_bridge_forward_thread_restarts_total` — times the forwarding thread ended unexpectedly
+ *   and was started again.
  */
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { DEFAULT_LATENCY_BUCKETS } from "../../ops/metrics.js";
@@ -43,6 +45,8 @@ export interface BridgeMetrics {
   forwarder(sink: string): ForwarderObserver;
   committed(sink: string, n: number): void;
   lost(sink: string, reason: LostReason, n: number): void;
+  /** The forwarding thread ended unexpectedly and is started again. */
+  forwardThreadRestarted(): void;
 }
 
 /** Registers the bridge metrics in `registry`. */
@@ -136,6 +140,11 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
       for (const s of options.sinkUp()) this.set({ sink: s.sink, kind: s.kind }, s.up ? 1 : 0);
     },
   });
+  const threadRestarts = new Counter({
+    name: `${prefix}bridge_forward_thread_restarts_total`,
+    help: "Times the forwarding thread ended unexpectedly and was started again.",
+    registers,
+  });
   new Gauge({
     name: `${prefix}bridge_writer_queue`,
     help: "Captures waiting for their outbox commit.",
@@ -169,5 +178,6 @@ export function createBridgeMetrics(options: BridgeMetricsOptions): BridgeMetric
     },
     committed: (sink, n) => committed.labels({ sink }).inc(n),
     lost: (sink, reason, n) => lost.labels({ sink, reason }).inc(n),
+    forwardThreadRestarted: () => threadRestarts.inc(),
   };
 }

@@ -73,6 +73,11 @@ function loadNats(): NatsModules {
   };
 }
 
+/** Loads the client package, so a missing one fails at start wherever the sink will run (see forwarding.ts). */
+export function loadNatsClient(): void {
+  loadNats();
+}
+
 /** Header names (NATS headers are case-insensitive on read; these are sent lower case). */
 export function natsHeaderName(field: string): string {
   return `mqtt-${field}`;

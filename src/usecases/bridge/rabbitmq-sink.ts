@@ -24,6 +24,11 @@ function loadAmqp(): Amqp {
   return loadOptional<Amqp>("amqplib", "a bridge sink of kind rabbitmq");
 }
 
+/** Loads the client package, so a missing one fails at start wherever the sink will run (see forwarding.ts). */
+export function loadRabbitmqClient(): void {
+  loadAmqp();
+}
+
 /** The URL with its password masked, for logs. */
 export function maskUrl(url: string): string {
   try {

@@ -24,6 +24,11 @@ function loadIoredis(): IoRedis {
   return loadOptional<IoRedis>("ioredis", "a bridge sink of kind redis");
 }
 
+/** Loads the client package, so a missing one fails at start wherever the sink will run (see forwarding.ts). */
+export function loadRedisClient(): void {
+  loadIoredis();
+}
+
 /** Creates a Redis Streams sink; the connection opens on {@link Sink.connect}. */
 export function createRedisSink(cfg: RedisSinkConfig, events: SinkEvents, logger?: Logger): Sink {
   const { Redis, ReplyError } = loadIoredis();
