@@ -1,11 +1,13 @@
 /**
  * The forwarder of one sink: moves outbox rows to the engine and deletes them once confirmed.
  *
- * One loop, one batch in flight: lease partitions (renewed every `leaseMs / 3`, between batches),
- * fetch the oldest pending rows of the held partitions in commit order, send them pipelined, wait
- * for every confirm (or the confirm timeout), then settle: confirmed rows are deleted, refused rows
- * count an attempt (parked at `maxAttempts`), unconfirmed rows stay. The next batch is fetched only
- * after the previous one is settled, so a client's messages reach the engine in commit order
+ * One loop, two batches in flight: lease partitions (renewed every `leaseMs / 3`, between batches),
+ * fetch the pending rows of the held partitions in commit order after the last one sent, send them
+ * pipelined while the previous batch's confirms arrive, then land the previous batch: wait for
+ * every confirm (or the confirm timeout) and settle it (confirmed rows are deleted, refused rows
+ * count an attempt and are parked at `maxAttempts`, unconfirmed rows stay). The settlement runs
+ * while the next batch is fetched. After a failure, or when idle, fetching starts again from the
+ * oldest row once the settlement is done, so a client's messages reach the engine in commit order
  * across outages, reconnects and restarts (re-sent rows carry the same id). A message the engine
  * refuses while it accepts the ones after it (a JetStream subject no stream takes, say) is
  * retried and so arrives after them, or is parked.
@@ -171,6 +173,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
   let flight: Flight | undefined;
   /** Rows after this seq are fetched next (reset to 0 after a failure, when idle, when partitions change). */
   let cursor = 0;
+  /** The next batch, read ahead after the rows up to `after` were sent (dropped when the cursor moved elsewhere). */
+  let prefetch: { readonly after: number; readonly rows: Promise<readonly OutboxRow[]> } | undefined;
 
   function launch(rows: readonly OutboxRow[]): Flight {
     let retried = 0;
@@ -190,7 +194,29 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     return { rows, sent, t0 };
   }
 
-  /** Waits for a flight's confirms and settles it in the store; resolves with the first error, or "" when all were confirmed. */
+  /**
+   * The store settlement of the last landed batch, while it runs: it overlaps the next fetch (with
+   * PostgreSQL, two round trips on two connections instead of one after the other). At most one
+   * runs; it is awaited before the next one starts, before any fetch from the oldest row (a row
+   * being deleted must not be fetched again), and before leases change or the loop stops.
+   */
+  let settling: Promise<void> | undefined;
+  /** Why the settlement failed (a store error), thrown by {@link settled}. */
+  let settleError: unknown;
+
+  /** Waits for the settlement in progress; throws its error (the loop then backs off and sends unsettled rows again). */
+  async function settled(): Promise<void> {
+    const p = settling;
+    settling = undefined;
+    if (p) await p;
+    if (settleError !== undefined) {
+      const e = settleError;
+      settleError = undefined;
+      throw e;
+    }
+  }
+
+  /** Waits for a flight's confirms and starts settling it in the store; resolves with the first error, or "" when all were confirmed. */
   async function land(f: Flight): Promise<string> {
     const outcomes = await f.sent;
     observer?.confirmSeconds((performance.now() - f.t0) / 1000);
@@ -214,39 +240,47 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     for (const seq of failed) failedSeqs.add(seq);
     for (const seq of delivered) failedSeqs.delete(seq);
     s.batches++;
-    const settled = await store.outboxSettle(sink.name, { delivered, rejected, maxAttempts: retry.maxAttempts });
-    s.delivered += delivered.length;
-    s.rejected += rejected.length;
-    s.unreachable += unreachable;
-    s.parked += settled.parked;
-    if (delivered.length) observer?.delivered(delivered.length);
-    if (rejected.length) observer?.failed(rejected.length, "rejected");
-    if (unreachable) observer?.failed(unreachable, "unreachable");
-    if (settled.parked > 0) {
-      observer?.parked(settled.parked);
-      logger?.error(
-        { sink: sink.name, parked: settled.parked, maxAttempts: retry.maxAttempts, err: firstError },
-        "bridge: messages parked after repeated refusals (emqx-exhook outbox replay to retry them)",
-      );
-    }
     if (failed.size > 0 && failing === 0)
       logger?.warn(
         { sink: sink.name, failed: failed.size, of: f.rows.length, err: firstError },
         "bridge: engine did not confirm; retrying with backoff",
       );
+    // One settlement at a time: the previous one ends before this one starts.
+    await settled();
+    settling = (async () => {
+      const r = await store.outboxSettle(sink.name, { delivered, rejected, maxAttempts: retry.maxAttempts });
+      s.delivered += delivered.length;
+      s.rejected += rejected.length;
+      s.unreachable += unreachable;
+      s.parked += r.parked;
+      if (delivered.length) observer?.delivered(delivered.length);
+      if (rejected.length) observer?.failed(rejected.length, "rejected");
+      if (unreachable) observer?.failed(unreachable, "unreachable");
+      if (r.parked > 0) {
+        observer?.parked(r.parked);
+        logger?.error(
+          { sink: sink.name, parked: r.parked, maxAttempts: retry.maxAttempts, err: firstError },
+          "bridge: messages parked after repeated refusals (emqx-exhook outbox replay to retry them)",
+        );
+      }
+    })().catch((err: unknown) => {
+      settleError ??= err;
+    });
     return firstError;
   }
 
-  /** Lands the batch in flight, if any (before leases change, on stop). */
+  /** Lands the batch in flight, if any, and waits for its settlement (before leases change, on stop). */
   async function landFlight(): Promise<void> {
     const f = flight;
     flight = undefined;
-    if (!f) return;
-    const err = await land(f);
-    if (err) {
-      cursor = 0;
-      fail(err);
+    if (f) {
+      const err = await land(f);
+      if (err) {
+        cursor = 0;
+        fail(err);
+      }
     }
+    await settled();
   }
 
   /**
@@ -273,8 +307,23 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         return "wait";
       }
     }
-    const rows = !flight || flight.rows.length >= batchSize ? await store.outboxFetch(sink.name, partitions, held, batchSize, cursor) : [];
+    // From the oldest row again: what is being settled must be gone first. A failed settlement throws here.
+    if (cursor === 0 || settleError !== undefined) await settled();
+    let rows: readonly OutboxRow[] = [];
+    if (!flight || flight.rows.length >= batchSize) {
+      const pf = prefetch;
+      prefetch = undefined;
+      rows = pf && pf.after === cursor ? await pf.rows : await store.outboxFetch(sink.name, partitions, held, batchSize, cursor);
+    }
     const next = rows.length > 0 ? launch(rows) : undefined;
+    if (next && rows.length >= batchSize) {
+      // More rows are likely: read the next batch while this one is sent and the previous one
+      // lands (a store round trip off the critical path). Used only if the cursor is still there.
+      const after = cursor;
+      const p = store.outboxFetch(sink.name, partitions, held, batchSize, after);
+      p.catch(() => undefined);
+      prefetch = { after, rows: p };
+    }
     const prev = flight;
     flight = next;
     if (prev) {
@@ -322,6 +371,8 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
         // The store failed (lease, fetch or settle): unsettled rows stay and are sent again.
         flight = undefined;
         cursor = 0;
+        // A settlement still running ends (or fails) before anything is fetched again.
+        await settled().catch(() => undefined);
         const msg = (err as Error).message;
         if (failing === 0 || msg !== lastError)
           logger?.error({ sink: sink.name, err: msg }, "bridge: outbox store error; retrying with backoff");

@@ -25,7 +25,7 @@ import { batchOutcomes, failAll, withTimeout, type Sink, type SinkEvents, type S
  * do not type-check under this project's exactOptionalPropertyTypes (and are optional at run time).
  */
 interface MsgHdrs {
-  set(key: string, value: string): void;
+  append(key: string, value: string): void;
   readonly code: number;
 }
 interface NatsMsg {
@@ -201,8 +201,9 @@ export function createNatsSink(cfg: NatsSinkConfig, events: SinkEvents, logger?:
           const token = `${batch}.${i}`;
           waiting.set(token, (o) => outcomes.set(i, o));
           const h = headers();
-          h.set("Nats-Msg-Id", r.id);
-          for (const k in r.headers) h.set(natsHeaderName(k), r.headers[k] as string);
+          // append, not set: the names are distinct, and set() scans the names twice per header.
+          h.append("Nats-Msg-Id", r.id);
+          for (const k in r.headers) h.append(natsHeaderName(k), r.headers[k] as string);
           conn.publish(r.dest, r.payload, { reply: `${inbox}.${token}`, headers: h });
         }
         await withTimeout(outcomes.all, cfg.confirmTimeoutMs, "NATS JetStream");

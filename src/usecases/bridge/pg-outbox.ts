@@ -196,6 +196,19 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
     },
 
     async outboxSettle(sink, s) {
+      if (s.rejected.length === 0 && s.delivered.length > 0) {
+        // The common case, in one statement (one round trip, its own transaction): lock the depth
+        // row first (as appends do, so the two cannot deadlock), delete, lower the depth.
+        const r = await pool.query(
+          `WITH l AS (SELECT total FROM exhook_outbox_depth WHERE sink = $1 FOR UPDATE),
+             d AS (DELETE FROM exhook_outbox WHERE sink = $1 AND seq = ANY($2::bigint[]) AND EXISTS (SELECT 1 FROM l) RETURNING 1),
+             n AS (SELECT count(*) AS deleted FROM d)
+           UPDATE exhook_outbox_depth SET total = greatest(0, total - n.deleted) FROM n WHERE sink = $1 RETURNING n.deleted`,
+          [sink, s.delivered],
+        );
+        // No depth row (never the case after an append): the transaction below creates it.
+        if (r.rows.length > 0) return { deleted: num(r.rows[0]?.["deleted"]), parked: 0 };
+      }
       return tx(async (c) => {
         let deleted = 0;
         let parked = 0;

@@ -62,6 +62,26 @@ const toRow = (r: Row): OutboxRow => ({
   lastError: r.last_error,
 });
 
+/** What the forwarder's fetch reads, in this order (see {@link fetchedRow}). */
+const FETCH_COLUMNS = "seq, id, key, khash, dest, payload, headers, created_at, attempts, last_error";
+type FetchedRow = [number, string, string, number, string, Buffer, string, number, number, string];
+
+/** A fetched row (pending, so not parked) of `sink`. */
+const fetchedRow = (sink: string, r: FetchedRow): OutboxRow => ({
+  seq: r[0],
+  sink,
+  id: r[1],
+  key: r[2],
+  khash: r[3],
+  dest: r[4],
+  payload: new Uint8Array(r[5].buffer, r[5].byteOffset, r[5].byteLength),
+  headers: JSON.parse(r[6]) as Record<string, string>,
+  createdAt: r[7],
+  attempts: r[8],
+  parked: false,
+  lastError: r[9],
+});
+
 const intList = (xs: readonly number[]): string => xs.map((x) => String(Math.trunc(x))).join(",");
 
 /** The outbox methods of a SQLite store on `db` (its schema already migrated). */
@@ -74,7 +94,8 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
   const updateDepth = db.prepare("UPDATE outbox_depth SET total = max(0, total + ?) WHERE sink = ?");
   const addDepth = { run: (sink: string, delta: number) => (ensureDepth.run(sink), updateDepth.run(delta, sink)) };
   const evictOldest = db.prepare("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE sink = ? ORDER BY seq LIMIT ?)");
-  const deleteSeq = db.prepare("DELETE FROM outbox WHERE sink = ? AND seq = ?");
+  // One statement per settled batch: the delivered seqs as a JSON array.
+  const deleteSeqs = db.prepare("DELETE FROM outbox WHERE sink = ? AND seq IN (SELECT value FROM json_each(?))");
   const reject = db.prepare<[string, number, number, number, string, number], { parked: number }>(
     `UPDATE outbox SET attempts = attempts + 1, last_error = ?,
        parked = CASE WHEN ? > 0 AND attempts + 1 >= ? THEN 1 ELSE 0 END
@@ -104,7 +125,7 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
   const oldest = db.prepare<[string], { created_at: number }>(
     "SELECT created_at FROM outbox WHERE sink = ? AND parked = 0 ORDER BY seq LIMIT 1",
   );
-  const fetchStatements = new Map<string, Database.Statement<[string, number, number], Row>>();
+  const fetchStatements = new Map<string, Database.Statement<[string, number, number], FetchedRow>>();
   const sinksWithRows = db.prepare<[], { sink: string }>("SELECT sink FROM outbox_depth ORDER BY sink");
 
   const append = db.transaction(
@@ -177,7 +198,7 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
   const settle = db.transaction(
     (sink: string, delivered: readonly number[], rejected: ReadonlyArray<{ seq: number; error: string }>, maxAttempts: number) => {
       let deleted = 0;
-      for (const seq of delivered) deleted += deleteSeq.run(sink, seq).changes;
+      if (delivered.length > 0) deleted = deleteSeqs.run(sink, JSON.stringify(delivered)).changes;
       let parked = 0;
       for (const r of rejected) {
         const row = reject.get(r.error.slice(0, 1000), maxAttempts, maxAttempts, r.seq, sink, 0);
@@ -209,12 +230,18 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
       if (!stmt) {
         // One prepared statement per partition set (few: they change only when leases move).
         if (fetchStatements.size > 64) fetchStatements.clear();
-        stmt = db.prepare<[string, number, number], Row>(
-          `SELECT * FROM outbox WHERE sink = ? AND parked = 0 AND seq > ?${filter} ORDER BY seq LIMIT ?`,
-        );
+        // Raw rows (arrays) of the columns the forwarder uses: no object per row from the driver.
+        stmt = db
+          .prepare<[string, number, number], FetchedRow>(
+            `SELECT ${FETCH_COLUMNS} FROM outbox WHERE sink = ? AND parked = 0 AND seq > ?${filter} ORDER BY seq LIMIT ?`,
+          )
+          .raw(true);
         fetchStatements.set(filter, stmt);
       }
-      return stmt.all(sink, afterSeq, limit).map(toRow);
+      const rows = stmt.all(sink, afterSeq, limit);
+      const out: OutboxRow[] = new Array(rows.length);
+      for (let i = 0; i < rows.length; i++) out[i] = fetchedRow(sink, rows[i] as FetchedRow);
+      return out;
     },
     async outboxSettle(sink, s) {
       return settle.immediate(sink, s.delivered, s.rejected, s.maxAttempts);
