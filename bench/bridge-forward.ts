@@ -1,12 +1,18 @@
 /**
  * One forwarder draining a pre-filled outbox into an engine, as its own process (the bench pins it
- * to one core): `node bridge-forward.js <sink-json> <outbox-spec> <rows>`. Prints one JSON line:
- * rows delivered, wall seconds from the first fetch to the last confirm, CPU ms of this process
- * in that time, and the forwarder's counters. Confirms are on (JetStream acks, publisher
- * confirms, XADD replies), batches of the sink's default size.
+ * to one core): `node bridge-forward.js <sink-json> <outbox-spec> <rows> [thread|main]`. Prints one
+ * JSON line: rows delivered, wall seconds from the first fetch to the last confirm, CPU ms of this
+ * process (all its threads) in that time, and the forwarder's counters. Confirms are on (JetStream
+ * acks, publisher confirms, XADD replies), batches of the sink's default size.
+ *
+ * - `thread` (default; what `serve` runs): the forwarding thread of the bridge (forward-thread.ts),
+ *   with its own store connection (SQLite opened on that thread, or a PostgreSQL pool);
+ * - `main`: the forwarder on this process's main thread, the SQLite store in its worker threads
+ *   (`bridge.forwarding.mode: main`).
  */
 import { performance } from "node:perf_hooks";
 import type { Logger } from "../src/index.js";
+import { createForwardThread } from "../src/usecases/bridge/forward-thread.js";
 import {
   createForwarder,
   createNatsSink,
@@ -16,6 +22,7 @@ import {
   openPostgresStore,
   openSqliteWorkerStore,
   sinkSchema,
+  type ForwarderObserver,
   type Sink,
   type SinkConfig,
 } from "../src/usecases/index.js";
@@ -23,55 +30,83 @@ import {
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 async function main(): Promise<void> {
-  const [sinkJson, outbox, rowsArg] = process.argv.slice(2) as [string, string, string];
+  const [sinkJson, outbox, rowsArg, mode = "thread"] = process.argv.slice(2) as [string, string, string, string?];
   const rows = Number(rowsArg);
   const cfg = sinkSchema.parse(JSON.parse(sinkJson)) as SinkConfig;
-  const store = outbox.startsWith("postgres")
-    ? await openPostgresStore({ url: outbox, poolSize: 4 })
-    : await openSqliteWorkerStore({ file: outbox.replace(/^sqlite:/, "") });
-  const events = { status() {} };
-  const sink: Sink =
-    cfg.kind === "nats"
-      ? createNatsSink(cfg, events)
-      : cfg.kind === "rabbitmq"
-        ? createRabbitmqSink(cfg, events)
-        : createRedisSink(cfg, events);
-  await sink.connect();
-  const fwd = createForwarder({
-    sink,
-    store,
-    owner: newOwnerId(),
-    partitions: 16,
-    leaseMs: 15_000,
-    pollMs: 20,
-    batchSize: cfg.batch.size,
-    lingerMs: 0,
-    retry: cfg.retry,
-    logger: silent,
-  });
-  const cpu0 = process.cpuUsage();
-  const t0 = performance.now();
-  fwd.start();
-  while (fwd.stats().delivered < rows) {
+  const pgUrl = outbox.startsWith("postgres") ? outbox : undefined;
+  const file = outbox.replace(/^sqlite:/, "");
+  let delivered = 0;
+  let batches = 0;
+  let failed = 0;
+  let stop: () => Promise<void>;
+  let begin: () => void;
+  const counting: ForwarderObserver = {
+    delivered: (k) => void (delivered += k),
+    failed: (k) => void (failed += k),
+    retried() {},
+    parked() {},
+    confirmSeconds: () => void batches++,
+    partitions() {},
+    connectFailed() {},
+  };
+  if (mode === "thread") {
+    const t = createForwardThread({
+      spec: { sinks: [{ ...cfg, batch: { ...cfg.batch, lingerMs: 0 } }], partitions: 16, leaseMs: 15_000, pollMs: 20, owner: newOwnerId() },
+      store: pgUrl ? { kind: "postgres", url: pgUrl } : { kind: "sqlite", file },
+      nice: 0,
+      observer: () => counting,
+      // The clock starts when the thread has opened its store and started its forwarder (as the
+      // main mode's starts with the store open and the engine connected).
+      logger: { ...silent, info: (_o: object, msg?: string) => (msg === "bridge: forwarding thread started" ? mark() : undefined) },
+    });
+    begin = () => t.start();
+    stop = () => t.stop();
+  } else {
+    const store = pgUrl ? await openPostgresStore({ url: pgUrl, poolSize: 4 }) : await openSqliteWorkerStore({ file });
+    const events = { status() {} };
+    const sink: Sink =
+      cfg.kind === "nats"
+        ? createNatsSink(cfg, events)
+        : cfg.kind === "rabbitmq"
+          ? createRabbitmqSink(cfg, events)
+          : createRedisSink(cfg, events);
+    await sink.connect();
+    const fwd = createForwarder({
+      sink,
+      store,
+      owner: newOwnerId(),
+      partitions: 16,
+      leaseMs: 15_000,
+      pollMs: 20,
+      batchSize: cfg.batch.size,
+      lingerMs: 0,
+      retry: cfg.retry,
+      logger: silent,
+      observer: counting,
+    });
+    begin = () => fwd.start();
+    stop = async () => {
+      await fwd.stop();
+      await sink.close();
+      await store.close();
+    };
+  }
+  let cpu0 = process.cpuUsage();
+  let t0 = performance.now();
+  function mark(): void {
+    cpu0 = process.cpuUsage();
+    t0 = performance.now();
+  }
+  begin();
+  while (delivered < rows) {
     await new Promise((r) => setTimeout(r, 5));
     if (performance.now() - t0 > 300_000) break;
   }
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
-  await fwd.stop();
-  await sink.close();
-  await store.close();
-  const st = fwd.stats();
-  process.stdout.write(
-    JSON.stringify({
-      delivered: st.delivered,
-      seconds,
-      cpuMs: (cpu.user + cpu.system) / 1000,
-      batches: st.batches,
-      unreachable: st.unreachable,
-      rejected: st.rejected,
-    }) + "\n",
-  );
+  await stop();
+  process.stdout.write(JSON.stringify({ mode, delivered, seconds, cpuMs: (cpu.user + cpu.system) / 1000, batches, failed }) + "\n");
+  process.exit(0);
 }
 
 main().catch((err: unknown) => {

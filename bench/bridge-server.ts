@@ -1,16 +1,20 @@
 /**
- * The publish-hook server of the bridging benchmark: `node bridge-server.js <off|on> <engine-url> <outbox-spec>`.
+ * The publish-hook server of the bridging benchmark: `node bridge-server.js <off|on> <engine-url> <outbox-spec> [thread|main]`.
  * Prints `READY <port>`; on SIGTERM closes (flushing the outbox writer, letting the forwarder
  * catch up, stopping it) and prints one JSON line: hook calls, CPU ms of this process from READY
  * to then (serving, committing and forwarding them), and the bridge's counters.
  *
  * - `off`: `onMessagePublish` answers keep() (what the hook costs without bridging);
  * - `on`: the bridge's message.publish handler with one Redis Streams sink and the outbox on
- *   `outbox-spec` (`sqlite:<file>` or a postgres:// URL); forwarding runs in this process too.
+ *   `outbox-spec` (`sqlite:<file>` or a postgres:// URL), the SQLite store in its worker threads;
+ *   forwarding in the bridge's forwarding thread (`thread`, the default, what `serve` runs) or on
+ *   the serving thread (`main`).
  *
  * The load generator sends one fixed frame, so both modes give each message a fresh id first
  * (the outbox keeps one row per id): a counter rendered as 32 hex characters, like EMQX's.
  */
+import { readFileSync } from "node:fs";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { createExHookServer } from "../src/server.js";
 import { defineProvider, keep, type HookHandler, type Logger } from "../src/index.js";
 import { createBridge, openPostgresStore, openSqliteWorkerStore, parseConfig, type Bridge, type Store } from "../src/usecases/index.js";
@@ -18,7 +22,7 @@ import { createBridge, openPostgresStore, openSqliteWorkerStore, parseConfig, ty
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 async function main(): Promise<void> {
-  const [mode, engineUrl, outbox] = process.argv.slice(2) as [string, string, string];
+  const [mode, engineUrl, outbox, forwarding = "thread"] = process.argv.slice(2) as [string, string, string, string?];
   let n = 0;
   const freshId = (req: { message?: { id: string } | undefined }) => {
     if (req.message) req.message.id = (++n).toString(16).toUpperCase().padStart(32, "0");
@@ -33,10 +37,17 @@ async function main(): Promise<void> {
     const cfg = parseConfig({
       bridge: {
         enabled: true,
+        forwarding: { mode: forwarding },
         sinks: [{ name: "bench", kind: "redis", url: engineUrl, stream: process.env["BENCH_BRIDGE_KEY"] ?? "bench:hook", maxLen: 100_000 }],
       },
     });
-    bridge = createBridge({ config: cfg.bridge, store, logger: silent });
+    const pgUrl = outbox.startsWith("postgres") ? outbox : undefined;
+    bridge = createBridge({
+      config: cfg.bridge,
+      store,
+      logger: silent,
+      forwardStore: pgUrl ? { kind: "postgres", url: pgUrl } : { kind: "sqlite", file: outbox.replace(/^sqlite:/, "") },
+    });
     const inner = (bridge.handlers.onMessagePublish as { handler: HookHandler<"onMessagePublish"> }).handler;
     handler = (req, ctx) => {
       freshId(req);
@@ -62,6 +73,22 @@ async function main(): Promise<void> {
     const c = process.cpuUsage(cpuAtReady);
     return (c.user + c.system) / 1000;
   };
+  // The serving (main) thread's own CPU (Linux: its task's utime + stime, in clock ticks of 10 ms).
+  const mainTicks = (): number => {
+    try {
+      const st = readFileSync(`/proc/self/task/${process.pid}/stat`, "utf8");
+      const f = st.slice(st.lastIndexOf(")") + 2).split(" ");
+      return Number(f[11]) + Number(f[12]);
+    } catch {
+      return NaN;
+    }
+  };
+  const mainAtReady = mainTicks();
+  // How long the serving thread's event loop was blocked (a call waits at least that long).
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  eld.enable();
+  const loopDelay = () => ({ p99Ms: eld.percentile(99) / 1e6, maxMs: eld.max / 1e6 });
+  const mainCpuSince = () => (mainTicks() - mainAtReady) * 10;
   process.stdout.write(`READY ${addr.port}\n`);
   process.on("SIGTERM", () => {
     void (async () => {
@@ -76,13 +103,16 @@ async function main(): Promise<void> {
           JSON.stringify({
             calls: n,
             cpuMs: cpuSince(),
+            mainCpuMs: mainCpuSince(),
+            loopDelay: loopDelay(),
             writer: st.writer,
             forwarder: st.sinks["bench"],
             outbox: await store?.outboxStats(),
           }) + "\n",
         );
         await store?.close();
-      } else process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince() }) + "\n");
+      } else
+        process.stdout.write(JSON.stringify({ calls: n, cpuMs: cpuSince(), mainCpuMs: mainCpuSince(), loopDelay: loopDelay() }) + "\n");
       process.exit(0);
     })();
   });

@@ -7,7 +7,14 @@
  *    per outbox store (SQLite file, PostgreSQL database).
  * 2. Hook latency: the message.publish hook served at BENCH_BRIDGE_RATE/s (open loop, bench/openloop.ts
  *    from BENCH_CLIENT_CPU) with bridging off (keep()) and on (Redis sink, outbox on SQLite and on
- *    PostgreSQL, forwarding in the same process), BENCH_BRIDGE_ROUNDS interleaved rounds, medians.
+ *    PostgreSQL, forwarding in the bridge's forwarding thread of the same process, pinned to the
+ *    same core; `-main`: forwarding on the serving thread), BENCH_BRIDGE_ROUNDS interleaved
+ *    rounds, medians. BENCH_BRIDGE_HOOK_MODES picks the modes (default
+ *    off,on-sqlite,on-postgres,on-sqlite-main).
+ *
+ * Forwarding runs in the bridge's forwarding thread (BENCH_BRIDGE_FORWARDING=main: on the main
+ * thread, as `bridge.forwarding.mode: main`); BENCH_FORWARD_NODE_ARGS adds node options to the
+ * forwarder process (`--cpu-prof --cpu-prof-dir=DIR` for profiles).
  *
  * Engines: BENCH_NATS_URL [nats://127.0.0.1:4222], BENCH_AMQP_URL [amqp://guest:guest@127.0.0.1:5672],
  * BENCH_REDIS_URL [redis://127.0.0.1:6379], BENCH_PG_URL [postgres://postgres@127.0.0.1:5432/postgres];
@@ -44,9 +51,17 @@ const ROWS = Number(env["BENCH_BRIDGE_ROWS"] ?? 40_000);
 const SINKS = list(env["BENCH_BRIDGE_SINKS"], "nats,redis,rabbitmq");
 const STORES = list(env["BENCH_BRIDGE_STORES"], "sqlite,postgres");
 const RATE = Number(env["BENCH_BRIDGE_RATE"] ?? 5000);
+const FORWARDING = env["BENCH_BRIDGE_FORWARDING"] === "main" ? "main" : "thread";
+const HOOK_MODES = list(env["BENCH_BRIDGE_HOOK_MODES"], "off,on-sqlite,on-postgres,on-sqlite-main");
 const ROUNDS = Math.max(1, Number(env["BENCH_BRIDGE_ROUNDS"] ?? 3));
 const OPEN_SECONDS = Number(env["BENCH_OPEN_SECONDS"] ?? 5);
 const SERVER_CPU = env["BENCH_SERVER_CPU"] ?? "0";
+/**
+ * CPUs of the hook server's process (all its threads). Default: every core, as a server has them
+ * in production (the forwarding, SQLite and GC threads run where the scheduler puts them); the load
+ * generator stays on BENCH_CLIENT_CPU. BENCH_BRIDGE_HOOK_SERVER_CPUS=0 pins it all to one core.
+ */
+const HOOK_SERVER_CPUS = env["BENCH_BRIDGE_HOOK_SERVER_CPUS"] ?? `0-${os.cpus().length - 1}`;
 const CLIENT_CPU = env["BENCH_CLIENT_CPU"] ?? "1";
 const URLS: Record<string, string> = {
   nats: env["BENCH_NATS_URL"] ?? "nats://127.0.0.1:4222",
@@ -220,7 +235,18 @@ async function forwardRun(sinkKind: string, storeKind: string, n: number): Promi
     await store.close();
     const r = spawnSync(
       "taskset",
-      ["-c", SERVER_CPU, process.execPath, path.join(BUILD, "bridge-forward.js"), JSON.stringify(cfg), outbox.spec, String(ROWS)],
+      [
+        "-c",
+        SERVER_CPU,
+        process.execPath,
+        // e.g. BENCH_FORWARD_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (a profile per thread)
+        ...list(env["BENCH_FORWARD_NODE_ARGS"]?.replace(/ +/g, ","), ""),
+        path.join(BUILD, "bridge-forward.js"),
+        JSON.stringify(cfg),
+        outbox.spec,
+        String(ROWS),
+        FORWARDING,
+      ],
       { encoding: "utf8", cwd: ROOT, timeout: 400_000 },
     );
     if (r.status !== 0) return `forwarder failed: ${r.stderr.slice(-500)}`;
@@ -240,12 +266,21 @@ async function forwardRun(sinkKind: string, storeKind: string, n: number): Promi
 }
 
 /** One open-loop round against a freshly started hook server; returns its percentiles and the bridge's counters. */
-async function hookRound(mode: string, outboxKind: string, n: number, frame: string): Promise<Record<string, unknown>> {
+async function hookRound(mode: string, outboxKind: string, forwarding: string, n: number, frame: string): Promise<Record<string, unknown>> {
   const outbox = mode === "on" ? await freshOutbox(outboxKind, 1000 + n) : undefined;
   const key = `benchbr_hook_${RUN}_${n}`;
   const child = spawn(
     "taskset",
-    ["-c", SERVER_CPU, process.execPath, path.join(BUILD, "bridge-server.js"), mode, URLS["redis"] as string, outbox?.spec ?? "-"],
+    [
+      "-c",
+      SERVER_CPU,
+      process.execPath,
+      path.join(BUILD, "bridge-server.js"),
+      mode,
+      URLS["redis"] as string,
+      outbox?.spec ?? "-",
+      forwarding,
+    ],
     {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "inherit"],
@@ -318,21 +353,24 @@ async function main(): Promise<void> {
 
   const hook: Record<
     string,
-    { rounds: Array<Record<string, unknown>>; p50Ms: number; p99Ms: number; p999Ms: number; cpuUsPerCall: number }
+    { rounds: Array<Record<string, unknown>>; p50Ms: number; p99Ms: number; p999Ms: number; cpuUsPerCall: number; mainCpuUsPerCall: number }
   > = {};
   if (env["BENCH_BRIDGE_HOOK"] === "0") skipped.push("hook latency rows (BENCH_BRIDGE_HOOK=0)");
   else if (up["redis"]) {
     const frames = writeFrames(fs.mkdtempSync(path.join(os.tmpdir(), "exhook-bench-frames-")));
-    const modes: Array<[string, string, string]> = [
-      ["off", "off", "-"],
-      ["on-sqlite", "on", "sqlite"],
-      ...(up["postgres"] && STORES.includes("postgres") ? ([["on-postgres", "on", "postgres"]] as Array<[string, string, string]>) : []),
-    ];
+    const modes = HOOK_MODES.flatMap((label): Array<[string, string, string, string]> => {
+      if (label === "off") return [["off", "off", "-", "-"]];
+      const m = /^on-(sqlite|postgres)(-main)?$/.exec(label);
+      if (!m)
+        throw new Error(`BENCH_BRIDGE_HOOK_MODES: unknown mode ${label} (off, on-sqlite, on-postgres, on-sqlite-main, on-postgres-main)`);
+      if (m[1] === "postgres" && !(up["postgres"] && STORES.includes("postgres"))) return [];
+      return [[label, "on", m[1] as string, m[2] ? "main" : "thread"]];
+    });
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [label, mode, outboxKind] of modes) {
+      for (const [label, mode, outboxKind, forwarding] of modes) {
         process.stderr.write(`bridge bench: hook at ${RATE}/s, bridging ${label}, round ${round + 1}/${ROUNDS}...\n`);
-        const r = await hookRound(mode, outboxKind, n++, frames["publish"] as string);
-        (hook[label] ??= { rounds: [], p50Ms: NaN, p99Ms: NaN, p999Ms: NaN, cpuUsPerCall: NaN }).rounds.push(r);
+        const r = await hookRound(mode, outboxKind, forwarding, n++, frames["publish"] as string);
+        (hook[label] ??= { rounds: [], p50Ms: NaN, p99Ms: NaN, p999Ms: NaN, cpuUsPerCall: NaN, mainCpuUsPerCall: NaN }).rounds.push(r);
       }
     }
     for (const h of Object.values(hook)) {
@@ -343,6 +381,12 @@ async function main(): Promise<void> {
         h.rounds.map((r) => {
           const c = r["counters"] as { calls: number; cpuMs: number };
           return Math.round((c.cpuMs * 1000 * 10) / c.calls) / 10;
+        }),
+      );
+      h.mainCpuUsPerCall = median(
+        h.rounds.map((r) => {
+          const c = r["counters"] as { calls: number; mainCpuMs: number };
+          return Math.round((c.mainCpuMs * 1000 * 10) / c.calls) / 10;
         }),
       );
     }
@@ -359,14 +403,14 @@ async function main(): Promise<void> {
   }
   lines.push(
     "",
-    `| publish hook at ${RATE}/s | p50 ms | p99 ms | p99.9 ms | p99 − off | server CPU µs per call (incl. commit + forward) |`,
-    "|---|---|---|---|---|---|",
+    `| publish hook at ${RATE}/s | p50 ms | p99 ms | p99.9 ms | p99 − off | server CPU µs per call (all threads: incl. commit + forward) | serving thread CPU µs per call |`,
+    "|---|---|---|---|---|---|---|",
   );
   const off = hook["off"]?.p99Ms ?? NaN;
   for (const [label, h] of Object.entries(hook)) {
     const diff = label === "off" ? "" : `${h.p99Ms - off >= 0 ? "+" : ""}${(h.p99Ms - off).toFixed(2)} ms`;
     lines.push(
-      `| bridging ${label} | ${h.p50Ms.toFixed(2)} | ${h.p99Ms.toFixed(2)} | ${h.p999Ms.toFixed(2)} | ${diff} | ${h.cpuUsPerCall} |`,
+      `| bridging ${label} | ${h.p50Ms.toFixed(2)} | ${h.p99Ms.toFixed(2)} | ${h.p999Ms.toFixed(2)} | ${diff} | ${h.cpuUsPerCall} | ${h.mainCpuUsPerCall} |`,
     );
   }
   for (const s of skipped) lines.push(`skipped: ${s}`);
@@ -386,6 +430,9 @@ async function main(): Promise<void> {
           rounds: ROUNDS,
           openSeconds: OPEN_SECONDS,
           serverCpu: SERVER_CPU,
+          hookServerCpus: HOOK_SERVER_CPUS,
+          forwarding: FORWARDING,
+          hookModes: HOOK_MODES,
           clientCpu: CLIENT_CPU,
           urls: URLS,
           pg: PG_URL.replace(/:[^:@/]*@/, ":***@"),
