@@ -7,8 +7,9 @@
  * - `off`: `onMessagePublish` answers keep() (what the hook costs without bridging);
  * - `on`: the bridge's message.publish handler with one Redis Streams sink and the outbox on
  *   `outbox-spec` (`sqlite:<file>` or a postgres:// URL), the SQLite store in its worker threads;
- *   forwarding in the bridge's forwarding thread (`thread`, the default, what `serve` runs) or on
- *   the serving thread (`main`).
+ *   forwarding in the bridge's forwarding thread (`thread`, the default, what `serve` runs), on
+ *   the serving thread (`main`), or not at all (`none`: what capture and commit alone cost; the
+ *   rows stay in the outbox).
  *
  * The load generator sends one fixed frame, so both modes give each message a fresh id first
  * (the outbox keeps one row per id): a counter rendered as 32 hex characters, like EMQX's.
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
     const cfg = parseConfig({
       bridge: {
         enabled: true,
-        forwarding: { mode: forwarding },
+        forwarding: { mode: forwarding === "main" ? "main" : "thread" },
         sinks: [{ name: "bench", kind: "redis", url: engineUrl, stream: process.env["BENCH_BRIDGE_KEY"] ?? "bench:hook", maxLen: 100_000 }],
       },
     });
@@ -53,7 +54,7 @@ async function main(): Promise<void> {
       freshId(req);
       return inner(req, ctx);
     };
-    bridge.start();
+    if (forwarding !== "none") bridge.start();
   } else {
     const k = keep();
     handler = (req) => {

@@ -7,9 +7,9 @@
  *    per outbox store (SQLite file, PostgreSQL database).
  * 2. Hook latency: the message.publish hook served at BENCH_BRIDGE_RATE/s (open loop, bench/openloop.ts
  *    from BENCH_CLIENT_CPU) with bridging off (keep()) and on (Redis sink, outbox on SQLite and on
- *    PostgreSQL, forwarding in the bridge's forwarding thread of the same process, pinned to the
- *    same core; `-main`: forwarding on the serving thread), BENCH_BRIDGE_ROUNDS interleaved
- *    rounds, medians. BENCH_BRIDGE_HOOK_MODES picks the modes (default
+ *    PostgreSQL, forwarding in the bridge's forwarding thread of the same process; `-main`:
+ *    forwarding on the serving thread; `-nofwd`: capture and outbox commit only, no forwarder),
+ *    BENCH_BRIDGE_ROUNDS interleaved rounds, medians. BENCH_BRIDGE_HOOK_MODES picks the modes (default
  *    off,on-sqlite,on-postgres,on-sqlite-main).
  *
  * Forwarding runs in the bridge's forwarding thread (BENCH_BRIDGE_FORWARDING=main: on the main
@@ -360,11 +360,10 @@ async function main(): Promise<void> {
     const frames = writeFrames(fs.mkdtempSync(path.join(os.tmpdir(), "exhook-bench-frames-")));
     const modes = HOOK_MODES.flatMap((label): Array<[string, string, string, string]> => {
       if (label === "off") return [["off", "off", "-", "-"]];
-      const m = /^on-(sqlite|postgres)(-main)?$/.exec(label);
-      if (!m)
-        throw new Error(`BENCH_BRIDGE_HOOK_MODES: unknown mode ${label} (off, on-sqlite, on-postgres, on-sqlite-main, on-postgres-main)`);
+      const m = /^on-(sqlite|postgres)(-main|-nofwd)?$/.exec(label);
+      if (!m) throw new Error(`BENCH_BRIDGE_HOOK_MODES: unknown mode ${label} (off, on-sqlite, on-postgres, either with -main or -nofwd)`);
       if (m[1] === "postgres" && !(up["postgres"] && STORES.includes("postgres"))) return [];
-      return [[label, "on", m[1] as string, m[2] ? "main" : "thread"]];
+      return [[label, "on", m[1] as string, m[2] === "-main" ? "main" : m[2] === "-nofwd" ? "none" : "thread"]];
     });
     for (let round = 0; round < ROUNDS; round++) {
       for (const [label, mode, outboxKind, forwarding] of modes) {
