@@ -13,17 +13,13 @@
 import { performance } from "node:perf_hooks";
 import type { Logger } from "../src/index.js";
 import { createForwardThread } from "../src/usecases/bridge/forward-thread.js";
+import { createLocalForwarding, createSink, type ForwardingSpec } from "../src/usecases/bridge/forwarding.js";
 import {
-  createForwarder,
-  createNatsSink,
-  createRabbitmqSink,
-  createRedisSink,
   newOwnerId,
   openPostgresStore,
   openSqliteWorkerStore,
   sinkSchema,
   type ForwarderObserver,
-  type Sink,
   type SinkConfig,
 } from "../src/usecases/index.js";
 
@@ -49,9 +45,17 @@ async function main(): Promise<void> {
     partitions() {},
     connectFailed() {},
   };
+  // Every row is already there: no linger, a short poll.
+  const spec: ForwardingSpec = {
+    sinks: [{ ...cfg, batch: { ...cfg.batch, lingerMs: 0 } }],
+    partitions: 16,
+    leaseMs: 15_000,
+    pollMs: 20,
+    owner: newOwnerId(),
+  };
   if (mode === "thread") {
     const t = createForwardThread({
-      spec: { sinks: [{ ...cfg, batch: { ...cfg.batch, lingerMs: 0 } }], partitions: 16, leaseMs: 15_000, pollMs: 20, owner: newOwnerId() },
+      spec,
       store: pgUrl ? { kind: "postgres", url: pgUrl } : { kind: "sqlite", file },
       nice: 0,
       observer: () => counting,
@@ -63,31 +67,12 @@ async function main(): Promise<void> {
     stop = () => t.stop();
   } else {
     const store = pgUrl ? await openPostgresStore({ url: pgUrl, poolSize: 4 }) : await openSqliteWorkerStore({ file });
-    const events = { status() {} };
-    const sink: Sink =
-      cfg.kind === "nats"
-        ? createNatsSink(cfg, events)
-        : cfg.kind === "rabbitmq"
-          ? createRabbitmqSink(cfg, events)
-          : createRedisSink(cfg, events);
+    const sink = createSink(spec.sinks[0] as SinkConfig, { status() {} }, silent);
     await sink.connect();
-    const fwd = createForwarder({
-      sink,
-      store,
-      owner: newOwnerId(),
-      partitions: 16,
-      leaseMs: 15_000,
-      pollMs: 20,
-      batchSize: cfg.batch.size,
-      lingerMs: 0,
-      retry: cfg.retry,
-      logger: silent,
-      observer: counting,
-    });
+    const fwd = createLocalForwarding({ spec, store, sinks: [sink], observer: () => counting, logger: silent });
     begin = () => fwd.start();
     stop = async () => {
       await fwd.stop();
-      await sink.close();
       await store.close();
     };
   }

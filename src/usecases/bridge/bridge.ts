@@ -160,11 +160,11 @@ export function createBridge(options: BridgeOptions): Bridge {
   // Where the forwarders run, the engine clients load here: a missing package fails at start.
   if (threaded) for (const c of sinkCfgs) loadSinkClient(c.kind);
   const sinks = threaded ? [] : sinkCfgs.map((cfg) => createSink(cfg, logSinkStatus(logger, cfg), logger));
-  let forwarding: Forwarding | undefined;
   const metrics = createBridgeMetrics({
     registry,
     outboxStats,
-    sinkUp: () => sinkCfgs.map((s) => ({ sink: s.name, kind: s.kind, up: forwarding?.connected(s.name) ?? false })),
+    // Read at scrape time, when `fwd` (below) exists.
+    sinkUp: () => sinkCfgs.map((s) => ({ sink: s.name, kind: s.kind, up: fwd.connected(s.name) })),
     writerQueue: () => writer?.stats().queued ?? 0,
   });
   const spec: ForwardingSpec = {
@@ -174,21 +174,19 @@ export function createBridge(options: BridgeOptions): Bridge {
     pollMs: config.pollMs,
     owner,
   };
+  const observer = (sink: string) => metrics.forwarder(sink);
   const forwardThread = threaded
     ? createForwardThread({
         spec,
         store: options.forwardStore as ForwardStoreSpec,
         nice: config.forwarding.nice,
-        observer: (sink) => metrics.forwarder(sink),
+        observer,
         onRestart: () => metrics.forwardThreadRestarted(),
         ...(options.forwardWorkerFile ? { workerFile: options.forwardWorkerFile } : {}),
         ...(logger ? { logger } : {}),
       })
     : undefined;
-  const fwd: Forwarding =
-    forwardThread ??
-    createLocalForwarding({ spec, store, sinks, observer: (sink) => metrics.forwarder(sink), ...(logger ? { logger } : {}) });
-  forwarding = fwd;
+  const fwd: Forwarding = forwardThread ?? createLocalForwarding({ spec, store, sinks, observer, ...(logger ? { logger } : {}) });
   const bounds: Record<string, OutboxBound> = {};
   for (const s of sinkCfgs) bounds[s.name] = s.outbox;
   const w = createOutboxWriter({

@@ -130,8 +130,6 @@ export function createForwardThread(options: ForwardThreadOptions): ForwardThrea
       case "failed":
         failure = msg.error;
         return;
-      case "stopped":
-        return;
     }
   };
 

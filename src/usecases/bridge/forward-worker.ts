@@ -13,7 +13,7 @@ import type { Store } from "../store.js";
 import { lowerThreadPriority } from "../thread-priority.js";
 import type { ForwarderObserver, ForwarderStats } from "./forwarder.js";
 import type { Sink } from "./sink.js";
-import { createLocalForwarding, createSink, logSinkStatus, type Forwarding, type ForwardingSpec } from "./forwarding.js";
+import { createLocalForwarding, createSink, logSinkStatus, type ForwardingSpec } from "./forwarding.js";
 
 /** How the thread opens the store: the same database the main thread's store uses, through its own connection. */
 export type ForwardStoreSpec =
@@ -55,8 +55,7 @@ export type FromForwardThread =
   | { readonly t: "started"; readonly niced: boolean }
   | { readonly t: "failed"; readonly error: string }
   | { readonly t: "log"; readonly level: Level; readonly obj: Record<string, unknown>; readonly msg: string }
-  | { readonly t: "report"; readonly sinks: Record<string, SinkReport> }
-  | { readonly t: "stopped" };
+  | { readonly t: "report"; readonly sinks: Record<string, SinkReport> };
 
 const REPORT_MS = 10;
 
@@ -97,6 +96,11 @@ async function run(): Promise<void> {
     };
   const logger: Logger = { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
   const niced = init.nice > 0 ? lowerThreadPriority(init.nice) : false;
+  /** Could not start: says why and ends the thread (the main thread logs it and starts another). */
+  const giveUp = (error: string) => {
+    post({ t: "failed", error });
+    port.close();
+  };
 
   let store: Store;
   try {
@@ -108,19 +112,18 @@ async function run(): Promise<void> {
           })
         : await openPostgresStore({ url: init.store.url, poolSize: init.store.poolSize ?? 3, readPoolSize: 1, logger });
   } catch (err) {
-    post({ t: "failed", error: `cannot open the outbox store: ${(err as Error).message}` });
-    port.close();
+    giveUp(`cannot open the outbox store: ${(err as Error).message}`);
     return;
   }
 
   const reports = new Map<string, SinkReport>();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  let forwarding: Forwarding | undefined;
+  // Runs from timers set once the forwarders report, so `fwd` (below) exists by then.
   const flush = () => {
     timer = undefined;
     lastFlush = Date.now();
     const sinks: Record<string, SinkReport> = {};
-    for (const [name, r] of reports) sinks[name] = { ...r, stats: forwarding?.stats(name) };
+    for (const [name, r] of reports) sinks[name] = { ...r, stats: fwd.stats(name) };
     reports.clear();
     if (Object.keys(sinks).length > 0) post({ t: "report", sinks });
   };
@@ -164,12 +167,10 @@ async function run(): Promise<void> {
     });
   } catch (err) {
     await store.close().catch(() => undefined);
-    post({ t: "failed", error: (err as Error).message });
-    port.close();
+    giveUp((err as Error).message);
     return;
   }
   const fwd = createLocalForwarding({ spec: init.spec, store, sinks, observer, logger });
-  forwarding = fwd;
   let stopping = false;
   port.on("message", (msg: ToForwardThread) => {
     if (msg.t === "notify") fwd.notify(msg.sink, msg.rows);
@@ -188,7 +189,6 @@ async function run(): Promise<void> {
         for (const s of init.spec.sinks) reportOf(s.name);
         if (timer !== undefined) clearTimeout(timer);
         flush();
-        post({ t: "stopped" });
         port.close();
       })();
     }

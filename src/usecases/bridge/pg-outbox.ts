@@ -69,6 +69,22 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
     return num(r.rows[0]?.["total"] ?? 0);
   }
 
+  /**
+   * Deletes delivered rows and lowers the depth, in one statement that locks the depth row first
+   * (as appends do, so the two cannot deadlock). Undefined when the sink has no depth row (never
+   * the case after an append; {@link lockDepth} creates it).
+   */
+  async function deleteDelivered(q: pg.Pool | pg.PoolClient, sink: string, seqs: readonly number[]): Promise<number | undefined> {
+    const r = await q.query(
+      `WITH l AS (SELECT total FROM exhook_outbox_depth WHERE sink = $1 FOR UPDATE),
+         d AS (DELETE FROM exhook_outbox WHERE sink = $1 AND seq = ANY($2::bigint[]) AND EXISTS (SELECT 1 FROM l) RETURNING 1),
+         n AS (SELECT count(*) AS deleted FROM d)
+       UPDATE exhook_outbox_depth SET total = greatest(0, total - n.deleted) FROM n WHERE sink = $1 RETURNING n.deleted`,
+      [sink, seqs],
+    );
+    return r.rows.length > 0 ? num(r.rows[0]?.["deleted"]) : undefined;
+  }
+
   const addDepth = (c: pg.PoolClient, sink: string, delta: number) =>
     c.query("UPDATE exhook_outbox_depth SET total = greatest(0, total + $2) WHERE sink = $1", [sink, delta]);
 
@@ -196,27 +212,18 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
     },
 
     async outboxSettle(sink, s) {
+      // The common case (no refusals) in one statement: one round trip, its own transaction.
       if (s.rejected.length === 0 && s.delivered.length > 0) {
-        // The common case, in one statement (one round trip, its own transaction): lock the depth
-        // row first (as appends do, so the two cannot deadlock), delete, lower the depth.
-        const r = await pool.query(
-          `WITH l AS (SELECT total FROM exhook_outbox_depth WHERE sink = $1 FOR UPDATE),
-             d AS (DELETE FROM exhook_outbox WHERE sink = $1 AND seq = ANY($2::bigint[]) AND EXISTS (SELECT 1 FROM l) RETURNING 1),
-             n AS (SELECT count(*) AS deleted FROM d)
-           UPDATE exhook_outbox_depth SET total = greatest(0, total - n.deleted) FROM n WHERE sink = $1 RETURNING n.deleted`,
-          [sink, s.delivered],
-        );
-        // No depth row (never the case after an append): the transaction below creates it.
-        if (r.rows.length > 0) return { deleted: num(r.rows[0]?.["deleted"]), parked: 0 };
+        const deleted = await deleteDelivered(pool, sink, s.delivered);
+        if (deleted !== undefined) return { deleted, parked: 0 };
       }
       return tx(async (c) => {
         let deleted = 0;
         let parked = 0;
         if (s.delivered.length > 0) {
+          // (Creates the depth row when missing, which the statement needs.)
           await lockDepth(c, sink);
-          deleted =
-            (await c.query("DELETE FROM exhook_outbox WHERE sink = $1 AND seq = ANY($2::bigint[])", [sink, s.delivered])).rowCount ?? 0;
-          if (deleted > 0) await addDepth(c, sink, -deleted);
+          deleted = (await deleteDelivered(c, sink, s.delivered)) ?? 0;
         }
         if (s.rejected.length > 0) {
           const r = await c.query(

@@ -32,42 +32,12 @@ export const SQLITE_OUTBOX_MIGRATION = `
   CREATE TABLE outbox_members (sink TEXT NOT NULL, owner TEXT NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (sink, owner));
 `;
 
-interface Row {
-  seq: number;
-  sink: string;
-  id: string;
-  key: string;
-  khash: number;
-  dest: string;
-  payload: Buffer;
-  headers: string;
-  created_at: number;
-  attempts: number;
-  parked: number;
-  last_error: string;
-}
-
-const toRow = (r: Row): OutboxRow => ({
-  seq: r.seq,
-  sink: r.sink,
-  id: r.id,
-  key: r.key,
-  khash: r.khash,
-  dest: r.dest,
-  payload: new Uint8Array(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
-  headers: JSON.parse(r.headers) as Record<string, string>,
-  createdAt: r.created_at,
-  attempts: r.attempts,
-  parked: r.parked === 1,
-  lastError: r.last_error,
-});
-
-/** What the forwarder's fetch reads, in this order (see {@link fetchedRow}). */
+/** What a fetch or a listing reads, in this order, as raw arrays (no driver object per row; see {@link fetchedRow}). */
 const FETCH_COLUMNS = "seq, id, key, khash, dest, payload, headers, created_at, attempts, last_error";
 type FetchedRow = [number, string, string, number, string, Buffer, string, number, number, string];
 
-/** A fetched row (pending, so not parked) of `sink`. */
-const fetchedRow = (sink: string, r: FetchedRow): OutboxRow => ({
+/** A row of `sink` read with {@link FETCH_COLUMNS} (the query selected it by sink and parked state). */
+const fetchedRow = (sink: string, parked: boolean, r: FetchedRow): OutboxRow => ({
   seq: r[0],
   sink,
   id: r[1],
@@ -78,7 +48,7 @@ const fetchedRow = (sink: string, r: FetchedRow): OutboxRow => ({
   headers: JSON.parse(r[6]) as Record<string, string>,
   createdAt: r[7],
   attempts: r[8],
-  parked: false,
+  parked,
   lastError: r[9],
 });
 
@@ -230,7 +200,6 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
       if (!stmt) {
         // One prepared statement per partition set (few: they change only when leases move).
         if (fetchStatements.size > 64) fetchStatements.clear();
-        // Raw rows (arrays) of the columns the forwarder uses: no object per row from the driver.
         stmt = db
           .prepare<[string, number, number], FetchedRow>(
             `SELECT ${FETCH_COLUMNS} FROM outbox WHERE sink = ? AND parked = 0 AND seq > ?${filter} ORDER BY seq LIMIT ?`,
@@ -240,7 +209,7 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
       }
       const rows = stmt.all(sink, afterSeq, limit);
       const out: OutboxRow[] = new Array(rows.length);
-      for (let i = 0; i < rows.length; i++) out[i] = fetchedRow(sink, rows[i] as FetchedRow);
+      for (let i = 0; i < rows.length; i++) out[i] = fetchedRow(sink, false, rows[i] as FetchedRow);
       return out;
     },
     async outboxSettle(sink, s) {
@@ -258,9 +227,12 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
     },
     async outboxList(sink, options) {
       return db
-        .prepare<[string, number, number], Row>("SELECT * FROM outbox WHERE sink = ? AND parked = ? ORDER BY seq LIMIT ?")
+        .prepare<[string, number, number], FetchedRow>(
+          `SELECT ${FETCH_COLUMNS} FROM outbox WHERE sink = ? AND parked = ? ORDER BY seq LIMIT ?`,
+        )
+        .raw(true)
         .all(sink, options.parked ? 1 : 0, options.limit)
-        .map(toRow);
+        .map((r) => fetchedRow(sink, options.parked, r));
     },
     async outboxPurge(sink, options) {
       return purge.immediate(sink, options.parkedOnly);
