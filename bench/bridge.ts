@@ -39,7 +39,7 @@ import {
   type Store,
 } from "../src/usecases/index.js";
 import { keyHash } from "../src/usecases/bridge/outbox-shared.js";
-import { median, writeFrames } from "./run.js";
+import { median, writeFrames, writeResults } from "./run.js";
 
 const env = process.env;
 const list = (v: string | undefined, d: string) =>
@@ -414,37 +414,24 @@ async function main(): Promise<void> {
   }
   for (const s of skipped) lines.push(`skipped: ${s}`);
   process.stdout.write(lines.join("\n") + "\n");
-  fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(
-    OUT,
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        node: process.version,
-        cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
-        loadAverageAtEnd: os.loadavg(),
-        params: {
-          rows: ROWS,
-          rate: RATE,
-          rounds: ROUNDS,
-          openSeconds: OPEN_SECONDS,
-          serverCpu: SERVER_CPU,
-          hookServerCpus: HOOK_SERVER_CPUS,
-          forwarding: FORWARDING,
-          hookModes: HOOK_MODES,
-          clientCpu: CLIENT_CPU,
-          urls: URLS,
-          pg: PG_URL.replace(/:[^:@/]*@/, ":***@"),
-        },
-        forward,
-        hook,
-        skipped,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  process.stdout.write(`\nwritten to ${path.relative(ROOT, OUT)}\n`);
+  writeResults(OUT, ROOT, {
+    params: {
+      rows: ROWS,
+      rate: RATE,
+      rounds: ROUNDS,
+      openSeconds: OPEN_SECONDS,
+      serverCpu: SERVER_CPU,
+      hookServerCpus: HOOK_SERVER_CPUS,
+      forwarding: FORWARDING,
+      hookModes: HOOK_MODES,
+      clientCpu: CLIENT_CPU,
+      urls: URLS,
+      pg: PG_URL.replace(/:[^:@/]*@/, ":***@"),
+    },
+    forward,
+    hook,
+    skipped,
+  });
 }
 
 main().catch((err: unknown) => {

@@ -327,6 +327,22 @@ function medianOpen(rounds: Array<Record<string, number> | "saturated">): Record
   return { ...Object.fromEntries(keys.map((k) => [k, median(ran.map((r) => r[k] ?? NaN))])), rounds: ran.length };
 }
 
+/**
+ * Writes a benchmark's results as JSON to `out`, after what was measured on (date, Node.js, CPU,
+ * load average at the end), and says where (relative to `root`).
+ */
+export function writeResults(out: string, root: string, results: Record<string, unknown>): void {
+  const machine = {
+    date: new Date().toISOString(),
+    node: process.version,
+    cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
+    loadAverageAtEnd: os.loadavg(),
+  };
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, JSON.stringify({ ...machine, ...results }, null, 2) + "\n");
+  process.stdout.write(`\nwritten to ${path.relative(root, out)}\n`);
+}
+
 async function main(): Promise<void> {
   ensureH2load();
   if (os.cpus().length < 2) process.stderr.write("warning: fewer than 2 CPUs; server and load generator share a core\n");
@@ -447,37 +463,24 @@ async function main(): Promise<void> {
   const table = lines.join("\n");
   process.stdout.write(`\n${table}\n`);
   const command = `taskset -c ${CLIENT_CPU} h2load -c ${CONNS} -m ${STREAMS} -D ${DURATION} -H 'content-type: application/grpc+proto' -H 'te: trailers' -H 'grpc-timeout: 5S' -H 'user-agent: grpc-erlang/0.1.0' -d <rpc>.frame http://127.0.0.1:PORT/emqx.exhook.v3.HookProvider/<Rpc>  (after a ${WARMUP} s warm-up run; ${ROUNDS} interleaved rounds, medians)`;
-  fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(
-    OUT,
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        node: process.version,
-        cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
-        loadAverageAtEnd: os.loadavg(),
-        params: {
-          servers,
-          rounds: ROUNDS,
-          durationS: DURATION,
-          warmupS: WARMUP,
-          connections: CONNS,
-          streamsPerConnection: STREAMS,
-          rates: RATES,
-          openSeconds: OPEN_SECONDS,
-          serverCpu: SERVER_CPU,
-          clientCpu: CLIENT_CPU,
-        },
-        command,
-        frameBytes: Object.fromEntries(Object.entries(frames).map(([k, f]) => [k, fs.statSync(f).size])),
-        rows,
-        table,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  process.stdout.write(`\nwritten to ${path.relative(ROOT, OUT)}\n`);
+  writeResults(OUT, ROOT, {
+    params: {
+      servers,
+      rounds: ROUNDS,
+      durationS: DURATION,
+      warmupS: WARMUP,
+      connections: CONNS,
+      streamsPerConnection: STREAMS,
+      rates: RATES,
+      openSeconds: OPEN_SECONDS,
+      serverCpu: SERVER_CPU,
+      clientCpu: CLIENT_CPU,
+    },
+    command,
+    frameBytes: Object.fromEntries(Object.entries(frames).map(([k, f]) => [k, fs.statSync(f).size])),
+    rows,
+    table,
+  });
   if (failures.length) process.exitCode = 1;
 }
 

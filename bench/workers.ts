@@ -9,9 +9,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { CONNS, cpuMs, ensureH2load, h2load, median, RPCS, STREAMS, writeFrames } from "./run.js";
+import { CONNS, cpuMs, ensureH2load, h2load, median, RPCS, STREAMS, writeFrames, writeResults } from "./run.js";
 
 const env = process.env;
 const COUNTS = (env["BENCH_WORKER_COUNTS"] ?? "1,2").split(",").map(Number);
@@ -114,25 +113,12 @@ async function main(): Promise<void> {
   ];
   const table = lines.join("\n");
   process.stdout.write(`\n${table}\n`);
-  fs.mkdirSync(path.dirname(OUT), { recursive: true });
-  fs.writeFileSync(
-    OUT,
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        node: process.version,
-        cpu: `${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}`,
-        loadAverageAtEnd: os.loadavg(),
-        params: { counts: COUNTS, rounds: ROUNDS, connections: CONNS, streamsPerConnection: STREAMS, pinned: false },
-        rows,
-        rounds,
-        table,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  process.stdout.write(`\nwritten to ${path.relative(ROOT, OUT)}\n`);
+  writeResults(OUT, ROOT, {
+    params: { counts: COUNTS, rounds: ROUNDS, connections: CONNS, streamsPerConnection: STREAMS, pinned: false },
+    rows,
+    rounds,
+    table,
+  });
   if (rows.some((r) => r.failed > 0)) process.exitCode = 1;
 }
 
