@@ -7,8 +7,10 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import pg from "pg";
 import { keyHash } from "../src/usecases/bridge/outbox-shared";
+import { SQLITE_OUTBOX_MIGRATION, SQLITE_OUTBOX_SQL } from "../src/usecases/bridge/sqlite-outbox";
 import { openPostgresStore, openSqliteStore, type OutboxEntry, type Store } from "../src/usecases/index";
 
 const PG_URL = process.env["EXHOOK_TEST_PG_URL"];
@@ -28,7 +30,7 @@ function sqliteBackend(): Backend {
   };
 }
 
-function pgBackend(): Backend {
+function pgBackend(): Backend & { url: string } {
   const name = `exhook_outbox_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
   let created = false;
   const admin = async (sql: string) => {
@@ -40,14 +42,15 @@ function pgBackend(): Backend {
       await c.end();
     }
   };
+  const u = new URL(PG_URL ?? "postgres://x");
+  u.pathname = `/${name}`;
   return {
+    url: u.toString(),
     async open() {
       if (!created) {
         await admin(`CREATE DATABASE ${name}`);
         created = true;
       }
-      const u = new URL(PG_URL as string);
-      u.pathname = `/${name}`;
       return openPostgresStore({ url: u.toString(), poolSize: 6 });
     },
     async cleanup() {
@@ -150,6 +153,22 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     expect((await store.outboxStats()).find((x) => x.sink === "s")?.pending).toBe(3);
   });
 
+  test("drop-oldest evicts the oldest rows in seq order, parked or pending", async () => {
+    const bound = { s: { maxDepth: 4, overflow: "drop-oldest" as const } };
+    const es = [entry("s", "a"), entry("s", "b"), entry("s", "c"), entry("s", "d")];
+    await store.outboxAppend(es, bound);
+    await store.outboxLease("s", "o", { partitions: 1, leaseMs: 10_000 });
+    const rows = await store.outboxFetch("s", 1, [0], 10);
+    const rejected = [rows[1], rows[3]].map((r) => ({ seq: r?.seq as number, error: "refused" }));
+    expect(await store.outboxSettle("s", { delivered: [], rejected, maxAttempts: 1 })).toEqual({ deleted: 0, parked: 2 });
+    const more = [entry("s", "e"), entry("s", "f"), entry("s", "g")];
+    const r = await store.outboxAppend(more, bound);
+    expect(r.perSink["s"]).toEqual({ appended: 3, duplicates: 0, evicted: 3, refused: 0 });
+    // Evicted: a (pending), b (parked), c (pending). Left: d (parked) and the new ones.
+    expect((await store.outboxFetch("s", 1, [0], 10)).map((x) => x.id)).toEqual(more.map((x) => x.id));
+    expect((await store.outboxList("s", { parked: true, limit: 10 })).map((x) => x.id)).toEqual([es[3]?.id]);
+  });
+
   test("partitions: owners share them fairly, one owner per partition; fetch returns only held partitions", async () => {
     const P = 8;
     const a = await store.outboxLease("s", "h/1/a", { partitions: P, leaseMs: 10_000 });
@@ -249,4 +268,105 @@ describe.each(backends)("outbox on %s", (_name, make) => {
     await store.outboxLease("s", "o2", { partitions: 1, leaseMs: 10_000 });
     expect((await store.outboxFetch("s", 1, [0], 10)).map((x) => x.id)).toEqual(es.map((x) => x.id));
   });
+});
+
+(PG_URL ? test : test.skip)(
+  "postgres: fetching, settling and evicting 500 rows read about 500 index entries each, not the sink's backlog, on a table without statistics",
+  async () => {
+    const backend = pgBackend();
+    let store = await backend.open();
+    try {
+      await store.close();
+      // The database's own connection: no statistics for the planner (no ANALYZE, no autovacuum).
+      const q = new pg.Client({ connectionString: backend.url });
+      await q.connect();
+      try {
+        await q.query("ALTER TABLE exhook_outbox SET (autovacuum_enabled = false)");
+        store = await backend.open();
+        // A backlog of 20,000 rows in another sink and 20,000 in this one.
+        for (const sink of ["other", "s"])
+          for (let i = 0; i < 20_000; i += 2000)
+            await store.outboxAppend(
+              Array.from({ length: 2000 }, (_, k) => entry(sink, `c${k % 50}`)),
+              {},
+            );
+        await store.close(); // (backends flush their statistics counters when they end)
+        const reads = async () => {
+          const r = await q.query("SELECT indexrelname, idx_tup_read FROM pg_stat_user_indexes WHERE relname = 'exhook_outbox'");
+          return Object.fromEntries(r.rows.map((x) => [x["indexrelname"] as string, Number(x["idx_tup_read"])]));
+        };
+        await q.query("SELECT pg_stat_clear_snapshot()");
+        const before = await reads();
+        expect(
+          (await q.query("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relname = 'exhook_outbox'")).rows[0],
+        ).toEqual({
+          last_analyze: null,
+          last_autoanalyze: null,
+        });
+
+        store = await backend.open();
+        await store.outboxLease("s", "o", { partitions: 1, leaseMs: 10_000 });
+        const first = await store.outboxFetch("s", 1, [0], 500);
+        await store.outboxSettle("s", { delivered: first.map((r) => r.seq), rejected: [], maxAttempts: 0 });
+        const next = await store.outboxFetch("s", 1, [0], 500, first[first.length - 1]?.seq);
+        expect([first.length, next.length]).toEqual([500, 500]);
+        // At the bound with drop-oldest: 500 new rows evict the 500 oldest.
+        const evicting = await store.outboxAppend(
+          Array.from({ length: 500 }, (_, k) => entry("s", `c${k % 50}`)),
+          { s: { maxDepth: 19_500, overflow: "drop-oldest" } },
+        );
+        expect(evicting.perSink["s"]).toEqual({ appended: 500, duplicates: 0, evicted: 500, refused: 0 });
+        await store.close();
+        // The counters of the ended backends may land a moment later: wait for the 1,500 rows read.
+        let read: Record<string, number> = {};
+        for (let i = 0; i < 50; i++) {
+          await q.query("SELECT pg_stat_clear_snapshot()");
+          const after = await reads();
+          read = Object.fromEntries(Object.keys(after).map((k) => [k, (after[k] ?? 0) - (before[k] ?? 0)]));
+          if ((read["exhook_outbox_pending"] ?? 0) + (read["exhook_outbox_pkey"] ?? 0) >= 1500) break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        // Before: each fetch read the sink's 20,000 entries of the pending index (a bitmap scan and
+        // a sort), the settle its 20,000 entries of the (sink, id) index, the eviction as many.
+        const total = Object.values(read).reduce((a, b) => a + b, 0);
+        expect({ read, total: total <= 3000 }).toEqual({ read, total: true });
+        expect(read["exhook_outbox_sink_id_key"] ?? 0).toBeLessThan(100);
+      } finally {
+        await q.end();
+      }
+    } finally {
+      await store.close().catch(() => {});
+      await backend.cleanup();
+    }
+  },
+  60_000,
+);
+
+test("sqlite: deleting delivered rows and evicting the oldest walk an index or the primary key, never the sink's whole backlog", () => {
+  const dir = mkdtempSync(join(tmpdir(), "exhook-outbox-plan-"));
+  const db = new Database(join(dir, "plan.db"));
+  try {
+    db.exec(SQLITE_OUTBOX_MIGRATION);
+    const plan = (sql: string, ...params: unknown[]) =>
+      db
+        .prepare(`EXPLAIN QUERY PLAN ${sql}`)
+        .all(...params)
+        .map((r) => (r as { detail: string }).detail);
+    expect(plan(SQLITE_OUTBOX_SQL.deleteDelivered, "s", "[1,2]")).toEqual([
+      "SEARCH outbox USING INTEGER PRIMARY KEY (rowid=?)",
+      "LIST SUBQUERY 1",
+      "SCAN json_each VIRTUAL TABLE INDEX 1:",
+    ]);
+    const evict = plan(SQLITE_OUTBOX_SQL.evictOldest, { sink: "s", n: 500 });
+    expect(evict[0]).toBe("SEARCH outbox USING INTEGER PRIMARY KEY (rowid=?)");
+    // Each half walks (sink, parked, seq) for one parked value, in seq order; only the merged ≤ 2n rows are sorted.
+    expect(evict.filter((d) => d.includes("outbox_sink_parked_seq"))).toEqual([
+      "SEARCH outbox USING COVERING INDEX outbox_sink_parked_seq (sink=? AND parked=?)",
+      "SEARCH outbox USING COVERING INDEX outbox_sink_parked_seq (sink=? AND parked=?)",
+    ]);
+    expect(evict.some((d) => /SCAN outbox\b/.test(d))).toBe(false);
+  } finally {
+    db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

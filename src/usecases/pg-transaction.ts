@@ -7,14 +7,17 @@
  */
 import type pg from "pg";
 
-/** Runs `fn` between BEGIN and COMMIT (ROLLBACK when it throws) and returns its result. */
-export async function pgTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` between `begin` (BEGIN, or BEGIN with `SET LOCAL`s, sent as one round trip) and COMMIT
+ * (ROLLBACK when it throws) and returns its result.
+ */
+export async function pgTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>, begin = "BEGIN"): Promise<T> {
   const c = await pool.connect();
   let failed: Error | undefined;
   const onError = (err: Error) => (failed ??= err);
   c.on("error", onError);
   try {
-    await c.query("BEGIN");
+    await c.query(begin);
     const result = await fn(c);
     await c.query("COMMIT");
     return result;

@@ -9,6 +9,28 @@ import type Database from "better-sqlite3";
 import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats } from "../store.js";
 import { applyBound, fairShare, groupBySink, type OutboxMethods } from "./outbox-shared.js";
 
+/**
+ * The statements whose cost must not grow with the backlog (test/bridge-outbox-store.test.ts
+ * checks their plans): each walks an index in order, or looks rows up by seq.
+ */
+export const SQLITE_OUTBOX_SQL = {
+  /**
+   * The delivered seqs (a JSON array) by primary key. `+sink` checks the sink without using it as
+   * an index key: with `sink = ?` SQLite walked every index entry of the sink (4.7 ms instead of
+   * 0.95 ms per 500 rows with 40,000 queued).
+   */
+  deleteDelivered: "DELETE FROM outbox WHERE +sink = ? AND seq IN (SELECT value FROM json_each(?))",
+  /**
+   * The sink's `n` oldest rows, pending or parked: the oldest `n` of each, walked in order on the
+   * (sink, parked, seq) index, merged. `WHERE sink = ? ORDER BY seq` sorted all the sink's rows
+   * (11 ms instead of 2.5 ms per 500 rows with 200,000 queued, at every append at the bound).
+   */
+  evictOldest: `DELETE FROM outbox WHERE seq IN (
+      SELECT seq FROM (SELECT seq FROM outbox WHERE sink = @sink AND parked = 0 ORDER BY seq LIMIT @n)
+      UNION ALL SELECT seq FROM (SELECT seq FROM outbox WHERE sink = @sink AND parked = 1 ORDER BY seq LIMIT @n)
+      ORDER BY seq LIMIT @n)`,
+} as const;
+
 /** The schema migration that adds the outbox (appended to the SQLite store's migrations). */
 export const SQLITE_OUTBOX_MIGRATION = `
   CREATE TABLE outbox (
@@ -63,9 +85,9 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
   const ensureDepth = db.prepare("INSERT OR IGNORE INTO outbox_depth (sink, total) VALUES (?, 0)");
   const updateDepth = db.prepare("UPDATE outbox_depth SET total = max(0, total + ?) WHERE sink = ?");
   const addDepth = { run: (sink: string, delta: number) => (ensureDepth.run(sink), updateDepth.run(delta, sink)) };
-  const evictOldest = db.prepare("DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE sink = ? ORDER BY seq LIMIT ?)");
+  const evictOldest = db.prepare<{ sink: string; n: number }>(SQLITE_OUTBOX_SQL.evictOldest);
   // One statement per settled batch: the delivered seqs as a JSON array.
-  const deleteSeqs = db.prepare("DELETE FROM outbox WHERE sink = ? AND seq IN (SELECT value FROM json_each(?))");
+  const deleteSeqs = db.prepare(SQLITE_OUTBOX_SQL.deleteDelivered);
   const reject = db.prepare<[string, number, number, number, string, number], { parked: number }>(
     `UPDATE outbox SET attempts = attempts + 1, last_error = ?,
        parked = CASE WHEN ? > 0 AND attempts + 1 >= ? THEN 1 ELSE 0 END
@@ -104,7 +126,7 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
       for (const [sink, group] of groupBySink(entries)) {
         const depth = depthOf.get(sink)?.total ?? 0;
         const { evict, refuseNewest, refuseOldest } = applyBound(depth, group.length, bounds[sink]);
-        const evicted = evict > 0 ? evictOldest.run(sink, evict).changes : 0;
+        const evicted = evict > 0 ? evictOldest.run({ sink, n: evict }).changes : 0;
         let appended = 0;
         let duplicates = 0;
         const keepFrom = refuseOldest;
