@@ -47,7 +47,16 @@ async function main(): Promise<void> {
   };
   // Every row is already there: no linger, a short poll.
   const spec: ForwardingSpec = {
-    sinks: [{ ...cfg, batch: { ...cfg.batch, lingerMs: 0 } }],
+    sinks: [
+      {
+        ...cfg,
+        batch: {
+          ...cfg.batch,
+          lingerMs: 0,
+          ...(process.env["BENCH_BRIDGE_BATCH"] ? { size: Number(process.env["BENCH_BRIDGE_BATCH"]) } : {}),
+        },
+      },
+    ],
     partitions: 16,
     leaseMs: 15_000,
     pollMs: 20,

@@ -19,7 +19,8 @@
  * Engines: BENCH_NATS_URL [nats://127.0.0.1:4222], BENCH_AMQP_URL [amqp://guest:guest@127.0.0.1:5672],
  * BENCH_REDIS_URL [redis://127.0.0.1:6379], BENCH_PG_URL [postgres://postgres@127.0.0.1:5432/postgres];
  * one that does not answer is skipped and reported. Names are unique per run and removed after.
- * BENCH_BRIDGE_FORWARD=0 / BENCH_BRIDGE_HOOK=0 skip a part.
+ * BENCH_BRIDGE_FORWARD=0 / BENCH_BRIDGE_HOOK=0 skip a part; BENCH_BRIDGE_BATCH sets the forwarder's batch size
+ * (default: the sink's, 500).
  * Writes bench/results/bridge-latest.json.
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -48,7 +49,8 @@ const list = (v: string | undefined, d: string) =>
     .map((s) => s.trim())
     .filter(Boolean);
 const ROWS = Number(env["BENCH_BRIDGE_ROWS"] ?? 40_000);
-const SINKS = list(env["BENCH_BRIDGE_SINKS"], "nats,redis,rabbitmq");
+/** `rabbitmq` publishes into a quorum queue (the sink's default), `rabbitmq-classic` into a classic one. */
+const SINKS = list(env["BENCH_BRIDGE_SINKS"], "nats,redis,rabbitmq,rabbitmq-classic");
 const STORES = list(env["BENCH_BRIDGE_STORES"], "sqlite,postgres");
 const RATE = Number(env["BENCH_BRIDGE_RATE"] ?? 5000);
 const FORWARDING = env["BENCH_BRIDGE_FORWARDING"] === "main" ? "main" : "thread";
@@ -141,13 +143,13 @@ function sinkFor(kind: string, n: number): { cfg: SinkConfig; cleanup: () => Pro
       },
     };
   }
-  if (kind === "rabbitmq") {
+  if (kind === "rabbitmq" || kind === "rabbitmq-classic") {
     const cfg = sinkSchema.parse({
       name: "bench",
-      kind,
+      kind: "rabbitmq",
       url: URLS["rabbitmq"],
       exchange: id,
-      queue: { name: id, bindingKey: "#" },
+      queue: { name: id, bindingKey: "#", type: kind === "rabbitmq" ? "quorum" : "classic" },
     }) as SinkConfig;
     return {
       cfg,
@@ -341,8 +343,9 @@ async function main(): Promise<void> {
       continue;
     }
     for (const sinkKind of SINKS) {
-      if (!up[sinkKind]) {
-        skipped.push(`${sinkKind} at ${URLS[sinkKind]} not reachable`);
+      const engine = sinkKind.replace(/-classic$/, "");
+      if (!up[engine]) {
+        skipped.push(`${sinkKind} at ${URLS[engine]} not reachable`);
         continue;
       }
       process.stderr.write(`bridge bench: forwarding ${ROWS} rows to ${sinkKind}, outbox on ${storeKind}...\n`);

@@ -8,7 +8,14 @@
 import { create } from "@bufbuild/protobuf";
 import { MessagePublishRequestSchema, PropertySchema } from "../gen/emqx/exhook/v3/exhook_pb";
 import { fakeMessage, fakeMeta } from "../src/testing/index";
-import { createNatsSink, sinkSchema, type NatsSinkConfig, type OutboxRow } from "../src/usecases/index";
+import {
+  createNatsSink,
+  createRabbitmqSink,
+  sinkSchema,
+  type NatsSinkConfig,
+  type OutboxRow,
+  type RabbitmqSinkConfig,
+} from "../src/usecases/index";
 import {
   AMQP_URL,
   NATS_URL,
@@ -222,6 +229,56 @@ amqpTest(
       await tb.close();
       const admin = await amqpAdmin(AMQP_URL as string);
       await admin.ch.deleteQueue(queue).catch(() => {});
+      await admin.ch.deleteExchange(exchange).catch(() => {});
+      await admin.close();
+    }
+  },
+);
+
+amqpTest(
+  "RabbitMQ queue declaration: quorum by default with the given arguments; a queue of another type fails the connect with what to change",
+  async () => {
+    const exchange = unique("ex");
+    const quorum = unique("q");
+    const classic = unique("q");
+    const sinkFor = (queue: object) =>
+      createRabbitmqSink(sinkSchema.parse({ name: "rq", kind: "rabbitmq", url: AMQP_URL, exchange, queue }) as RabbitmqSinkConfig, {
+        status() {},
+      });
+    const admin = await amqpAdmin(AMQP_URL as string);
+    try {
+      const a = sinkFor({ name: quorum, arguments: { "x-max-length": 1000, "x-overflow": "reject-publish" } });
+      await a.connect();
+      await a.close();
+      // Declared as a quorum queue with those arguments: the same declaration is accepted, any other is refused.
+      await admin.ch.assertQueue(quorum, {
+        durable: true,
+        arguments: { "x-queue-type": "quorum", "x-max-length": 1000, "x-overflow": "reject-publish" },
+      });
+      const other = await amqpAdmin(AMQP_URL as string);
+      await expect(other.ch.assertQueue(quorum, { durable: true, arguments: { "x-queue-type": "classic" } })).rejects.toThrow(
+        /PRECONDITION_FAILED/,
+      );
+      await other.close();
+
+      // An existing classic queue: the default (quorum) cannot declare it, and says what to change.
+      await admin.ch.assertQueue(classic, { durable: true, arguments: { "x-queue-type": "classic" } });
+      const b = sinkFor({ name: classic });
+      await expect(b.connect()).rejects.toThrow(
+        /inequivalent arg 'x-queue-type'.*set the sink's queue\.type and queue\.arguments to match it/,
+      );
+      expect(b.connected()).toBe(false);
+      await b.close();
+      const c = sinkFor({ name: classic, type: "classic" });
+      await c.connect();
+      expect(c.connected()).toBe(true);
+      await c.close();
+      expect(() =>
+        sinkSchema.parse({ name: "rq", kind: "rabbitmq", queue: { name: "q", arguments: { "x-queue-type": "stream" } } }),
+      ).toThrow(/set queue.type instead of x-queue-type/);
+    } finally {
+      await admin.ch.deleteQueue(quorum).catch(() => {});
+      await admin.ch.deleteQueue(classic).catch(() => {});
       await admin.ch.deleteExchange(exchange).catch(() => {});
       await admin.close();
     }

@@ -135,6 +135,21 @@ const rabbitmqSink = z.strictObject({
     .strictObject({
       name: z.string().min(1).max(255),
       bindingKey: z.string().max(255).default("#"),
+      /**
+       * `quorum` (replicated, fsynced before the confirm: RabbitMQ's queue type for data that must
+       * not be lost), `classic` or `stream`. Must match the queue when it exists already.
+       */
+      type: z.enum(["quorum", "classic", "stream"]).default("quorum"),
+      /** More queue arguments (`x-max-length`, `x-overflow`, `x-delivery-limit`, ...). */
+      arguments: z
+        .record(
+          z
+            .string()
+            .regex(/^x-/, "must be an x- argument")
+            .refine((k) => k !== "x-queue-type", "set queue.type instead of x-queue-type"),
+          z.union([z.string(), z.number(), z.boolean()]),
+        )
+        .default({}),
     })
     .optional(),
 });

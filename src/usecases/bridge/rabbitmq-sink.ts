@@ -4,7 +4,8 @@
  * persistent, with `message_id` = the row's id (consumers deduplicate on it), `timestamp`, `type` =
  * the hook, `app_id` = `emqx-exhook` and the MQTT metadata as `mqtt-*` headers. A row is confirmed
  * when the broker acks it; a nack is a refusal. With `mandatory: true`, a message no queue takes
- * comes back (basic.return) and counts as refused too.
+ * comes back (basic.return) and counts as refused too. The optional `queue` is declared with its
+ * type (quorum by default) and arguments, and bound.
  *
  * amqplib does not reconnect by itself: a closed connection marks the sink down, and the
  * forwarder's next attempt (after its backoff) connects again.
@@ -91,9 +92,15 @@ export function createRabbitmqSink(cfg: RabbitmqSinkConfig, events: SinkEvents, 
         if (id !== undefined) returned.add(id);
       });
       await channel.assertExchange(cfg.exchange, cfg.exchangeType, { durable: true });
-      if (cfg.queue) {
-        await channel.assertQueue(cfg.queue.name, { durable: true });
-        await channel.bindQueue(cfg.queue.name, cfg.exchange, cfg.queue.bindingKey);
+      const q = cfg.queue;
+      if (q) {
+        await channel.assertQueue(q.name, { durable: true, arguments: { ...q.arguments, "x-queue-type": q.type } }).catch((err: Error) => {
+          if (!/PRECONDITION/.test(err.message)) throw err;
+          throw new Error(
+            `${err.message} (the queue exists with other arguments: set the sink's queue.type and queue.arguments to match it, or leave out queue so that the sink does not declare it)`,
+          );
+        });
+        await channel.bindQueue(q.name, cfg.exchange, q.bindingKey);
       }
       conn = c;
       ch = channel;
