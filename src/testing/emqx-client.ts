@@ -5,6 +5,7 @@
  * It sends and returns raw bytes, so tests decode answers with a decoder of their choice.
  */
 import * as http2 from "node:http2";
+import * as net from "node:net";
 
 /** The raw outcome of one call. */
 export interface RawReply {
@@ -42,14 +43,23 @@ export interface EmqxLikeClient {
   call(path: string, body: Uint8Array, options?: RawCallOptions, worker?: number): Promise<RawReply>;
   /** Number of connections. */
   readonly poolSize: number;
-  close(): Promise<void>;
+  /** Closes the connections: gracefully, then cut after `graceMs` [1000] if streams are still open. */
+  close(graceMs?: number): Promise<void>;
 }
 
 /** Opens `poolSize` h2c connections to `url` (e.g. `http://127.0.0.1:9000`), as EMQX does eagerly. */
 export function createEmqxLikeClient(url: string, poolSize = 8): EmqxLikeClient {
   const sessions: http2.ClientHttp2Session[] = [];
+  /** The TCP socket under each session (h2c), to cut it when a graceful close cannot finish. */
+  const sockets: Array<net.Socket | undefined> = [];
+  const u = new URL(url);
   for (let i = 0; i < poolSize; i++) {
-    const s = http2.connect(url);
+    const s = http2.connect(
+      url,
+      u.protocol === "http:"
+        ? { createConnection: () => (sockets[i] = net.connect(Number(u.port) || 80, u.hostname.replace(/^\[|\]$/g, ""))) }
+        : {},
+    );
     s.on("error", () => {});
     sessions.push(s);
   }
@@ -116,8 +126,27 @@ export function createEmqxLikeClient(url: string, poolSize = 8): EmqxLikeClient 
         }
       });
     },
-    close() {
-      return Promise.all(sessions.map((s) => new Promise<void>((r) => (s.closed ? r() : s.close(() => r()))))).then(() => undefined);
+    close(graceMs = 1000) {
+      return Promise.all(
+        sessions.map(
+          (s, i) =>
+            new Promise<void>((resolve) => {
+              if (s.destroyed) return resolve();
+              // A graceful close waits for the open streams, and then for the peer to close the
+              // connection; a peer that died without the socket noticing does neither, so the
+              // socket is cut after the grace period.
+              const t = setTimeout(() => {
+                s.destroy();
+                sockets[i]?.destroy();
+              }, graceMs);
+              s.once("close", () => {
+                clearTimeout(t);
+                resolve();
+              });
+              if (!s.closed) s.close();
+            }),
+        ),
+      ).then(() => undefined);
     },
   };
 }

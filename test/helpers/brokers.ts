@@ -156,6 +156,8 @@ export interface TcpProxy {
   readonly port: number;
   /** Destroys every proxied connection and refuses new ones until `restore`. */
   cut(): void;
+  /** Stops passing bytes either way, closing nothing: a peer that died without a FIN or RST (power loss, partition). */
+  blackhole(): void;
   restore(): void;
   close(): Promise<void>;
 }
@@ -163,11 +165,13 @@ export interface TcpProxy {
 export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
   let open = true;
+  let holes = false;
   const server = net.createServer((client) => {
     if (!open) return client.destroy();
     const upstream = net.connect(targetPort, "127.0.0.1");
     sockets.add(client);
     sockets.add(upstream);
+    if (holes) for (const s of [client, upstream]) s.pause();
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -186,6 +190,13 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
       open = false;
       for (const s of sockets) s.destroy();
       sockets.clear();
+    },
+    blackhole() {
+      holes = true;
+      for (const s of sockets) {
+        s.unpipe();
+        s.pause();
+      }
     },
     restore() {
       open = true;
