@@ -252,7 +252,7 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
         if (s.rejected.length > 0) {
           const r = await c.query(
             `UPDATE exhook_outbox o SET attempts = o.attempts + 1, last_error = r.err, parked = ($3::int > 0 AND o.attempts + 1 >= $3::int)
-             FROM unnest($2::bigint[], $4::text[]) AS r(seq, err) WHERE o.seq = r.seq AND o.sink = $1 AND NOT o.parked RETURNING o.parked`,
+             FROM unnest($2::bigint[], $4::text[]) AS r(seq, err) WHERE o.seq = r.seq AND (o.sink = $1) IS TRUE AND NOT o.parked RETURNING o.parked`,
             [sink, s.rejected.map((x) => x.seq), s.maxAttempts, s.rejected.map((x) => x.error.slice(0, 1000))],
           );
           parked = r.rows.filter((x) => x["parked"] === true).length;
