@@ -14,7 +14,8 @@
  *
  * Forwarding runs in the bridge's forwarding thread (BENCH_BRIDGE_FORWARDING=main: on the main
  * thread, as `bridge.forwarding.mode: main`); BENCH_FORWARD_NODE_ARGS adds node options to the
- * forwarder process (`--cpu-prof --cpu-prof-dir=DIR` for profiles).
+ * forwarder process (`--cpu-prof --cpu-prof-dir=DIR` for profiles), BENCH_HOOK_NODE_ARGS to the
+ * hook server's.
  *
  * Engines: BENCH_NATS_URL [nats://127.0.0.1:4222], BENCH_AMQP_URL [amqp://guest:guest@127.0.0.1:5672],
  * BENCH_REDIS_URL [redis://127.0.0.1:6379], BENCH_PG_URL [postgres://postgres@127.0.0.1:5432/postgres];
@@ -277,6 +278,8 @@ async function hookRound(mode: string, outboxKind: string, forwarding: string, n
       "-c",
       SERVER_CPU,
       process.execPath,
+      // e.g. BENCH_HOOK_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" (a profile per thread)
+      ...list(env["BENCH_HOOK_NODE_ARGS"]?.replace(/ +/g, ","), ""),
       path.join(BUILD, "bridge-server.js"),
       mode,
       URLS["redis"] as string,
