@@ -109,46 +109,34 @@ test("one hook, called directly with the in-memory client", async () => {
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 
-test("the fake EMQX over a socket: stop() returns when the server died under it (connections reset)", async () => {
-  const server = createExHookServer({ provider, port: 0, host: "127.0.0.1" });
-  const { port } = await server.listen();
-  const proxy = await startTcpProxy(port);
-  const emqx = createFakeEmqx({ url: `http://127.0.0.1:${proxy.port}`, requestTimeoutMs: 2000 });
-  try {
-    await emqx.start();
-    expect((await emqx.connect({ clientid: "c1", username: "alice", password: "wonderland" })).connected).toBe(true);
-    // The server's end of every connection is gone (a crash, kill -9, a reset on the way).
-    proxy.cut();
-    // EMQX gets the failure it would get: the failed action (deny), not a hang.
-    expect(await emqx.connect({ clientid: "c2", username: "alice", password: "wonderland" })).toEqual({
-      connected: false,
-      reasonCode: "not_authorized",
-    });
-    await emqx.stop();
-  } finally {
-    await proxy.close();
-    await server.close(500);
-  }
-}, 15_000);
-
-test("the fake EMQX over a socket: stop() returns when the server stopped answering without closing its connections", async () => {
-  const server = createExHookServer({ provider, port: 0, host: "127.0.0.1" });
-  const { port } = await server.listen();
-  const proxy = await startTcpProxy(port);
-  const emqx = createFakeEmqx({ url: `http://127.0.0.1:${proxy.port}`, requestTimeoutMs: 500 });
-  try {
-    await emqx.start();
-    expect((await emqx.connect({ clientid: "c1", username: "alice", password: "wonderland" })).connected).toBe(true);
-    // No byte passes any more, and no connection closes (a host that lost power, a partition).
-    proxy.blackhole();
-    expect(await emqx.connect({ clientid: "c2", username: "alice", password: "wonderland" })).toEqual({
-      connected: false,
-      reasonCode: "not_authorized",
-    });
-    expect(emqx.calls.at(-1)).toMatchObject({ hook: "client.authenticate", result: "failed" });
-    await emqx.stop();
-  } finally {
-    await proxy.close();
-    await server.close(500);
-  }
-}, 20_000);
+// The server's end of every connection is gone (a crash, kill -9, a reset on the way), or no byte
+// passes any more and no connection closes (a host that lost power, a partition). Either way EMQX
+// gets the failure it would get (the failed action, deny), and stop() returns: OnProviderUnloaded
+// waits its fixed 5 s, then a connection that cannot close is cut.
+test.each([
+  ["died under it (connections reset)", "cut"],
+  ["stopped answering without closing its connections", "blackhole"],
+] as const)(
+  "the fake EMQX over a socket: stop() returns when the server %s",
+  async (_what, fault) => {
+    const server = createExHookServer({ provider, port: 0, host: "127.0.0.1" });
+    const { port } = await server.listen();
+    const proxy = await startTcpProxy(port);
+    const emqx = createFakeEmqx({ url: `http://127.0.0.1:${proxy.port}`, requestTimeoutMs: 500 });
+    try {
+      await emqx.start();
+      expect((await emqx.connect({ clientid: "c1", username: "alice", password: "wonderland" })).connected).toBe(true);
+      proxy[fault]();
+      expect(await emqx.connect({ clientid: "c2", username: "alice", password: "wonderland" })).toEqual({
+        connected: false,
+        reasonCode: "not_authorized",
+      });
+      expect(emqx.calls.at(-1)).toMatchObject({ hook: "client.authenticate", result: "failed" });
+      await emqx.stop();
+    } finally {
+      await proxy.close();
+      await server.close(500);
+    }
+  },
+  20_000,
+);
