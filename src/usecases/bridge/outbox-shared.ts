@@ -2,7 +2,7 @@
  * What the two outbox backends (SQLite, PostgreSQL) share: the partition of an ordering key, the
  * fair share of partitions per live owner, and how a bound turns into evictions and refusals.
  */
-import type { Store } from "../store.js";
+import type { OutboxRow, Store } from "../store.js";
 
 /** Default number of partitions of a sink's outbox (the most instances that forward in parallel). */
 /** The Store methods an outbox implementation (SQLite, PostgreSQL) provides. */
@@ -20,6 +20,30 @@ export type OutboxMethods = Pick<
 >;
 
 export const DEFAULT_OUTBOX_PARTITIONS = 16;
+
+/**
+ * What a fetch or a listing reads, in this order, as raw arrays (no driver object per row; see
+ * {@link fetchedRow}). Both backends use it.
+ */
+export const FETCH_COLUMNS = "seq, id, key, khash, dest, payload, headers, created_at, attempts, last_error";
+/** A row read with {@link FETCH_COLUMNS}; PostgreSQL returns its BIGINT columns as strings. */
+export type FetchedRow = [number | string, string, string, number, string, Uint8Array, string, number | string, number, string];
+
+/** A row of `sink` read with {@link FETCH_COLUMNS} (the query selected it by sink and parked state). */
+export const fetchedRow = (sink: string, parked: boolean, r: FetchedRow): OutboxRow => ({
+  seq: Number(r[0]),
+  sink,
+  id: r[1],
+  key: r[2],
+  khash: r[3],
+  dest: r[4],
+  payload: new Uint8Array(r[5].buffer, r[5].byteOffset, r[5].byteLength),
+  headers: JSON.parse(r[6]) as Record<string, string>,
+  createdAt: Number(r[7]),
+  attempts: r[8],
+  parked,
+  lastError: r[9],
+});
 
 /**
  * 31-bit FNV-1a hash of an ordering key (the client id). Stored with each row, so the partition

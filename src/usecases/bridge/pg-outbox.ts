@@ -9,7 +9,7 @@
 import type pg from "pg";
 import { pgTransaction } from "../pg-transaction.js";
 import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats } from "../store.js";
-import { applyBound, fairShare, groupBySink, type OutboxMethods } from "./outbox-shared.js";
+import { applyBound, FETCH_COLUMNS, fairShare, fetchedRow, groupBySink, type FetchedRow, type OutboxMethods } from "./outbox-shared.js";
 
 /** The schema migration that adds the outbox (appended to the PostgreSQL store's migrations). */
 export const PG_OUTBOX_MIGRATION = `
@@ -50,24 +50,6 @@ const BEGIN_NO_BITMAP = "BEGIN; SET LOCAL enable_bitmapscan = off";
 const NOW = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 const num = (v: unknown): number => Number(v);
-
-function toRow(r: Record<string, unknown>): OutboxRow {
-  const payload = r["payload"] as Buffer;
-  return {
-    seq: num(r["seq"]),
-    sink: r["sink"] as string,
-    id: r["id"] as string,
-    key: r["key"] as string,
-    khash: num(r["khash"]),
-    dest: r["dest"] as string,
-    payload: new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength),
-    headers: JSON.parse(r["headers"] as string) as Record<string, string>,
-    createdAt: num(r["created_at"]),
-    attempts: num(r["attempts"]),
-    parked: r["parked"] === true,
-    lastError: r["last_error"] as string,
-  };
-}
 
 /** The outbox methods of a PostgreSQL store on `pool` (its schema already migrated). */
 export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
@@ -226,13 +208,16 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
       const all = held.length >= partitions;
       const r = await tx(
         (c) =>
-          c.query(
-            `SELECT * FROM exhook_outbox WHERE sink = $1 AND NOT parked AND seq > $3${all ? "" : " AND (khash % $4) = ANY($5::int[])"} ORDER BY seq LIMIT $2`,
-            all ? [sink, limit, afterSeq] : [sink, limit, afterSeq, partitions, held],
-          ),
+          c.query<FetchedRow>({
+            text: `SELECT ${FETCH_COLUMNS} FROM exhook_outbox WHERE sink = $1 AND NOT parked AND seq > $3${all ? "" : " AND (khash % $4) = ANY($5::int[])"} ORDER BY seq LIMIT $2`,
+            values: all ? [sink, limit, afterSeq] : [sink, limit, afterSeq, partitions, held],
+            rowMode: "array",
+          }),
         BEGIN_NO_BITMAP,
       );
-      return r.rows.map(toRow);
+      const out: OutboxRow[] = new Array(r.rows.length);
+      for (let i = 0; i < r.rows.length; i++) out[i] = fetchedRow(sink, false, r.rows[i] as FetchedRow);
+      return out;
     },
 
     async outboxSettle(sink, s) {
@@ -282,12 +267,12 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
     },
 
     async outboxList(sink, options) {
-      const r = await pool.query("SELECT * FROM exhook_outbox WHERE sink = $1 AND parked = $2 ORDER BY seq LIMIT $3", [
-        sink,
-        options.parked,
-        options.limit,
-      ]);
-      return r.rows.map(toRow);
+      const r = await pool.query<FetchedRow>({
+        text: `SELECT ${FETCH_COLUMNS} FROM exhook_outbox WHERE sink = $1 AND parked = $2 ORDER BY seq LIMIT $3`,
+        values: [sink, options.parked, options.limit],
+        rowMode: "array",
+      });
+      return r.rows.map((row) => fetchedRow(sink, options.parked, row));
     },
 
     async outboxPurge(sink, options) {

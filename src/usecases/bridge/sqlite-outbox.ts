@@ -7,7 +7,7 @@
  */
 import type Database from "better-sqlite3";
 import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats } from "../store.js";
-import { applyBound, fairShare, groupBySink, type OutboxMethods } from "./outbox-shared.js";
+import { applyBound, FETCH_COLUMNS, fairShare, fetchedRow, groupBySink, type FetchedRow, type OutboxMethods } from "./outbox-shared.js";
 
 /**
  * The statements whose cost must not grow with the backlog (test/bridge-outbox-store.test.ts
@@ -53,26 +53,6 @@ export const SQLITE_OUTBOX_MIGRATION = `
   CREATE TABLE outbox_leases (sink TEXT NOT NULL, part INTEGER NOT NULL, owner TEXT, until INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sink, part));
   CREATE TABLE outbox_members (sink TEXT NOT NULL, owner TEXT NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (sink, owner));
 `;
-
-/** What a fetch or a listing reads, in this order, as raw arrays (no driver object per row; see {@link fetchedRow}). */
-const FETCH_COLUMNS = "seq, id, key, khash, dest, payload, headers, created_at, attempts, last_error";
-type FetchedRow = [number, string, string, number, string, Buffer, string, number, number, string];
-
-/** A row of `sink` read with {@link FETCH_COLUMNS} (the query selected it by sink and parked state). */
-const fetchedRow = (sink: string, parked: boolean, r: FetchedRow): OutboxRow => ({
-  seq: r[0],
-  sink,
-  id: r[1],
-  key: r[2],
-  khash: r[3],
-  dest: r[4],
-  payload: new Uint8Array(r[5].buffer, r[5].byteOffset, r[5].byteLength),
-  headers: JSON.parse(r[6]) as Record<string, string>,
-  createdAt: r[7],
-  attempts: r[8],
-  parked,
-  lastError: r[9],
-});
 
 const intList = (xs: readonly number[]): string => xs.map((x) => String(Math.trunc(x))).join(",");
 
