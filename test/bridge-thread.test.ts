@@ -10,8 +10,12 @@ import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { REDIS_URL, eventually, readRedisStream, redisClient, skipNotice, unique } from "./helpers/brokers";
-import { checkOrder, openTestBridge, type TestBridge } from "./helpers/bridge";
+import { keyHash } from "../src/usecases/bridge/outbox-shared";
+import { createForwardThread } from "../src/usecases/bridge/forward-thread";
+import type { ForwardingSpec } from "../src/usecases/bridge/forwarding";
+import { newOwnerId, openSqliteStore, sinkSchema, type ForwarderObserver, type SinkConfig } from "../src/usecases/index";
+import { REDIS_URL, eventually, readRedisStream, redisClient, skipNotice, startTcpProxy, unique } from "./helpers/brokers";
+import { checkOrder, memoryLogger, openTestBridge, type TestBridge } from "./helpers/bridge";
 
 skipNotice("bridge-thread", { "Redis (EXHOOK_TEST_REDIS_URL)": REDIS_URL });
 const redisTest = REDIS_URL ? test : test.skip;
@@ -171,3 +175,100 @@ describe("forwarding thread", () => {
     }
   });
 });
+
+redisTest(
+  "a thread that cannot stop in time (a batch in flight to an engine that never answers) is terminated; its rows stay and are sent again, same ids",
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), "exhook-thread-stop-"));
+    const file = join(dir, "outbox.db");
+    const key = unique("thread-stop");
+    const redisPort = Number(new URL(REDIS_URL as string).port) || 6379;
+    const proxy = await startTcpProxy(redisPort);
+    const logger = memoryLogger();
+    const quietObserver = (): ForwarderObserver => ({
+      delivered() {},
+      failed() {},
+      retried() {},
+      parked() {},
+      confirmSeconds() {},
+      partitions() {},
+      connectFailed() {},
+    });
+    const specFor = (url: string): ForwardingSpec => ({
+      // A batch may wait a minute for its replies: stop() cannot wait that long.
+      sinks: [sinkSchema.parse({ ...redisSink(key), url, confirmTimeoutMs: 60_000 }) as SinkConfig],
+      partitions: 4,
+      leaseMs: 200_000,
+      pollMs: 50,
+      // One owner for both threads, as in one process: the second resumes the partitions the
+      // terminated one still leases (a new process would take them over from the dead pid).
+      owner,
+    });
+    const owner = newOwnerId();
+    const store = await openSqliteStore({ file });
+    try {
+      const t = createForwardThread({
+        spec: specFor(`redis://127.0.0.1:${proxy.port}`),
+        store: { kind: "sqlite", file },
+        nice: 0,
+        observer: quietObserver,
+        logger,
+        stopTimeoutMs: 300,
+      });
+      t.start();
+      await eventually(() => (logger.has("info", /bridge: engine connected/) ? true : undefined), 10_000, "connected to Redis");
+      // Redis (behind the proxy) stops answering without closing anything; then rows arrive.
+      proxy.blackhole();
+      const ids = Array.from({ length: 20 }, (_, i) => `ID${String(i).padStart(4, "0")}`);
+      await store.outboxAppend(
+        ids.map((id, i) => ({
+          sink: "rs",
+          id,
+          key: `c${i % 4}`,
+          khash: keyHash(`c${i % 4}`),
+          dest: key,
+          payload: new TextEncoder().encode(`p${i}`),
+          headers: { hook: "message.publish" },
+          createdAt: Date.now(),
+        })),
+        {},
+      );
+      t.notify("rs", ids.length);
+      // The batch went out: Redis got (and will never answer) the XADDs.
+      await eventually(() => (proxy.swallowed() > 0 ? true : undefined), 10_000, "the batch sent");
+      await t.stop();
+      expect(logger.has("warn", /bridge: forwarding thread did not stop in time; terminating it/)).toBe(true);
+      // Nothing was confirmed, so nothing was deleted.
+      expect((await store.outboxStats(["rs"]))[0]).toMatchObject({ sink: "rs", pending: ids.length });
+
+      // A new thread, with Redis answering: every row lands, with its id.
+      const t2 = createForwardThread({
+        spec: specFor(REDIS_URL as string),
+        store: { kind: "sqlite", file },
+        nice: 0,
+        observer: quietObserver,
+        logger,
+      });
+      t2.start();
+      const landed = await eventually(
+        async () => {
+          const l = await readRedisStream(REDIS_URL as string, key);
+          return l.length >= ids.length ? l : undefined;
+        },
+        10_000,
+        "all rows in Redis",
+      );
+      await t2.stop();
+      expect(new Set(landed.map((l) => l.meta["id"]))).toEqual(new Set(ids));
+      expect((await store.outboxStats(["rs"]))[0]).toMatchObject({ pending: 0 });
+    } finally {
+      await store.close();
+      await proxy.close();
+      const r = redisClient(REDIS_URL as string);
+      await r.del(key);
+      await r.quit();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);

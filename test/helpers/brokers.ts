@@ -156,8 +156,13 @@ export interface TcpProxy {
   readonly port: number;
   /** Destroys every proxied connection and refuses new ones until `restore`. */
   cut(): void;
-  /** Stops passing bytes either way, closing nothing: a peer that died without a FIN or RST (power loss, partition). */
+  /**
+   * Stops passing bytes either way, closing nothing: a peer that died without a FIN or RST (power
+   * loss, partition). What clients send from then on is read and dropped, and counted in `swallowed`.
+   */
   blackhole(): void;
+  /** Bytes clients sent into the black hole. */
+  swallowed(): number;
   restore(): void;
   close(): Promise<void>;
 }
@@ -166,20 +171,31 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
   let open = true;
   let holes = false;
+  let swallowed = 0;
+  const clients = new Map<net.Socket, net.Socket>();
+  const hole = (client: net.Socket, upstream: net.Socket) => {
+    client.unpipe(upstream);
+    upstream.unpipe(client);
+    upstream.pause();
+    client.on("data", (b: Buffer) => void (swallowed += b.length));
+    client.resume(); // (unpipe left it paused: a 'data' listener alone does not resume it)
+  };
   const server = net.createServer((client) => {
     if (!open) return client.destroy();
     const upstream = net.connect(targetPort, "127.0.0.1");
     sockets.add(client);
     sockets.add(upstream);
-    if (holes) for (const s of [client, upstream]) s.pause();
+    clients.set(client, upstream);
     const end = () => {
       client.destroy();
       upstream.destroy();
       sockets.delete(client);
       sockets.delete(upstream);
+      clients.delete(client);
     };
     client.on("error", end).on("close", end);
     upstream.on("error", end).on("close", end);
+    if (holes) return hole(client, upstream);
     client.pipe(upstream);
     upstream.pipe(client);
   });
@@ -193,11 +209,9 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     },
     blackhole() {
       holes = true;
-      for (const s of sockets) {
-        s.unpipe();
-        s.pause();
-      }
+      for (const [client, upstream] of clients) hole(client, upstream);
     },
+    swallowed: () => swallowed,
     restore() {
       open = true;
     },
