@@ -1,10 +1,10 @@
 /**
- * What the two outbox backends (SQLite, PostgreSQL) share: the partition of an ordering key, the
- * fair share of partitions per live owner, and how a bound turns into evictions and refusals.
+ * What the two outbox backends (SQLite, PostgreSQL) share: the columns a fetch reads and the rows
+ * made of them, the partition of an ordering key, the fair share of partitions per live owner, and
+ * how a bound turns into evictions and refusals.
  */
 import type { OutboxRow, Store } from "../store.js";
 
-/** Default number of partitions of a sink's outbox (the most instances that forward in parallel). */
 /** The Store methods an outbox implementation (SQLite, PostgreSQL) provides. */
 export type OutboxMethods = Pick<
   Store,
@@ -19,6 +19,7 @@ export type OutboxMethods = Pick<
   | "outboxRelease"
 >;
 
+/** Default number of partitions of a sink's outbox (the most instances that forward in parallel). */
 export const DEFAULT_OUTBOX_PARTITIONS = 16;
 
 /**
@@ -30,7 +31,7 @@ export const FETCH_COLUMNS = "seq, id, key, khash, dest, payload, headers, creat
 export type FetchedRow = [number | string, string, string, number, string, Uint8Array, string, number | string, number, string];
 
 /** A row of `sink` read with {@link FETCH_COLUMNS} (the query selected it by sink and parked state). */
-export const fetchedRow = (sink: string, parked: boolean, r: FetchedRow): OutboxRow => ({
+const fetchedRow = (sink: string, parked: boolean, r: FetchedRow): OutboxRow => ({
   seq: Number(r[0]),
   sink,
   id: r[1],
@@ -44,6 +45,13 @@ export const fetchedRow = (sink: string, parked: boolean, r: FetchedRow): Outbox
   parked,
   lastError: r[9],
 });
+
+/** The rows of `sink` a fetch or a listing read with {@link FETCH_COLUMNS}. */
+export function fetchedRows(sink: string, parked: boolean, rows: readonly FetchedRow[]): OutboxRow[] {
+  const out: OutboxRow[] = new Array(rows.length);
+  for (let i = 0; i < rows.length; i++) out[i] = fetchedRow(sink, parked, rows[i] as FetchedRow);
+  return out;
+}
 
 /**
  * 31-bit FNV-1a hash of an ordering key (the client id). Stored with each row, so the partition

@@ -8,8 +8,8 @@
  */
 import type pg from "pg";
 import { pgTransaction } from "../pg-transaction.js";
-import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats } from "../store.js";
-import { applyBound, FETCH_COLUMNS, fairShare, fetchedRow, groupBySink, type FetchedRow, type OutboxMethods } from "./outbox-shared.js";
+import type { OutboxAppendResult, OutboxEntry, OutboxStats } from "../store.js";
+import { applyBound, FETCH_COLUMNS, fairShare, fetchedRows, groupBySink, type FetchedRow, type OutboxMethods } from "./outbox-shared.js";
 
 /** The schema migration that adds the outbox (appended to the PostgreSQL store's migrations). */
 export const PG_OUTBOX_MIGRATION = `
@@ -215,9 +215,7 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
           }),
         BEGIN_NO_BITMAP,
       );
-      const out: OutboxRow[] = new Array(r.rows.length);
-      for (let i = 0; i < r.rows.length; i++) out[i] = fetchedRow(sink, false, r.rows[i] as FetchedRow);
-      return out;
+      return fetchedRows(sink, false, r.rows);
     },
 
     async outboxSettle(sink, s) {
@@ -272,7 +270,7 @@ export function pgOutboxMethods(pool: pg.Pool): OutboxMethods {
         values: [sink, options.parked, options.limit],
         rowMode: "array",
       });
-      return r.rows.map((row) => fetchedRow(sink, options.parked, row));
+      return fetchedRows(sink, options.parked, r.rows);
     },
 
     async outboxPurge(sink, options) {

@@ -6,8 +6,8 @@
  * serializes them across processes, which is the row locking this backend needs.
  */
 import type Database from "better-sqlite3";
-import type { OutboxAppendResult, OutboxEntry, OutboxRow, OutboxStats } from "../store.js";
-import { applyBound, FETCH_COLUMNS, fairShare, fetchedRow, groupBySink, type FetchedRow, type OutboxMethods } from "./outbox-shared.js";
+import type { OutboxAppendResult, OutboxEntry, OutboxStats } from "../store.js";
+import { applyBound, FETCH_COLUMNS, fairShare, fetchedRows, groupBySink, type FetchedRow, type OutboxMethods } from "./outbox-shared.js";
 
 /**
  * The statements whose cost must not grow with the backlog (test/bridge-outbox-store.test.ts
@@ -209,10 +209,7 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
           .raw(true);
         fetchStatements.set(filter, stmt);
       }
-      const rows = stmt.all(sink, afterSeq, limit);
-      const out: OutboxRow[] = new Array(rows.length);
-      for (let i = 0; i < rows.length; i++) out[i] = fetchedRow(sink, false, rows[i] as FetchedRow);
-      return out;
+      return fetchedRows(sink, false, stmt.all(sink, afterSeq, limit));
     },
     async outboxSettle(sink, s) {
       return settle.immediate(sink, s.delivered, s.rejected, s.maxAttempts);
@@ -228,13 +225,13 @@ export function sqliteOutboxMethods(db: Database.Database): OutboxMethods {
       return out;
     },
     async outboxList(sink, options) {
-      return db
+      const rows = db
         .prepare<[string, number, number], FetchedRow>(
           `SELECT ${FETCH_COLUMNS} FROM outbox WHERE sink = ? AND parked = ? ORDER BY seq LIMIT ?`,
         )
         .raw(true)
-        .all(sink, options.parked ? 1 : 0, options.limit)
-        .map((r) => fetchedRow(sink, options.parked, r));
+        .all(sink, options.parked ? 1 : 0, options.limit);
+      return fetchedRows(sink, options.parked, rows);
     },
     async outboxPurge(sink, options) {
       return purge.immediate(sink, options.parkedOnly);
