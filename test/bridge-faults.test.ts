@@ -25,7 +25,7 @@ import {
   startTcpProxy,
   unique,
 } from "./helpers/brokers";
-import { checkOrder, openTestBridge, type TestBridge } from "./helpers/bridge";
+import { checkOrder, openTestBridge, payloadsById, type TestBridge } from "./helpers/bridge";
 
 skipNotice("bridge-faults", {
   "nats-server (EXHOOK_TEST_NATS_BIN)": NATS_BIN,
@@ -173,12 +173,8 @@ redisTest(
       expect(missing).toEqual([]);
       expect(outOfOrder).toEqual([]);
       // Redis has no dedup: an entry seen twice is the same message (same id, same payload).
-      const byId = new Map<string, string>();
-      for (const l of landed) {
-        const id = l.meta["id"] as string;
-        if (byId.has(id)) expect(byId.get(id)).toBe(l.payload);
-        byId.set(id, l.payload);
-      }
+      const { byId, conflicts } = payloadsById(landed);
+      expect(conflicts).toEqual([]);
       expect(byId.size).toBe(1200);
       // Down: connection attempts fail (counted) and nothing is sent until one succeeds.
       expect(await metric(tb, "exhook_bridge_connect_failures_total", 'sink="rs"')).toBeGreaterThan(0);

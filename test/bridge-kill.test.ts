@@ -13,7 +13,7 @@ import * as path from "node:path";
 import Database from "better-sqlite3";
 import { createFakeEmqx } from "../src/testing/index";
 import { REDIS_URL, eventually, readRedisStream, redisClient, skipNotice, unique } from "./helpers/brokers";
-import { memoryLogger } from "./helpers/bridge";
+import { memoryLogger, payloadsById } from "./helpers/bridge";
 import { spawnCli, type CliProcess } from "./helpers/cli-process";
 import { compileTree, ROOT } from "./helpers/compile";
 
@@ -128,12 +128,7 @@ bridge:
       // (Logged by the forwarding thread, which may start after everything already landed: wait for it.)
       await cli.waitFor(/bridge: taking over the outbox partitions of a dead process/g);
       // Re-sends carry the same id: one payload per id.
-      const byId = new Map<string, string>();
-      for (const l of landed) {
-        const id = l.meta["id"] as string;
-        if (byId.has(id)) expect(byId.get(id)).toBe(l.payload);
-        else byId.set(id, l.payload);
-      }
+      expect(payloadsById(landed).conflicts).toEqual([]);
       // Order per client (first arrival of each message).
       const first = new Map<string, number>();
       landed.forEach((l, i) => {

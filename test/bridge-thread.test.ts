@@ -6,8 +6,7 @@
  * its store is retried while the hooks keep committing; the thread runs at the configured nice
  * value; closing stops it.
  */
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { keyHash } from "../src/usecases/bridge/outbox-shared";
@@ -15,7 +14,7 @@ import { createForwardThread } from "../src/usecases/bridge/forward-thread";
 import type { ForwardingSpec } from "../src/usecases/bridge/forwarding";
 import { newOwnerId, openSqliteStore, sinkSchema, type ForwarderObserver, type SinkConfig } from "../src/usecases/index";
 import { REDIS_URL, eventually, readRedisStream, redisClient, skipNotice, startTcpProxy, unique } from "./helpers/brokers";
-import { checkOrder, memoryLogger, openTestBridge, type TestBridge } from "./helpers/bridge";
+import { checkOrder, memoryLogger, openTestBridge, payloadsById, type TestBridge } from "./helpers/bridge";
 
 skipNotice("bridge-thread", { "Redis (EXHOOK_TEST_REDIS_URL)": REDIS_URL });
 const redisTest = REDIS_URL ? test : test.skip;
@@ -86,12 +85,8 @@ describe("forwarding thread", () => {
             ),
           ).toEqual({ missing: [], outOfOrder: [] });
           // A message sent twice (sent before the crash, not settled) carries the same id both times.
-          const byId = new Map<string, string>();
-          for (const l of landed) {
-            const id = l.meta["id"] as string;
-            expect(byId.get(id) ?? l.payload).toBe(l.payload);
-            byId.set(id, l.payload);
-          }
+          const { byId, conflicts } = payloadsById(landed);
+          expect(conflicts).toEqual([]);
           expect(byId.size).toBe(1200);
           expect(tb.bridge.forwardThread?.restarts()).toBe(1);
           expect(await metric(tb, "exhook_bridge_forward_thread_restarts_total")).toBe(1);

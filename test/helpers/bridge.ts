@@ -9,6 +9,7 @@ import { defineProvider, type Logger } from "../../src/index";
 import { createFakeEmqx, type FakeEmqx } from "../../src/testing/index";
 import { createBridge, openSqliteStore, parseConfig, type Bridge, type Store } from "../../src/usecases/index";
 import type { ForwardStoreSpec } from "../../src/usecases/bridge/forward-worker";
+import type { Landed } from "./brokers";
 
 /** A logger keeping every line (level, message, fields). */
 export interface MemoryLogger extends Logger {
@@ -130,4 +131,21 @@ export function checkOrder(
     }
   }
   return { missing, outOfOrder };
+}
+
+/**
+ * Each id's payload, from what landed in an engine. A message sent again (sent before a crash or
+ * a cut, not settled) must carry the same id with the same payload: `conflicts` lists the ids that
+ * came with two different payloads.
+ */
+export function payloadsById(landed: readonly Landed[]): { byId: Map<string, string>; conflicts: string[] } {
+  const byId = new Map<string, string>();
+  const conflicts: string[] = [];
+  for (const l of landed) {
+    const id = l.meta["id"] as string;
+    const seen = byId.get(id);
+    if (seen === undefined) byId.set(id, l.payload);
+    else if (seen !== l.payload) conflicts.push(id);
+  }
+  return { byId, conflicts };
 }
