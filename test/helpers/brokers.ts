@@ -168,11 +168,11 @@ export interface TcpProxy {
 }
 
 export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
-  const sockets = new Set<net.Socket>();
+  /** Each proxied connection: the client's socket and the one to the target. */
+  const pairs = new Map<net.Socket, net.Socket>();
   let open = true;
   let holes = false;
   let swallowed = 0;
-  const clients = new Map<net.Socket, net.Socket>();
   const hole = (client: net.Socket, upstream: net.Socket) => {
     client.unpipe(upstream);
     upstream.unpipe(client);
@@ -180,18 +180,21 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     client.on("data", (b: Buffer) => void (swallowed += b.length));
     client.resume(); // (unpipe left it paused: a 'data' listener alone does not resume it)
   };
+  const destroyAll = () => {
+    for (const [client, upstream] of pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    pairs.clear();
+  };
   const server = net.createServer((client) => {
     if (!open) return client.destroy();
     const upstream = net.connect(targetPort, "127.0.0.1");
-    sockets.add(client);
-    sockets.add(upstream);
-    clients.set(client, upstream);
+    pairs.set(client, upstream);
     const end = () => {
       client.destroy();
       upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-      clients.delete(client);
+      pairs.delete(client);
     };
     client.on("error", end).on("close", end);
     upstream.on("error", end).on("close", end);
@@ -204,12 +207,11 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     port: (server.address() as net.AddressInfo).port,
     cut() {
       open = false;
-      for (const s of sockets) s.destroy();
-      sockets.clear();
+      destroyAll();
     },
     blackhole() {
       holes = true;
-      for (const [client, upstream] of clients) hole(client, upstream);
+      for (const [client, upstream] of pairs) hole(client, upstream);
     },
     swallowed: () => swallowed,
     restore() {
@@ -217,7 +219,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     },
     close() {
       open = false;
-      for (const s of sockets) s.destroy();
+      destroyAll();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
