@@ -22,6 +22,7 @@ import type { SqliteStoreOptions } from "./sqlite-store.js";
 import { SQLITE_WORKER_FILE } from "./sqlite-worker-file.js";
 import type { WorkerCall, WorkerError, WorkerInit, WorkerReply } from "./sqlite-worker.js";
 import type { Store } from "./store.js";
+import { exponentialDelay } from "./store-retry.js";
 
 /** Options of {@link openSqliteWorkerStore}. */
 export interface SqliteWorkerStoreOptions extends Omit<SqliteStoreOptions, "readonly"> {
@@ -113,7 +114,7 @@ class StoreThread {
       // meanwhile wait for it.
       this.backlog = [];
       this.restarts++;
-      const delay = Math.min(5000, 100 * 2 ** Math.min(this.restarts, 6));
+      const delay = exponentialDelay(this.restarts);
       this.logger?.error(
         { thread: this.init.role, code, failedCalls: lost.length, restartInMs: delay },
         "SQLite store thread exited; starting a new one",

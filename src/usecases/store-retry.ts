@@ -51,14 +51,21 @@ export interface BackoffOptions {
 }
 
 /**
- * The pause before retry number `attempt` (0-based): exponential from `minMs` up to `maxMs`, with
- * "equal jitter" (half fixed, half random), so instances that lost the same database do not all
- * come back at the same instant and the pause never collapses to zero.
+ * The pause before attempt number `attempt` (0-based), without jitter: `minMs` doubled per
+ * attempt, at most `maxMs`. For restarts of this process's own threads, where no other instance
+ * comes back at the same instant.
+ */
+export function exponentialDelay(attempt: number, options: Omit<BackoffOptions, "random"> = {}): number {
+  return Math.min(options.maxMs ?? 5000, (options.minMs ?? 100) * 2 ** Math.min(attempt, 30));
+}
+
+/**
+ * The pause before retry number `attempt` (0-based): {@link exponentialDelay} with "equal jitter"
+ * (half fixed, half random), so instances that lost the same database do not all come back at the
+ * same instant and the pause never collapses to zero.
  */
 export function backoffDelay(attempt: number, options: BackoffOptions = {}): number {
-  const min = options.minMs ?? 100;
-  const max = options.maxMs ?? 5000;
-  const exp = Math.min(max, min * 2 ** Math.min(attempt, 30));
+  const exp = exponentialDelay(attempt, options);
   return Math.round(exp / 2 + ((options.random ?? Math.random)() * exp) / 2);
 }
 

@@ -15,6 +15,7 @@
  */
 import { Worker } from "node:worker_threads";
 import type { Logger } from "../../provider.js";
+import { exponentialDelay } from "../store-retry.js";
 import { FORWARD_WORKER_FILE } from "./forward-worker-file.js";
 import type { ForwardStoreSpec, ForwardThreadInit, FromForwardThread, ToForwardThread } from "./forward-worker.js";
 import type { ForwarderObserver, ForwarderStats } from "./forwarder.js";
@@ -155,7 +156,7 @@ export function createForwardThread(options: ForwardThreadOptions): ForwardThrea
       restarts++;
       failures++;
       options.onRestart?.();
-      const delay = Math.min(5000, 100 * 2 ** Math.min(failures - 1, 6));
+      const delay = exponentialDelay(failures - 1);
       logger?.error(
         { code, ...(failure ? { err: failure } : {}), restartInMs: delay, restarts },
         "bridge: forwarding thread ended; starting it again (unsettled messages are sent again)",
